@@ -1,0 +1,382 @@
+//! Plugin configuration: JSON in, validated runtime [`Config`] out.
+//!
+//! The same bytes arrive from Envoy's `configuration` StringValue and from Istio's
+//! `pluginConfig`. Every error names the JSON path and the reason in one line.
+
+use serde::Deserialize;
+use std::fmt;
+
+/// Most versions one rollout may split between.
+pub const MAX_VERSIONS: usize = 16;
+/// flagd caps the sum of weights at `i32::MAX`.
+pub const MAX_TOTAL_WEIGHT: u64 = i32::MAX as u64;
+const MAX_NAME_LEN: usize = 63;
+const MAX_ROLLOUT_ID_LEN: usize = 128;
+
+pub const DEFAULT_ROUTE_HEADER: &str = "x-rollout-version";
+
+/// A rejected configuration: where in the JSON, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() || self.path == "." {
+            write!(f, "{}", self.reason)
+        } else {
+            write!(f, "{}: {}", self.path, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// ---- wire format -------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawConfig {
+    rollout_id: String,
+    versions: Vec<RawVersion>,
+    #[serde(default)]
+    route_header: Option<String>,
+    #[serde(default)]
+    sticky_keys: Vec<RawStickyKey>,
+    #[serde(default)]
+    r#override: Option<RawOverride>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVersion {
+    name: String,
+    // A Number so that `-1` and `1.5` get our message, not serde's type error.
+    weight: serde_json::Number,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+enum RawStickyKey {
+    Header(String),
+    Cookie(String),
+    SourceAddress(bool),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawOverride {
+    #[serde(default)]
+    header: Option<String>,
+    #[serde(default)]
+    query: Option<String>,
+}
+
+// ---- runtime form ------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    pub name: String,
+    pub weight: u32,
+}
+
+/// Where a sticky key may come from, tried in configured order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StickyKey {
+    /// A request header value (name lowercased).
+    Header(String),
+    /// A cookie value from the `cookie` header.
+    Cookie(String),
+    /// The downstream source IP, without port.
+    SourceAddress,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Override {
+    pub header: Option<String>,
+    pub query: Option<String>,
+}
+
+/// Validated configuration. Constructed only through [`Config::from_json`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub rollout_id: String,
+    pub versions: Vec<Version>,
+    /// Weights in `versions` order, kept beside them for the split.
+    pub weights: Vec<u32>,
+    pub total_weight: u32,
+    pub route_header: String,
+    pub sticky_keys: Vec<StickyKey>,
+    pub r#override: Override,
+}
+
+impl Config {
+    /// Parse and validate. The error names the JSON path and the reason.
+    pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError::new(path, e.into_inner().to_string())
+        })?;
+        Self::validate(raw)
+    }
+
+    /// Index of the version called `name`, if configured.
+    pub fn version_index(&self, name: &[u8]) -> Option<usize> {
+        self.versions.iter().position(|v| v.name.as_bytes() == name)
+    }
+
+    fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+        check_rollout_id(&raw.rollout_id)?;
+
+        if raw.versions.is_empty() || raw.versions.len() > MAX_VERSIONS {
+            return Err(ConfigError::new(
+                "versions",
+                format!("must list 1 to {MAX_VERSIONS} versions"),
+            ));
+        }
+        let mut versions: Vec<Version> = Vec::with_capacity(raw.versions.len());
+        let mut total: u64 = 0;
+        for (i, v) in raw.versions.into_iter().enumerate() {
+            check_version_name(&v.name).map_err(|r| ConfigError::new(format!("versions[{i}].name"), r))?;
+            if versions.iter().any(|seen| seen.name == v.name) {
+                return Err(ConfigError::new(
+                    format!("versions[{i}].name"),
+                    format!("duplicate version name {:?}", v.name),
+                ));
+            }
+            let weight = v
+                .weight
+                .as_u64()
+                .ok_or_else(|| ConfigError::new(format!("versions[{i}].weight"), "must be an integer >= 0"))?;
+            total = total.saturating_add(weight);
+            if total > MAX_TOTAL_WEIGHT {
+                return Err(ConfigError::new(
+                    format!("versions[{i}].weight"),
+                    format!("weights must sum to at most {MAX_TOTAL_WEIGHT}"),
+                ));
+            }
+            // total <= i32::MAX, so each weight fits in u32.
+            versions.push(Version {
+                name: v.name,
+                weight: u32::try_from(weight).unwrap_or(u32::MAX),
+            });
+        }
+        if total == 0 {
+            return Err(ConfigError::new("versions", "weights must sum to at least 1"));
+        }
+
+        let route_header = match raw.route_header {
+            Some(h) => check_header_name(&h).map_err(|r| ConfigError::new("routeHeader", r))?,
+            None => DEFAULT_ROUTE_HEADER.to_string(),
+        };
+
+        let mut sticky_keys = Vec::with_capacity(raw.sticky_keys.len());
+        for (i, k) in raw.sticky_keys.into_iter().enumerate() {
+            let key = match k {
+                RawStickyKey::Header(h) => StickyKey::Header(
+                    check_header_name(&h).map_err(|r| ConfigError::new(format!("stickyKeys[{i}].header"), r))?,
+                ),
+                RawStickyKey::Cookie(c) => {
+                    check_token(&c).map_err(|r| ConfigError::new(format!("stickyKeys[{i}].cookie"), r))?;
+                    StickyKey::Cookie(c)
+                }
+                RawStickyKey::SourceAddress(true) => StickyKey::SourceAddress,
+                RawStickyKey::SourceAddress(false) => {
+                    return Err(ConfigError::new(
+                        format!("stickyKeys[{i}].sourceAddress"),
+                        "must be true (leave the entry out to disable it)",
+                    ))
+                }
+            };
+            if sticky_keys.contains(&key) {
+                return Err(ConfigError::new(format!("stickyKeys[{i}]"), "duplicate sticky key"));
+            }
+            sticky_keys.push(key);
+        }
+
+        let mut ov = Override::default();
+        if let Some(o) = raw.r#override {
+            if let Some(h) = o.header {
+                let h = check_header_name(&h).map_err(|r| ConfigError::new("override.header", r))?;
+                if h == route_header {
+                    return Err(ConfigError::new(
+                        "override.header",
+                        "must differ from routeHeader (clients may never set the route header)",
+                    ));
+                }
+                ov.header = Some(h);
+            }
+            if let Some(q) = o.query {
+                check_query_name(&q).map_err(|r| ConfigError::new("override.query", r))?;
+                ov.query = Some(q);
+            }
+        }
+
+        let weights = versions.iter().map(|v| v.weight).collect();
+        Ok(Config {
+            rollout_id: raw.rollout_id,
+            versions,
+            weights,
+            total_weight: u32::try_from(total).unwrap_or(u32::MAX),
+            route_header,
+            sticky_keys,
+            r#override: ov,
+        })
+    }
+}
+
+fn check_rollout_id(id: &str) -> Result<(), ConfigError> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if id.is_empty() || id.len() > MAX_ROLLOUT_ID_LEN || !id.chars().all(ok_char) {
+        return Err(ConfigError::new(
+            "rolloutId",
+            format!("must be 1 to {MAX_ROLLOUT_ID_LEN} characters of [A-Za-z0-9._-]"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_version_name(name: &str) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+    if name.is_empty() || name.len() > MAX_NAME_LEN || !name.chars().all(ok_char) {
+        return Err(format!("must be 1 to {MAX_NAME_LEN} characters of [a-z0-9-], got {name:?}"));
+    }
+    Ok(())
+}
+
+fn is_tchar(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+}
+
+fn check_token(s: &str) -> Result<(), String> {
+    if s.is_empty() || !s.chars().all(is_tchar) {
+        return Err(format!("must be a non-empty HTTP token, got {s:?}"));
+    }
+    Ok(())
+}
+
+/// Header names are matched lowercase, as Envoy stores them.
+fn check_header_name(h: &str) -> Result<String, String> {
+    check_token(h)?;
+    let lower = h.to_ascii_lowercase();
+    if matches!(lower.as_str(), "host" | "cookie" | "content-length" | "transfer-encoding" | "connection") {
+        return Err(format!("{h:?} is reserved"));
+    }
+    Ok(lower)
+}
+
+fn check_query_name(q: &str) -> Result<(), String> {
+    let bad = |c: char| matches!(c, '&' | '=' | '#' | '?' | '%' | '+') || c.is_ascii_whitespace() || c.is_ascii_control();
+    if q.is_empty() || q.chars().any(bad) || !q.is_ascii() {
+        return Err(format!("must be a non-empty plain query parameter name, got {q:?}"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    const GOOD: &str = r#"{
+        "rolloutId": "checkout-2026-11",
+        "versions": [ { "name": "stable", "weight": 90 }, { "name": "canary", "weight": 10 } ],
+        "routeHeader": "x-rollout-version",
+        "stickyKeys": [ { "header": "X-User-Id" }, { "cookie": "uid" }, { "sourceAddress": true } ],
+        "override": { "header": "x-rollout-pin", "query": "rollout-version" }
+    }"#;
+
+    fn err(json: &str) -> String {
+        Config::from_json(json.as_bytes()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn parses_the_documented_example() {
+        let c = Config::from_json(GOOD.as_bytes()).unwrap();
+        assert_eq!(c.rollout_id, "checkout-2026-11");
+        assert_eq!(c.weights, vec![90, 10]);
+        assert_eq!(c.total_weight, 100);
+        assert_eq!(
+            c.sticky_keys,
+            vec![
+                StickyKey::Header("x-user-id".into()),
+                StickyKey::Cookie("uid".into()),
+                StickyKey::SourceAddress
+            ]
+        );
+        assert_eq!(c.r#override.header.as_deref(), Some("x-rollout-pin"));
+        assert_eq!(c.r#override.query.as_deref(), Some("rollout-version"));
+        assert_eq!(c.version_index(b"canary"), Some(1));
+        assert_eq!(c.version_index(b"nope"), None);
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::from_json(br#"{"rolloutId":"r","versions":[{"name":"v1","weight":1}]}"#).unwrap();
+        assert_eq!(c.route_header, DEFAULT_ROUTE_HEADER);
+        assert!(c.sticky_keys.is_empty());
+        assert_eq!(c.r#override, Override::default());
+    }
+
+    #[test]
+    fn errors_name_the_path_and_reason() {
+        let base = |versions: &str| format!(r#"{{"rolloutId":"r","versions":{versions}}}"#);
+        let cases: &[(String, &str)] = &[
+            (base(r#"[{"name":"a","weight":1},{"name":"b","weight":-1}]"#), "versions[1].weight: must be an integer >= 0"),
+            (base(r#"[{"name":"a","weight":1.5}]"#), "versions[0].weight: must be an integer >= 0"),
+            (base(r#"[{"name":"a","weight":"1"}]"#), "versions[0].weight: "),
+            (base(r#"[{"name":"a","weight":2147483647},{"name":"b","weight":1}]"#), "versions[1].weight: weights must sum to at most 2147483647"),
+            (base(r#"[{"name":"a","weight":0}]"#), "versions: weights must sum to at least 1"),
+            (base("[]"), "versions: must list 1 to 16 versions"),
+            (base(r#"[{"name":"Canary","weight":1}]"#), "versions[0].name: must be 1 to 63 characters of [a-z0-9-]"),
+            (base(r#"[{"name":"","weight":1}]"#), "versions[0].name: must be 1 to 63"),
+            (base(r#"[{"name":"a","weight":1},{"name":"a","weight":1}]"#), "versions[1].name: duplicate version name"),
+            (base(r#"[{"name":"a","weight":1,"extra":true}]"#), "versions[0].extra: unknown field `extra`"),
+            (base(r#"[{"name":"a"}]"#), "versions[0]: missing field `weight`"),
+            (r#"{"versions":[{"name":"a","weight":1}]}"#.into(), "missing field `rolloutId`"),
+            (r#"{"rolloutId":"has space","versions":[{"name":"a","weight":1}]}"#.into(), "rolloutId: must be 1 to 128"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"stickyKey":[]}"#.into(), "stickyKey: unknown field `stickyKey`"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"stickyKeys":[{"query":"u"}]}"#.into(), "stickyKeys[0]: unknown variant `query`"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"stickyKeys":[{"header":"bad header"}]}"#.into(), "stickyKeys[0].header: must be a non-empty HTTP token"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"stickyKeys":[{"sourceAddress":false}]}"#.into(), "stickyKeys[0].sourceAddress: must be true"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"stickyKeys":[{"cookie":"u"},{"cookie":"u"}]}"#.into(), "stickyKeys[1]: duplicate sticky key"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"routeHeader":""}"#.into(), "routeHeader: must be a non-empty HTTP token"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"routeHeader":"host"}"#.into(), "routeHeader: \"host\" is reserved"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"override":{"header":"X-Rollout-Version"}}"#.into(), "override.header: must differ from routeHeader"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"override":{"query":"a=b"}}"#.into(), "override.query: must be a non-empty plain query parameter name"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"override":{"cookie":"x"}}"#.into(), "override.cookie: unknown field `cookie`"),
+            ("not json".into(), "expected ident"),
+            ("".into(), "EOF while parsing"),
+        ];
+        for (json, want) in cases {
+            let got = err(json);
+            assert!(got.starts_with(want) || got.contains(want), "config {json}\n  got:  {got}\n  want: {want}");
+        }
+    }
+
+    #[test]
+    fn max_total_weight_is_accepted() {
+        let c = Config::from_json(br#"{"rolloutId":"r","versions":[{"name":"a","weight":2147483646},{"name":"b","weight":1}]}"#).unwrap();
+        assert_eq!(c.total_weight, i32::MAX as u32);
+    }
+
+    #[test]
+    fn seventeen_versions_rejected() {
+        let vs: Vec<String> = (0..17).map(|i| format!(r#"{{"name":"v{i}","weight":1}}"#)).collect();
+        let json = format!(r#"{{"rolloutId":"r","versions":[{}]}}"#, vs.join(","));
+        assert_eq!(err(&json), "versions: must list 1 to 16 versions");
+    }
+}

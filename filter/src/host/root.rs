@@ -1,0 +1,118 @@
+//! Root context: one per worker VM. Owns the validated configuration and the
+//! metric ids, both replaced only by a successful `on_configure`.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{BufferType, ContextType, MetricType};
+
+use super::http::Http;
+use super::logger;
+use crate::config::Config;
+use crate::metrics::{Kind, Layout};
+
+/// What every request of one configuration shares.
+pub struct Shared {
+    pub cfg: Config,
+    pub layout: Layout,
+    pub metric_ids: Vec<u32>,
+    /// Cleared after the host says it has no `clear_route_cache`; Envoy then
+    /// clears the cache itself on header changes (ABI 0.2.1).
+    pub explicit_route_clear: Cell<bool>,
+}
+
+impl Shared {
+    pub fn count(&self, slot: usize) {
+        if let Some(id) = self.metric_ids.get(slot) {
+            if let Err(e) = hostcalls::increment_metric(*id, 1) {
+                log::debug!("increment_metric failed: {e:?}");
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Root {
+    shared: Option<Rc<Shared>>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
+        logger::refresh_level();
+        let mut seed = [0u8; 8];
+        let seed = match getrandom::getrandom(&mut seed) {
+            Ok(()) => u64::from_le_bytes(seed),
+            Err(e) => {
+                log::warn!("no host randomness ({e}); random splits use a time seed");
+                hostcalls::get_current_time()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos() as u64)
+            }
+        };
+        fastrand::seed(seed);
+        true
+    }
+
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        logger::refresh_level();
+        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+            Ok(Some(b)) => b,
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                log::error!("invalid configuration: cannot read it: {e:?}");
+                return false;
+            }
+        };
+        let cfg = match Config::from_json(&bytes) {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                log::error!("invalid configuration: {e}");
+                return false;
+            }
+        };
+        let layout = Layout::new(&cfg);
+        let mut metric_ids = Vec::with_capacity(layout.names.len());
+        for (kind, name) in &layout.names {
+            let t = match kind {
+                Kind::Counter => MetricType::Counter,
+            };
+            match hostcalls::define_metric(t, name) {
+                Ok(id) => metric_ids.push(id),
+                Err(e) => {
+                    log::error!("cannot define metric {name}: {e:?}");
+                    return false;
+                }
+            }
+        }
+        log::info!(
+            "rollout {} configured: {}",
+            cfg.rollout_id,
+            cfg.versions
+                .iter()
+                .map(|v| format!("{}={}", v.name, v.weight))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        self.shared = Some(Rc::new(Shared {
+            cfg,
+            layout,
+            metric_ids,
+            explicit_route_clear: Cell::new(true),
+        }));
+        true
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        // Always a context: the SDK panics on None. Without a config it passes through.
+        Some(Box::new(Http::new(self.shared.clone())))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}

@@ -1,0 +1,19 @@
+//! rollout-filter: routes each request to a version (stable, canary, …) by a
+//! trusted override or a sticky weighted split, for progressive delivery.
+//!
+//! The pure core (everything but `host`) never touches proxy-wasm and is tested
+//! on the host and on wasm32. `host` is the only code that talks to Envoy.
+
+pub mod config;
+pub mod decision;
+pub mod keys;
+pub mod metrics;
+pub mod split;
+
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+pub mod host;
+
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+proxy_wasm::main! {{
+    host::start();
+}}
