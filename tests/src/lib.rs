@@ -1,1 +1,403 @@
-pub fn x(){}
+//! End-to-end harness: the built `.wasm` inside a real Envoy, over real TCP on
+//! 127.0.0.1, in front of echo upstreams that report what they received.
+//!
+//! `Envoy::start` writes a config for the given filter JSON and versions, starts
+//! Envoy on ephemeral ports, waits until its listener is up, and kills it on drop.
+
+pub mod echo;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use echo::{Echo, Seen};
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// `$ENVOY`, else the project's virtual environment (`make envoy` installs it).
+pub fn envoy_bin() -> PathBuf {
+    match std::env::var_os("ENVOY") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => workspace_root().join(".venv/bin/envoy"),
+    }
+}
+
+/// `$ROLLOUT_WASM`, else the release build (`make build`).
+pub fn wasm_path() -> PathBuf {
+    match std::env::var_os("ROLLOUT_WASM") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => workspace_root().join("target/wasm32-wasip1/release/rollout_filter.wasm"),
+    }
+}
+
+/// Files for a TLS listener that requires a client certificate signed by `ca`.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+    /// `forward_client_cert_details` for the HCM, e.g. `FORWARD_ONLY`; `None` leaves the default.
+    pub xfcc: Option<&'static str>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The filter's JSON configuration.
+    pub filter_config: String,
+    /// One echo upstream per name; the first is the default route.
+    pub versions: Vec<String>,
+    pub route_header: String,
+    pub tls: Option<ServerTls>,
+    /// `FAIL_OPEN`, `FAIL_CLOSED` or `FAIL_RELOAD`.
+    pub failure_policy: &'static str,
+    /// Envoy's log level for the `wasm` component.
+    pub wasm_log_level: &'static str,
+}
+
+impl Options {
+    pub fn new(filter_config: impl Into<String>, versions: &[&str]) -> Self {
+        Options {
+            filter_config: filter_config.into(),
+            versions: versions.iter().map(|v| v.to_string()).collect(),
+            route_header: "x-rollout-version".into(),
+            tls: None,
+            failure_policy: "FAIL_OPEN",
+            wasm_log_level: "info",
+        }
+    }
+}
+
+/// A running Envoy with its echo upstreams. Killed on drop.
+pub struct Envoy {
+    child: Child,
+    pub listener: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub upstreams: Vec<Echo>,
+}
+
+impl Envoy {
+    /// Start Envoy and wait for its listener. `Err` carries Envoy's log.
+    pub fn start(opts: &Options) -> Result<Envoy, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let upstreams: Vec<Echo> = opts.versions.iter().map(|v| Echo::start(v)).collect();
+        let yaml = render_config(opts, &upstreams);
+        let cfg_path = dir.path().join("envoy.yaml");
+        std::fs::write(&cfg_path, yaml).map_err(|e| e.to_string())?;
+        let admin_path = dir.path().join("admin.txt");
+        let log_path = dir.path().join("envoy.log");
+        let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+
+        let bin = envoy_bin();
+        if !bin.exists() {
+            return Err(format!("no Envoy at {} (run `make envoy` or set ENVOY=)", bin.display()));
+        }
+        let child = Command::new(&bin)
+            .arg("-c")
+            .arg(&cfg_path)
+            .args(["--concurrency", "1", "--use-dynamic-base-id", "--log-level", "warn"])
+            .arg("--component-log-level")
+            .arg(format!("wasm:{}", opts.wasm_log_level))
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+        let mut envoy = Envoy {
+            child,
+            listener: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            dir,
+            upstreams,
+        };
+        envoy.wait_ready()?;
+        Ok(envoy)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let admin_path = self.dir.path().join("admin.txt");
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("Envoy exited with {status}:\n{}", self.log()));
+            }
+            if self.admin.port() == 0 {
+                if let Ok(s) = std::fs::read_to_string(&admin_path) {
+                    if let Ok(a) = s.trim().parse() {
+                        self.admin = a;
+                    }
+                }
+            }
+            if self.admin.port() != 0 {
+                if let Some(addr) = self.listener_address() {
+                    self.listener = addr;
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!("Envoy not ready after 60 s:\n{}", self.log()))
+    }
+
+    fn listener_address(&self) -> Option<SocketAddr> {
+        let body = self.admin_get("/listeners?format=json").ok()?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let sa = v["listener_statuses"]
+            .as_array()?
+            .iter()
+            .find(|l| l["name"] == "front")?["local_address"]["socket_address"]
+            .clone();
+        let port = sa["port_value"].as_u64()?;
+        (port != 0).then(|| SocketAddr::from(([127, 0, 0, 1], port as u16)))
+    }
+
+    pub fn admin_get(&self, path: &str) -> Result<String, String> {
+        let url = format!("http://{}{}", self.admin, path);
+        ureq::get(&url)
+            .timeout(Duration::from_secs(10))
+            .call()
+            .map_err(|e| e.to_string())?
+            .into_string()
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn admin_post(&self, path: &str) -> Result<String, String> {
+        let url = format!("http://{}{}", self.admin, path);
+        ureq::post(&url)
+            .timeout(Duration::from_secs(10))
+            .call()
+            .map_err(|e| e.to_string())?
+            .into_string()
+            .map_err(|e| e.to_string())
+    }
+
+    /// Every counter and gauge from `/stats`, by full name.
+    pub fn stats(&self) -> BTreeMap<String, u64> {
+        let body = self.admin_get("/stats?usedonly=false").unwrap_or_default();
+        body.lines()
+            .filter_map(|l| {
+                let (k, v) = l.rsplit_once(": ")?;
+                Some((k.to_string(), v.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// A filter metric (`wasmcustom.` + `name`), 0 when absent.
+    pub fn metric(&self, name: &str) -> u64 {
+        self.stats().get(&format!("wasmcustom.{name}")).copied().unwrap_or(0)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.listener, path)
+    }
+
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{}", self.listener.port(), path)
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A keep-alive HTTP client for the tests.
+pub fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .max_idle_connections_per_host(8)
+        .build()
+}
+
+/// A client that presents `identity` (cert + key PEM) and trusts `ca_pem`.
+pub fn mtls_agent(ca_pem: &str, identity: Option<(&str, &str)>) -> ureq::Agent {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()).flatten() {
+        let _ = roots.add(c);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let cfg = match identity {
+        Some((cert, key)) => {
+            let chain: Vec<_> = rustls_pemfile::certs(&mut cert.as_bytes()).flatten().collect();
+            let key = rustls_pemfile::private_key(&mut key.as_bytes()).unwrap().unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .tls_config(Arc::new(cfg))
+        .build()
+}
+
+/// What the echo upstream reported for one request through Envoy.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub seen: Option<Seen>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Reply {
+    /// The upstream that answered.
+    pub fn version(&self) -> &str {
+        self.seen.as_ref().map_or("", |s| s.upstream.as_str())
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// GET `url` with `headers`; any HTTP status is a reply, transport errors are `Err`.
+pub fn get(agent: &ureq::Agent, url: &str, headers: &[(&str, &str)]) -> Result<Reply, String> {
+    let mut req = agent.get(url);
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let resp = match req.call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => return Err(e.to_string()),
+    };
+    let status = resp.status();
+    let headers = resp
+        .headers_names()
+        .into_iter()
+        .flat_map(|n| {
+            resp.all(&n)
+                .into_iter()
+                .map(|v| (n.clone(), v.to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut body = Vec::new();
+    resp.into_reader()
+        .take(1 << 20)
+        .read_to_end(&mut body)
+        .map_err(|e| e.to_string())?;
+    Ok(Reply {
+        status,
+        seen: serde_json::from_slice(&body).ok(),
+        headers,
+    })
+}
+
+fn render_config(opts: &Options, upstreams: &[Echo]) -> String {
+    let wasm = wasm_path();
+    let mut routes = String::new();
+    for v in &opts.versions {
+        routes.push_str(&format!(
+            "              - match: {{ prefix: \"/\", headers: [{{ name: {h}, string_match: {{ exact: {v} }} }}] }}\n                route: {{ cluster: v_{v} }}\n",
+            h = opts.route_header
+        ));
+    }
+    let default = opts.versions.first().cloned().unwrap_or_default();
+    routes.push_str(&format!(
+        "              - match: {{ prefix: \"/\" }}\n                route: {{ cluster: v_{default} }}\n"
+    ));
+    let mut clusters = String::new();
+    for u in upstreams {
+        clusters.push_str(&format!(
+            "  - name: v_{n}\n    connect_timeout: 1s\n    type: STATIC\n    load_assignment:\n      cluster_name: v_{n}\n      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {p} }} }} }} }}] }}]\n",
+            n = u.name,
+            p = u.addr.port()
+        ));
+    }
+    let (transport, xfcc) = match &opts.tls {
+        Some(t) => (
+            format!(
+                r#"      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: true
+          common_tls_context:
+            tls_certificates: [{{ certificate_chain: {{ filename: "{}" }}, private_key: {{ filename: "{}" }} }}]
+            validation_context: {{ trusted_ca: {{ filename: "{}" }} }}
+"#,
+                t.cert.display(),
+                t.key.display(),
+                t.ca.display()
+            ),
+            t.xfcc
+                .map(|x| format!("          forward_client_cert_details: {x}\n"))
+                .unwrap_or_default(),
+        ),
+        None => (String::new(), String::new()),
+    };
+    let filter_config = serde_json::to_string(&opts.filter_config).unwrap_or_default();
+    format!(
+        r#"admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+stats_config:
+  stats_tags:
+  - {{ tag_name: rollout, regex: "(;rollout=([^;]+))" }}
+  - {{ tag_name: version, regex: "(;version=([^;]+))" }}
+  - {{ tag_name: source, regex: "(;source=([^;]+))" }}
+  - {{ tag_name: reason, regex: "(;reason=([^;]+))" }}
+  - {{ tag_name: code_class, regex: "(;code_class=([^;]+))" }}
+static_resources:
+  listeners:
+  - name: front
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: front
+{xfcc}          route_config:
+            name: rollout
+            virtual_hosts:
+            - name: app
+              domains: ["*"]
+              routes:
+{routes}          http_filters:
+          - name: rollout-filter
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: rollout-filter
+                root_id: rollout-filter
+                failure_policy: {policy}
+                vm_config:
+                  vm_id: rollout-filter
+                  runtime: envoy.wasm.runtime.v8
+                  code: {{ local: {{ filename: "{wasm}" }} }}
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: {filter_config}
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+{transport}  clusters:
+{clusters}"#,
+        policy = opts.failure_policy,
+        wasm = wasm.display(),
+    )
+}

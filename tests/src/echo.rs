@@ -1,0 +1,106 @@
+//! An HTTP/1.1 echo upstream: answers every request with JSON naming itself and
+//! listing the request line and headers it received, so tests see exactly what
+//! left Envoy. A request header `x-echo-status: NNN` sets the response status.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Seen {
+    pub upstream: String,
+    pub path: String,
+    /// Lowercased names, in arrival order, values lossily decoded.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
+    }
+}
+
+pub struct Echo {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub requests: Arc<AtomicU64>,
+}
+
+impl Echo {
+    pub fn start(name: &str) -> Echo {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind echo upstream");
+        let addr = listener.local_addr().expect("echo address");
+        let requests = Arc::new(AtomicU64::new(0));
+        let (n, r) = (name.to_string(), requests.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (n, r) = (n.clone(), r.clone());
+                std::thread::spawn(move || serve(conn, &n, &r));
+            }
+        });
+        Echo { name: name.to_string(), addr, requests }
+    }
+}
+
+fn serve(conn: TcpStream, name: &str, count: &AtomicU64) {
+    let _ = conn.set_nodelay(true);
+    let Ok(mut out) = conn.try_clone() else { return };
+    let mut rd = BufReader::new(conn);
+    loop {
+        let mut line = Vec::new();
+        match rd.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let request_line = String::from_utf8_lossy(&line).trim_end().to_string();
+        if request_line.is_empty() {
+            continue;
+        }
+        let path = request_line.split(' ').nth(1).unwrap_or("").to_string();
+        let mut headers = Vec::new();
+        let mut content_length = 0usize;
+        let mut close = false;
+        let mut status = 200u16;
+        loop {
+            let mut h = Vec::new();
+            if rd.read_until(b'\n', &mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = String::from_utf8_lossy(&h).trim_end().to_string();
+            if h.is_empty() {
+                break;
+            }
+            let Some((k, v)) = h.split_once(':') else { continue };
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
+            match k.as_str() {
+                "content-length" => content_length = v.parse().unwrap_or(0),
+                "connection" if v.eq_ignore_ascii_case("close") => close = true,
+                "x-echo-status" => status = v.parse().unwrap_or(200),
+                _ => {}
+            }
+            headers.push((k, v));
+        }
+        let mut body = vec![0u8; content_length];
+        if rd.read_exact(&mut body).is_err() {
+            return;
+        }
+        count.fetch_add(1, Ordering::Relaxed);
+        let seen = Seen { upstream: name.to_string(), path, headers };
+        let json = serde_json::to_vec(&seen).unwrap_or_default();
+        let head = format!(
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\nx-served-by: {name}\r\ncontent-length: {}\r\n{}\r\n",
+            json.len(),
+            if close { "connection: close\r\n" } else { "" }
+        );
+        if out.write_all(head.as_bytes()).is_err() || out.write_all(&json).is_err() || close {
+            return;
+        }
+    }
+}
