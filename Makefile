@@ -38,7 +38,7 @@ envoy:
 
 wasm-bindgen:
 	@if [ "$$($(CARGO_BIN)/wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $$2}')" != "$(WBG_VERSION)" ]; then \
-	  cargo install --locked wasm-bindgen-cli --version $(WBG_VERSION); fi
+	  cargo install wasm-bindgen-cli --version $(WBG_VERSION); fi
 
 run: build envoy
 	cargo run --quiet -p rollout-e2e --bin rollout-demo

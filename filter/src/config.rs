@@ -149,17 +149,17 @@ impl Config {
         let mut versions: Vec<Version> = Vec::with_capacity(raw.versions.len());
         let mut total: u64 = 0;
         for (i, v) in raw.versions.into_iter().enumerate() {
-            check_version_name(&v.name).map_err(|r| ConfigError::new(format!("versions[{i}].name"), r))?;
+            check_version_name(&v.name)
+                .map_err(|r| ConfigError::new(format!("versions[{i}].name"), r))?;
             if versions.iter().any(|seen| seen.name == v.name) {
                 return Err(ConfigError::new(
                     format!("versions[{i}].name"),
                     format!("duplicate version name {:?}", v.name),
                 ));
             }
-            let weight = v
-                .weight
-                .as_u64()
-                .ok_or_else(|| ConfigError::new(format!("versions[{i}].weight"), "must be an integer >= 0"))?;
+            let weight = v.weight.as_u64().ok_or_else(|| {
+                ConfigError::new(format!("versions[{i}].weight"), "must be an integer >= 0")
+            })?;
             total = total.saturating_add(weight);
             if total > MAX_TOTAL_WEIGHT {
                 return Err(ConfigError::new(
@@ -174,7 +174,10 @@ impl Config {
             });
         }
         if total == 0 {
-            return Err(ConfigError::new("versions", "weights must sum to at least 1"));
+            return Err(ConfigError::new(
+                "versions",
+                "weights must sum to at least 1",
+            ));
         }
 
         let route_header = match raw.route_header {
@@ -186,10 +189,12 @@ impl Config {
         for (i, k) in raw.sticky_keys.into_iter().enumerate() {
             let key = match k {
                 RawStickyKey::Header(h) => StickyKey::Header(
-                    check_header_name(&h).map_err(|r| ConfigError::new(format!("stickyKeys[{i}].header"), r))?,
+                    check_header_name(&h)
+                        .map_err(|r| ConfigError::new(format!("stickyKeys[{i}].header"), r))?,
                 ),
                 RawStickyKey::Cookie(c) => {
-                    check_token(&c).map_err(|r| ConfigError::new(format!("stickyKeys[{i}].cookie"), r))?;
+                    check_token(&c)
+                        .map_err(|r| ConfigError::new(format!("stickyKeys[{i}].cookie"), r))?;
                     StickyKey::Cookie(c)
                 }
                 RawStickyKey::SourceAddress(true) => StickyKey::SourceAddress,
@@ -201,7 +206,10 @@ impl Config {
                 }
             };
             if sticky_keys.contains(&key) {
-                return Err(ConfigError::new(format!("stickyKeys[{i}]"), "duplicate sticky key"));
+                return Err(ConfigError::new(
+                    format!("stickyKeys[{i}]"),
+                    "duplicate sticky key",
+                ));
             }
             sticky_keys.push(key);
         }
@@ -209,7 +217,8 @@ impl Config {
         let mut ov = Override::default();
         if let Some(o) = raw.r#override {
             if let Some(h) = o.header {
-                let h = check_header_name(&h).map_err(|r| ConfigError::new("override.header", r))?;
+                let h =
+                    check_header_name(&h).map_err(|r| ConfigError::new("override.header", r))?;
                 if h == route_header {
                     return Err(ConfigError::new(
                         "override.header",
@@ -251,7 +260,9 @@ fn check_rollout_id(id: &str) -> Result<(), ConfigError> {
 fn check_version_name(name: &str) -> Result<(), String> {
     let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
     if name.is_empty() || name.len() > MAX_NAME_LEN || !name.chars().all(ok_char) {
-        return Err(format!("must be 1 to {MAX_NAME_LEN} characters of [a-z0-9-], got {name:?}"));
+        return Err(format!(
+            "must be 1 to {MAX_NAME_LEN} characters of [a-z0-9-], got {name:?}"
+        ));
     }
     Ok(())
 }
@@ -271,16 +282,25 @@ fn check_token(s: &str) -> Result<(), String> {
 fn check_header_name(h: &str) -> Result<String, String> {
     check_token(h)?;
     let lower = h.to_ascii_lowercase();
-    if matches!(lower.as_str(), "host" | "cookie" | "content-length" | "transfer-encoding" | "connection") {
+    if matches!(
+        lower.as_str(),
+        "host" | "cookie" | "content-length" | "transfer-encoding" | "connection"
+    ) {
         return Err(format!("{h:?} is reserved"));
     }
     Ok(lower)
 }
 
 fn check_query_name(q: &str) -> Result<(), String> {
-    let bad = |c: char| matches!(c, '&' | '=' | '#' | '?' | '%' | '+') || c.is_ascii_whitespace() || c.is_ascii_control();
+    let bad = |c: char| {
+        matches!(c, '&' | '=' | '#' | '?' | '%' | '+')
+            || c.is_ascii_whitespace()
+            || c.is_ascii_control()
+    };
     if q.is_empty() || q.chars().any(bad) || !q.is_ascii() {
-        return Err(format!("must be a non-empty plain query parameter name, got {q:?}"));
+        return Err(format!(
+            "must be a non-empty plain query parameter name, got {q:?}"
+        ));
     }
     Ok(())
 }
@@ -325,7 +345,8 @@ mod tests {
 
     #[test]
     fn minimal_config_gets_defaults() {
-        let c = Config::from_json(br#"{"rolloutId":"r","versions":[{"name":"v1","weight":1}]}"#).unwrap();
+        let c = Config::from_json(br#"{"rolloutId":"r","versions":[{"name":"v1","weight":1}]}"#)
+            .unwrap();
         assert_eq!(c.route_header, DEFAULT_ROUTE_HEADER);
         assert!(c.sticky_keys.is_empty());
         assert_eq!(c.r#override, Override::default());
@@ -363,7 +384,10 @@ mod tests {
         ];
         for (json, want) in cases {
             let got = err(json);
-            assert!(got.starts_with(want) || got.contains(want), "config {json}\n  got:  {got}\n  want: {want}");
+            assert!(
+                got.starts_with(want) || got.contains(want),
+                "config {json}\n  got:  {got}\n  want: {want}"
+            );
         }
     }
 
@@ -375,7 +399,9 @@ mod tests {
 
     #[test]
     fn seventeen_versions_rejected() {
-        let vs: Vec<String> = (0..17).map(|i| format!(r#"{{"name":"v{i}","weight":1}}"#)).collect();
+        let vs: Vec<String> = (0..17)
+            .map(|i| format!(r#"{{"name":"v{i}","weight":1}}"#))
+            .collect();
         let json = format!(r#"{{"rolloutId":"r","versions":[{}]}}"#, vs.join(","));
         assert_eq!(err(&json), "versions: must list 1 to 16 versions");
     }

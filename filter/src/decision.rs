@@ -29,7 +29,12 @@ pub enum Source {
 }
 
 impl Source {
-    pub const ALL: [Source; 4] = [Source::OverrideHeader, Source::OverrideQuery, Source::Sticky, Source::Random];
+    pub const ALL: [Source; 4] = [
+        Source::OverrideHeader,
+        Source::OverrideQuery,
+        Source::Sticky,
+        Source::Random,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -68,15 +73,31 @@ pub fn decide(cfg: &Config, req: &mut impl RequestView) -> Decision {
     if let Some(name) = &cfg.r#override.header {
         if let Some(value) = req.header(name) {
             match cfg.version_index(value.trim_ascii()) {
-                Some(version) => return Decision { version, source: Source::OverrideHeader, rejected },
+                Some(version) => {
+                    return Decision {
+                        version,
+                        source: Source::OverrideHeader,
+                        rejected,
+                    }
+                }
                 None => rejected.unknown_override_header = true,
             }
         }
     }
     if let Some(name) = &cfg.r#override.query {
-        if let Some(value) = req.path().as_deref().and_then(|p| keys::query_param(p, name.as_bytes())) {
+        if let Some(value) = req
+            .path()
+            .as_deref()
+            .and_then(|p| keys::query_param(p, name.as_bytes()))
+        {
             match cfg.version_index(value) {
-                Some(version) => return Decision { version, source: Source::OverrideQuery, rejected },
+                Some(version) => {
+                    return Decision {
+                        version,
+                        source: Source::OverrideQuery,
+                        rejected,
+                    }
+                }
                 None => rejected.unknown_override_query = true,
             }
         }
@@ -126,7 +147,10 @@ pub(crate) mod tests {
     impl FakeRequest {
         pub fn with(headers: &[(&str, &[u8])]) -> Self {
             FakeRequest {
-                headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect(),
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_vec()))
+                    .collect(),
                 ..Default::default()
             }
         }
@@ -170,16 +194,25 @@ pub(crate) mod tests {
         let cfg = config();
         let mut req = FakeRequest::with(&[("x-rollout-pin", b"canary"), ("x-user-id", b"user-1")]);
         let d = decide(&cfg, &mut req);
-        assert_eq!((version(&cfg, d), d.source), ("canary", Source::OverrideHeader));
+        assert_eq!(
+            (version(&cfg, d), d.source),
+            ("canary", Source::OverrideHeader)
+        );
         assert_eq!(req.reads, vec!["x-rollout-pin"]);
     }
 
     #[test]
     fn header_beats_query() {
         let cfg = config();
-        let mut req = FakeRequest::with(&[("x-rollout-pin", b"stable"), (":path", b"/?rollout-version=canary")]);
+        let mut req = FakeRequest::with(&[
+            ("x-rollout-pin", b"stable"),
+            (":path", b"/?rollout-version=canary"),
+        ]);
         let d = decide(&cfg, &mut req);
-        assert_eq!((version(&cfg, d), d.source), ("stable", Source::OverrideHeader));
+        assert_eq!(
+            (version(&cfg, d), d.source),
+            ("stable", Source::OverrideHeader)
+        );
     }
 
     #[test]
@@ -187,7 +220,10 @@ pub(crate) mod tests {
         let cfg = config();
         let mut req = FakeRequest::with(&[(":path", b"/a?x=1&rollout-version=canary")]);
         let d = decide(&cfg, &mut req);
-        assert_eq!((version(&cfg, d), d.source), ("canary", Source::OverrideQuery));
+        assert_eq!(
+            (version(&cfg, d), d.source),
+            ("canary", Source::OverrideQuery)
+        );
     }
 
     #[test]
@@ -214,7 +250,10 @@ pub(crate) mod tests {
         assert_eq!(version(&cfg, decide(&cfg, &mut req)), "stable");
         let mut req = FakeRequest::with(&[("x-user-id", b""), ("cookie", b"uid=bob")]);
         assert_eq!(version(&cfg, decide(&cfg, &mut req)), "canary");
-        let mut req = FakeRequest { source: Some(b"10.0.0.7:4242".to_vec()), ..Default::default() };
+        let mut req = FakeRequest {
+            source: Some(b"10.0.0.7:4242".to_vec()),
+            ..Default::default()
+        };
         let d = decide(&cfg, &mut req);
         assert_eq!((version(&cfg, d), d.source), ("stable", Source::Sticky));
     }
@@ -222,10 +261,16 @@ pub(crate) mod tests {
     #[test]
     fn no_key_is_random() {
         let cfg = config();
-        let mut req = FakeRequest { random: u32::MAX, ..Default::default() };
+        let mut req = FakeRequest {
+            random: u32::MAX,
+            ..Default::default()
+        };
         let d = decide(&cfg, &mut req);
         assert_eq!((version(&cfg, d), d.source), ("canary", Source::Random));
-        let mut req = FakeRequest { random: 0, ..Default::default() };
+        let mut req = FakeRequest {
+            random: 0,
+            ..Default::default()
+        };
         assert_eq!(version(&cfg, decide(&cfg, &mut req)), "stable");
     }
 

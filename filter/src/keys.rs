@@ -34,7 +34,10 @@ pub fn query_param<'a>(path: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
 pub fn strip_query_param(path: &[u8], name: &[u8]) -> Option<Vec<u8>> {
     let q_start = query_start(path)?;
     let q = query(path)?;
-    if !q.split(|b| *b == b'&').any(|pair| split_pair(pair).0 == name) {
+    if !q
+        .split(|b| *b == b'&')
+        .any(|pair| split_pair(pair).0 == name)
+    {
         return None;
     }
     let fragment = path.get(q_start + 1 + q.len()..).unwrap_or_default();
@@ -80,7 +83,10 @@ fn query_start(path: &[u8]) -> Option<usize> {
 
 fn split_pair(pair: &[u8]) -> (&[u8], &[u8]) {
     match pair.iter().position(|b| *b == b'=') {
-        Some(eq) => (pair.get(..eq).unwrap_or_default(), pair.get(eq + 1..).unwrap_or_default()),
+        Some(eq) => (
+            pair.get(..eq).unwrap_or_default(),
+            pair.get(eq + 1..).unwrap_or_default(),
+        ),
         None => (pair, &[]),
     }
 }

@@ -47,14 +47,24 @@ impl Layout {
             for s in Source::ALL {
                 names.push((
                     Kind::Counter,
-                    format!("rollout_requests_total;rollout={id};version={};source={}", v.name, s.as_str()),
+                    format!(
+                        "rollout_requests_total;rollout={id};version={};source={}",
+                        v.name,
+                        s.as_str()
+                    ),
                 ));
             }
         }
         for r in Reject::ALL {
-            names.push((Kind::Counter, format!("rollout_rejected_total;rollout={id};reason={}", r.as_str())));
+            names.push((
+                Kind::Counter,
+                format!("rollout_rejected_total;rollout={id};reason={}", r.as_str()),
+            ));
         }
-        Layout { names, versions: cfg.versions.len() }
+        Layout {
+            names,
+            versions: cfg.versions.len(),
+        }
     }
 
     pub fn request_slot(&self, version: usize, source: Source) -> usize {

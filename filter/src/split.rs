@@ -63,14 +63,25 @@ mod tests {
         for case in cases {
             let key = case["key"].as_str().unwrap();
             let h = hash(rollout, key.as_bytes());
-            assert_eq!(u64::from(h), case["hash"].as_u64().unwrap(), "hash of {key:?}");
+            assert_eq!(
+                u64::from(h),
+                case["hash"].as_u64().unwrap(),
+                "hash of {key:?}"
+            );
             for (name, split) in splits {
                 let split = split.as_array().unwrap();
                 let names: Vec<&str> = split.iter().map(|p| p[0].as_str().unwrap()).collect();
-                let weights: Vec<u32> = split.iter().map(|p| p[1].as_u64().unwrap() as u32).collect();
+                let weights: Vec<u32> = split
+                    .iter()
+                    .map(|p| p[1].as_u64().unwrap() as u32)
+                    .collect();
                 let total = weights.iter().sum();
                 let got = names[pick(h, &weights, total)];
-                assert_eq!(got, case[name.as_str()].as_str().unwrap(), "key {key:?} split {name}");
+                assert_eq!(
+                    got,
+                    case[name.as_str()].as_str().unwrap(),
+                    "key {key:?} split {name}"
+                );
             }
         }
     }
@@ -87,7 +98,10 @@ mod tests {
         assert_eq!(pick(0, &[1, 1], 2), 0);
         assert_eq!(pick(u32::MAX, &[1, 1], 2), 1);
         assert_eq!(pick(u32::MAX, &[i32::MAX as u32], i32::MAX as u32), 0);
-        assert_eq!(pick(u32::MAX, &[i32::MAX as u32 - 1, 1], i32::MAX as u32), 1);
+        assert_eq!(
+            pick(u32::MAX, &[i32::MAX as u32 - 1, 1], i32::MAX as u32),
+            1
+        );
     }
 
     #[test]

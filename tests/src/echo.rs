@@ -19,11 +19,18 @@ pub struct Seen {
 
 impl Seen {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn header_all(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 }
 
@@ -45,13 +52,19 @@ impl Echo {
                 std::thread::spawn(move || serve(conn, &n, &r));
             }
         });
-        Echo { name: name.to_string(), addr, requests }
+        Echo {
+            name: name.to_string(),
+            addr,
+            requests,
+        }
     }
 }
 
 fn serve(conn: TcpStream, name: &str, count: &AtomicU64) {
     let _ = conn.set_nodelay(true);
-    let Ok(mut out) = conn.try_clone() else { return };
+    let Ok(mut out) = conn.try_clone() else {
+        return;
+    };
     let mut rd = BufReader::new(conn);
     loop {
         let mut line = Vec::new();
@@ -77,7 +90,9 @@ fn serve(conn: TcpStream, name: &str, count: &AtomicU64) {
             if h.is_empty() {
                 break;
             }
-            let Some((k, v)) = h.split_once(':') else { continue };
+            let Some((k, v)) = h.split_once(':') else {
+                continue;
+            };
             let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
             match k.as_str() {
                 "content-length" => content_length = v.parse().unwrap_or(0),
@@ -92,7 +107,11 @@ fn serve(conn: TcpStream, name: &str, count: &AtomicU64) {
             return;
         }
         count.fetch_add(1, Ordering::Relaxed);
-        let seen = Seen { upstream: name.to_string(), path, headers };
+        let seen = Seen {
+            upstream: name.to_string(),
+            path,
+            headers,
+        };
         let json = serde_json::to_vec(&seen).unwrap_or_default();
         let head = format!(
             "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\nx-served-by: {name}\r\ncontent-length: {}\r\n{}\r\n",

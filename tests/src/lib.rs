@@ -99,12 +99,21 @@ impl Envoy {
 
         let bin = envoy_bin();
         if !bin.exists() {
-            return Err(format!("no Envoy at {} (run `make envoy` or set ENVOY=)", bin.display()));
+            return Err(format!(
+                "no Envoy at {} (run `make envoy` or set ENVOY=)",
+                bin.display()
+            ));
         }
         let child = Command::new(&bin)
             .arg("-c")
             .arg(&cfg_path)
-            .args(["--concurrency", "1", "--use-dynamic-base-id", "--log-level", "warn"])
+            .args([
+                "--concurrency",
+                "1",
+                "--use-dynamic-base-id",
+                "--log-level",
+                "warn",
+            ])
             .arg("--component-log-level")
             .arg(format!("wasm:{}", opts.wasm_log_level))
             .arg("--admin-address-path")
@@ -199,7 +208,10 @@ impl Envoy {
 
     /// A filter metric (`wasmcustom.` + `name`), 0 when absent.
     pub fn metric(&self, name: &str) -> u64 {
-        self.stats().get(&format!("wasmcustom.{name}")).copied().unwrap_or(0)
+        self.stats()
+            .get(&format!("wasmcustom.{name}"))
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -239,8 +251,12 @@ pub fn mtls_agent(ca_pem: &str, identity: Option<(&str, &str)>) -> ureq::Agent {
         .with_root_certificates(roots);
     let cfg = match identity {
         Some((cert, key)) => {
-            let chain: Vec<_> = rustls_pemfile::certs(&mut cert.as_bytes()).flatten().collect();
-            let key = rustls_pemfile::private_key(&mut key.as_bytes()).unwrap().unwrap();
+            let chain: Vec<_> = rustls_pemfile::certs(&mut cert.as_bytes())
+                .flatten()
+                .collect();
+            let key = rustls_pemfile::private_key(&mut key.as_bytes())
+                .unwrap()
+                .unwrap();
             builder.with_client_auth_cert(chain, key).unwrap()
         }
         None => builder.with_no_client_auth(),

@@ -29,9 +29,13 @@ fn shares_within_one_and_a_half_points_over_10000_keys() {
         *counts.entry(r.version().to_string()).or_default() += 1;
     }
     let canary = f64::from(counts["canary"]) / 100.0;
-    assert!((canary - 10.0).abs() <= 1.5, "canary share {canary}% (counts {counts:?})");
+    assert!(
+        (canary - 10.0).abs() <= 1.5,
+        "canary share {canary}% (counts {counts:?})"
+    );
     assert_eq!(counts.values().sum::<u32>(), 10_000);
-    let sticky = envoy.metric("rollout_requests_total;rollout=checkout-2026-11;version=canary;source=sticky");
+    let sticky = envoy
+        .metric("rollout_requests_total;rollout=checkout-2026-11;version=canary;source=sticky");
     assert_eq!(sticky, u64::from(counts["canary"]));
 }
 
@@ -70,7 +74,12 @@ fn three_way_split_matches_flagd() {
         serde_json::from_str(include_str!("../vectors/flagd.json")).unwrap();
     for case in vectors["cases"].as_array().unwrap().iter().take(100) {
         let key = case["key"].as_str().unwrap();
-        let r = get(&a, &envoy.url("/"), &[("cookie", &format!("a=b; uid={key}"))]).unwrap();
+        let r = get(
+            &a,
+            &envoy.url("/"),
+            &[("cookie", &format!("a=b; uid={key}"))],
+        )
+        .unwrap();
         assert_eq!(r.version(), case["50-30-20"].as_str().unwrap(), "key {key}");
     }
 }
@@ -81,9 +90,17 @@ fn spoofed_route_header_is_overwritten() {
     let a = agent();
     // carol is stable; she asks for canary through the route header itself.
     for _ in 0..20 {
-        let r = get(&a, &envoy.url("/"), &[("x-user-id", "carol"), ("x-rollout-version", "canary")]).unwrap();
+        let r = get(
+            &a,
+            &envoy.url("/"),
+            &[("x-user-id", "carol"), ("x-rollout-version", "canary")],
+        )
+        .unwrap();
         assert_eq!(r.version(), "stable");
-        assert_eq!(r.seen.unwrap().header_all("x-rollout-version"), vec!["stable"]);
+        assert_eq!(
+            r.seen.unwrap().header_all("x-rollout-version"),
+            vec!["stable"]
+        );
     }
 }
 
@@ -91,20 +108,60 @@ fn spoofed_route_header_is_overwritten() {
 fn override_header_and_query_are_honoured_in_order() {
     let envoy = start(CONFIG, &["stable", "canary"]);
     let a = agent();
-    let r = get(&a, &envoy.url("/"), &[("x-user-id", "carol"), ("x-rollout-pin", "canary")]).unwrap();
+    let r = get(
+        &a,
+        &envoy.url("/"),
+        &[("x-user-id", "carol"), ("x-rollout-pin", "canary")],
+    )
+    .unwrap();
     assert_eq!(r.version(), "canary");
-    let r = get(&a, &envoy.url("/p?rollout-version=canary"), &[("x-user-id", "carol")]).unwrap();
+    let r = get(
+        &a,
+        &envoy.url("/p?rollout-version=canary"),
+        &[("x-user-id", "carol")],
+    )
+    .unwrap();
     assert_eq!(r.version(), "canary");
     // header > query
-    let r = get(&a, &envoy.url("/p?rollout-version=canary"), &[("x-user-id", "alice"), ("x-rollout-pin", "stable")]).unwrap();
+    let r = get(
+        &a,
+        &envoy.url("/p?rollout-version=canary"),
+        &[("x-user-id", "alice"), ("x-rollout-pin", "stable")],
+    )
+    .unwrap();
     assert_eq!(r.version(), "stable");
     // Unknown names are ignored and counted; the sticky split decides.
-    let r = get(&a, &envoy.url("/p?rollout-version=nope"), &[("x-user-id", "carol"), ("x-rollout-pin", "nope")]).unwrap();
+    let r = get(
+        &a,
+        &envoy.url("/p?rollout-version=nope"),
+        &[("x-user-id", "carol"), ("x-rollout-pin", "nope")],
+    )
+    .unwrap();
     assert_eq!(r.version(), "stable");
-    assert_eq!(envoy.metric("rollout_rejected_total;rollout=checkout-2026-11;reason=unknown_override_header"), 1);
-    assert_eq!(envoy.metric("rollout_rejected_total;rollout=checkout-2026-11;reason=unknown_override_query"), 1);
-    assert_eq!(envoy.metric("rollout_requests_total;rollout=checkout-2026-11;version=canary;source=override_header"), 1);
-    assert_eq!(envoy.metric("rollout_requests_total;rollout=checkout-2026-11;version=canary;source=override_query"), 1);
+    assert_eq!(
+        envoy.metric(
+            "rollout_rejected_total;rollout=checkout-2026-11;reason=unknown_override_header"
+        ),
+        1
+    );
+    assert_eq!(
+        envoy.metric(
+            "rollout_rejected_total;rollout=checkout-2026-11;reason=unknown_override_query"
+        ),
+        1
+    );
+    assert_eq!(
+        envoy.metric(
+            "rollout_requests_total;rollout=checkout-2026-11;version=canary;source=override_header"
+        ),
+        1
+    );
+    assert_eq!(
+        envoy.metric(
+            "rollout_requests_total;rollout=checkout-2026-11;version=canary;source=override_query"
+        ),
+        1
+    );
 }
 
 #[test]
@@ -114,15 +171,20 @@ fn no_key_means_random_and_both_versions_appear() {
     let a = agent();
     let mut counts: HashMap<String, u32> = HashMap::new();
     for _ in 0..400 {
-        *counts.entry(get(&a, &envoy.url("/"), &[]).unwrap().version().to_string()).or_default() += 1;
+        *counts
+            .entry(get(&a, &envoy.url("/"), &[]).unwrap().version().to_string())
+            .or_default() += 1;
     }
     // 400 fair coin flips: each side within 140..260 unless the RNG is broken (p < 1e-9).
     for v in ["stable", "canary"] {
         let n = counts.get(v).copied().unwrap_or(0);
         assert!((140..=260).contains(&n), "{v}: {n} of 400 ({counts:?})");
     }
-    assert_eq!(envoy.metric("rollout_requests_total;rollout=r;version=stable;source=random")
-        + envoy.metric("rollout_requests_total;rollout=r;version=canary;source=random"), 400);
+    assert_eq!(
+        envoy.metric("rollout_requests_total;rollout=r;version=stable;source=random")
+            + envoy.metric("rollout_requests_total;rollout=r;version=canary;source=random"),
+        400
+    );
 }
 
 #[test]
@@ -134,7 +196,12 @@ fn source_address_is_a_sticky_key() {
     for _ in 0..20 {
         assert_eq!(get(&a, &envoy.url("/"), &[]).unwrap().version(), first);
     }
-    assert_eq!(envoy.metric(&format!("rollout_requests_total;rollout=checkout-2026-11;version={first};source=sticky")), 21);
+    assert_eq!(
+        envoy.metric(&format!(
+            "rollout_requests_total;rollout=checkout-2026-11;version={first};source=sticky"
+        )),
+        21
+    );
 }
 
 #[test]

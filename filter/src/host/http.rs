@@ -36,7 +36,9 @@ impl RequestView for HostRequest {
     }
 
     fn source_address(&mut self) -> Option<Vec<u8>> {
-        hostcalls::get_property(vec!["source", "address"]).ok().flatten()
+        hostcalls::get_property(vec!["source", "address"])
+            .ok()
+            .flatten()
     }
 
     fn random_u32(&mut self) -> u32 {
@@ -65,7 +67,11 @@ impl HttpContext for Http {
 
         let version = cfg.versions.get(d.version).map_or("", |v| v.name.as_str());
         // Replaces every value a client sent: the route is ours to choose.
-        if let Err(e) = hostcalls::set_map_value(MapType::HttpRequestHeaders, &cfg.route_header, Some(version)) {
+        if let Err(e) = hostcalls::set_map_value(
+            MapType::HttpRequestHeaders,
+            &cfg.route_header,
+            Some(version),
+        ) {
             log::warn!("cannot set {}: {e:?}", cfg.route_header);
         }
         if shared.explicit_route_clear.get()

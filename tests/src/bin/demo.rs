@@ -1,1 +1,244 @@
-fn main(){}
+//! `make run`: start Envoy with the shipped demo config, drive traffic through the
+//! filter, and print what happened per version, measured from the responses.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rollout_e2e::{envoy_bin, get, workspace_root};
+
+const FRONT: &str = "http://127.0.0.1:18000";
+const ADMIN: &str = "http://127.0.0.1:18900";
+const DISTINCT_USERS: u32 = 10_000;
+const REPEATED_USERS: [&str; 5] = ["alice", "bob", "carol", "dave", "eve"];
+const REPEATS: u32 = 200;
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("make run: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let root = workspace_root();
+    let log_path = root.join("target/envoy-demo.log");
+    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+    let child = Command::new(envoy_bin())
+        .current_dir(&root)
+        .args([
+            "-c",
+            "envoy-config/envoy.yaml",
+            "--concurrency",
+            "1",
+            "--log-level",
+            "warn",
+        ])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", envoy_bin().display()))?;
+    let mut envoy = Running(child);
+    wait_ready(&mut envoy, &log_path)?;
+
+    let filter_cfg = loaded_filter_config()?;
+    let rollout = filter_cfg["rolloutId"].as_str().unwrap_or("?").to_string();
+    let versions: Vec<(String, u64)> = filter_cfg["versions"]
+        .as_array()
+        .map(|vs| {
+            vs.iter()
+                .map(|v| {
+                    (
+                        v["name"].as_str().unwrap_or("?").to_string(),
+                        v["weight"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let total_weight: u64 = versions.iter().map(|v| v.1).sum();
+
+    println!(
+        "Envoy {} with envoy-config/envoy.yaml, rollout {rollout}",
+        envoy_version()
+    );
+    println!(
+        "sending {DISTINCT_USERS} requests with distinct x-user-id, then {REPEATS} each for {} repeat users",
+        REPEATED_USERS.len()
+    );
+    let started = Instant::now();
+    let distinct = drive(DISTINCT_USERS, |i| format!("user-{i}"))?;
+    let mut sticky_ok = 0;
+    let mut repeat_total: BTreeMap<String, u64> = BTreeMap::new();
+    for user in REPEATED_USERS {
+        let seen = drive(REPEATS, |_| user.to_string())?;
+        if seen.len() == 1 {
+            sticky_ok += 1;
+        }
+        let (v, n) = seen
+            .iter()
+            .next()
+            .map(|(v, n)| (v.clone(), *n))
+            .unwrap_or_default();
+        repeat_total.insert(format!("{user}→{v}"), n);
+    }
+    let elapsed = started.elapsed();
+
+    println!();
+    println!(
+        "{:<10} {:>8} {:>10} {:>10}",
+        "version", "weight", "observed", "requests"
+    );
+    let sent: u64 = distinct.values().sum();
+    for (name, weight) in &versions {
+        let n = distinct.get(name).copied().unwrap_or(0);
+        println!(
+            "{:<10} {:>7.1}% {:>9.2}% {:>10}",
+            name,
+            100.0 * *weight as f64 / total_weight.max(1) as f64,
+            100.0 * n as f64 / sent.max(1) as f64,
+            n
+        );
+    }
+    let unexpected: u64 = distinct
+        .iter()
+        .filter(|(v, _)| !versions.iter().any(|(n, _)| n == *v))
+        .map(|(_, n)| n)
+        .sum();
+    if unexpected > 0 {
+        println!("{:<10} {:>8} {:>10} {:>10}", "other", "-", "-", unexpected);
+    }
+    println!(
+        "stickiness: {sticky_ok}/{} repeat users stayed on one version over {REPEATS} requests each ({})",
+        REPEATED_USERS.len(),
+        repeat_total.keys().cloned().collect::<Vec<_>>().join(", ")
+    );
+    println!(
+        "{} requests in {:.1} s; the table counts which backend answered each response",
+        sent + u64::from(REPEATS) * REPEATED_USERS.len() as u64,
+        elapsed.as_secs_f64()
+    );
+    drop(envoy);
+    if sticky_ok != REPEATED_USERS.len() || unexpected > 0 {
+        return Err("routing was not as configured".into());
+    }
+    Ok(())
+}
+
+/// Send `n` requests (4 client threads), keyed by `key(i)`; count which backend answered.
+fn drive(n: u32, key: impl Fn(u32) -> String + Sync) -> Result<BTreeMap<String, u64>, String> {
+    let threads = 4;
+    let results: Vec<Result<BTreeMap<String, u64>, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let key = &key;
+                s.spawn(move || {
+                    let agent = rollout_e2e::agent();
+                    let mut counts = BTreeMap::new();
+                    for i in (t..n).step_by(threads as usize) {
+                        let r = get(&agent, &format!("{FRONT}/"), &[("x-user-id", &key(i))])?;
+                        if r.status != 200 {
+                            return Err(format!("status {} from the demo", r.status));
+                        }
+                        let v = r.header("x-served-by").unwrap_or("none").to_string();
+                        *counts.entry(v).or_insert(0) += 1;
+                    }
+                    Ok(counts)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("client thread died".into()))
+            })
+            .collect()
+    });
+    let mut total = BTreeMap::new();
+    for r in results {
+        for (k, v) in r? {
+            *total.entry(k).or_insert(0) += v;
+        }
+    }
+    Ok(total)
+}
+
+fn wait_ready(envoy: &mut Running, log_path: &std::path::Path) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = envoy.0.try_wait() {
+            let log = std::fs::read_to_string(log_path).unwrap_or_default();
+            return Err(format!(
+                "Envoy exited with {status} (ports 18000/18101/18102/18900 busy?):\n{log}"
+            ));
+        }
+        let ready = ureq::get(&format!("{ADMIN}/ready"))
+            .timeout(Duration::from_secs(1))
+            .call()
+            .is_ok();
+        if ready
+            && ureq::get(&format!("{FRONT}/"))
+                .timeout(Duration::from_secs(1))
+                .call()
+                .is_ok()
+        {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err("Envoy did not become ready in 60 s".into())
+}
+
+/// The filter configuration as Envoy loaded it, from the admin config dump.
+fn loaded_filter_config() -> Result<serde_json::Value, String> {
+    let dump: serde_json::Value = ureq::get(&format!("{ADMIN}/config_dump"))
+        .call()
+        .map_err(|e| e.to_string())?
+        .into_json()
+        .map_err(|e| format!("cannot read the admin config dump: {e}"))?;
+    find_filter_config(&dump)
+        .ok_or_else(|| "no rollout-filter configuration in the config dump".into())
+}
+
+fn find_filter_config(v: &serde_json::Value) -> Option<serde_json::Value> {
+    match v {
+        serde_json::Value::Object(m) => {
+            if let Some(cfg) = m.get("configuration") {
+                if let Some(s) = cfg.get("value").and_then(|s| s.as_str()) {
+                    if let Ok(parsed) = serde_json::from_str::<serde_json::Value>(s) {
+                        if parsed.get("rolloutId").is_some() {
+                            return Some(parsed);
+                        }
+                    }
+                }
+            }
+            m.values().find_map(find_filter_config)
+        }
+        serde_json::Value::Array(a) => a.iter().find_map(find_filter_config),
+        _ => None,
+    }
+}
+
+fn envoy_version() -> String {
+    ureq::get(&format!("{ADMIN}/server_info"))
+        .call()
+        .ok()
+        .and_then(|r| r.into_json::<serde_json::Value>().ok())
+        .and_then(|v| {
+            v["command_line_options"].as_object()?;
+            let full = v["version"].as_str()?.to_string();
+            Some(full.split('/').nth(1).unwrap_or(&full).to_string())
+        })
+        .unwrap_or_else(|| "?".into())
+}
