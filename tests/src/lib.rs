@@ -59,8 +59,6 @@ pub struct Options {
     pub tls: Option<ServerTls>,
     /// `FAIL_OPEN`, `FAIL_CLOSED` or `FAIL_RELOAD`.
     pub failure_policy: &'static str,
-    /// Envoy's log level for the `wasm` component.
-    pub wasm_log_level: &'static str,
 }
 
 impl Options {
@@ -71,7 +69,6 @@ impl Options {
             route_header: "x-rollout-version".into(),
             tls: None,
             failure_policy: "FAIL_OPEN",
-            wasm_log_level: "info",
         }
     }
 }
@@ -88,9 +85,15 @@ pub struct Envoy {
 impl Envoy {
     /// Start Envoy and wait for its listener. `Err` carries Envoy's log.
     pub fn start(opts: &Options) -> Result<Envoy, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let upstreams: Vec<Echo> = opts.versions.iter().map(|v| Echo::start(v)).collect();
         let yaml = render_config(opts, &upstreams);
+        Self::start_yaml(&yaml, upstreams)
+    }
+
+    /// Start Envoy with a config of the caller's. It must have an admin on port 0
+    /// and a listener named `front`; `upstreams` are kept alive with it.
+    pub fn start_yaml(yaml: &str, upstreams: Vec<Echo>) -> Result<Envoy, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let cfg_path = dir.path().join("envoy.yaml");
         std::fs::write(&cfg_path, yaml).map_err(|e| e.to_string())?;
         let admin_path = dir.path().join("admin.txt");
@@ -114,8 +117,7 @@ impl Envoy {
                 "--log-level",
                 "warn",
             ])
-            .arg("--component-log-level")
-            .arg(format!("wasm:{}", opts.wasm_log_level))
+            .args(["--component-log-level", "wasm:info"])
             .arg("--admin-address-path")
             .arg(&admin_path)
             .stdin(Stdio::null())
