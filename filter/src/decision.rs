@@ -10,11 +10,14 @@ use crate::split;
 
 /// What the decision needs from a request. Values are raw bytes: they need not be UTF-8.
 pub trait RequestView {
-    fn header(&mut self, name: &str) -> Option<Vec<u8>>;
+    /// The first value of request header `name` (lowercase).
+    fn header(&mut self, name: &str) -> Option<&[u8]>;
     /// The `:path` pseudo-header, query included.
-    fn path(&mut self) -> Option<Vec<u8>>;
+    fn path(&mut self) -> Option<&[u8]> {
+        self.header(":path")
+    }
     /// Downstream `ip:port`.
-    fn source_address(&mut self) -> Option<Vec<u8>>;
+    fn source_address(&mut self) -> Option<&[u8]>;
     /// A fresh random number, for requests with no sticky key.
     fn random_u32(&mut self) -> u32;
 }
@@ -24,14 +27,16 @@ pub trait RequestView {
 pub enum Source {
     OverrideHeader,
     OverrideQuery,
+    Certificate,
     Sticky,
     Random,
 }
 
 impl Source {
-    pub const ALL: [Source; 4] = [
+    pub const ALL: [Source; 5] = [
         Source::OverrideHeader,
         Source::OverrideQuery,
+        Source::Certificate,
         Source::Sticky,
         Source::Random,
     ];
@@ -40,6 +45,7 @@ impl Source {
         match self {
             Source::OverrideHeader => "override_header",
             Source::OverrideQuery => "override_query",
+            Source::Certificate => "certificate",
             Source::Sticky => "sticky",
             Source::Random => "random",
         }
@@ -50,13 +56,46 @@ impl Source {
     }
 }
 
-/// Inputs the filter ignored on this request, each counted by the glue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Rejections {
+/// An input the filter ignored. Also a metric label (`reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
     /// The override header named no configured version.
-    pub unknown_override_header: bool,
+    UnknownOverrideHeader,
     /// The override query parameter named no configured version.
-    pub unknown_override_query: bool,
+    UnknownOverrideQuery,
+}
+
+impl Reject {
+    pub const ALL: [Reject; 2] = [Reject::UnknownOverrideHeader, Reject::UnknownOverrideQuery];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reject::UnknownOverrideHeader => "unknown_override_header",
+            Reject::UnknownOverrideQuery => "unknown_override_query",
+        }
+    }
+}
+
+/// The set of inputs ignored on one request, each counted by the glue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rejections(u16);
+
+impl Rejections {
+    pub fn add(&mut self, r: Reject) {
+        self.0 |= 1 << (r as u16);
+    }
+
+    pub fn contains(self, r: Reject) -> bool {
+        self.0 & (1 << (r as u16)) != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Reject> {
+        Reject::ALL.into_iter().filter(move |r| self.contains(*r))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,16 +119,12 @@ pub fn decide(cfg: &Config, req: &mut impl RequestView) -> Decision {
                         rejected,
                     }
                 }
-                None => rejected.unknown_override_header = true,
+                None => rejected.add(Reject::UnknownOverrideHeader),
             }
         }
     }
     if let Some(name) = &cfg.r#override.query {
-        if let Some(value) = req
-            .path()
-            .as_deref()
-            .and_then(|p| keys::query_param(p, name.as_bytes()))
-        {
+        if let Some(value) = req.path().and_then(|p| keys::query_param(p, name.as_bytes())) {
             match cfg.version_index(value) {
                 Some(version) => {
                     return Decision {
@@ -98,13 +133,13 @@ pub fn decide(cfg: &Config, req: &mut impl RequestView) -> Decision {
                         rejected,
                     }
                 }
-                None => rejected.unknown_override_query = true,
+                None => rejected.add(Reject::UnknownOverrideQuery),
             }
         }
     }
 
-    let (hash, source) = match sticky_key(cfg, req) {
-        Some(key) => (split::hash(cfg.rollout_id.as_bytes(), &key), Source::Sticky),
+    let (hash, source) = match sticky_hash(cfg, req) {
+        Some(hash) => (hash, Source::Sticky),
         None => (req.random_u32(), Source::Random),
     };
     Decision {
@@ -114,17 +149,16 @@ pub fn decide(cfg: &Config, req: &mut impl RequestView) -> Decision {
     }
 }
 
-/// The first configured sticky key present (and non-empty) on the request.
-fn sticky_key(cfg: &Config, req: &mut impl RequestView) -> Option<Vec<u8>> {
+/// The bucketing hash of the first configured sticky key present (and non-empty).
+fn sticky_hash(cfg: &Config, req: &mut impl RequestView) -> Option<u32> {
+    let prefix = cfg.rollout_id.as_bytes();
     cfg.sticky_keys.iter().find_map(|k| {
         let value = match k {
             StickyKey::Header(name) => req.header(name),
-            StickyKey::Cookie(name) => req
-                .header("cookie")
-                .and_then(|c| keys::cookie(&c, name.as_bytes()).map(<[u8]>::to_vec)),
-            StickyKey::SourceAddress => req.source_address().map(|a| keys::source_ip(&a).to_vec()),
+            StickyKey::Cookie(name) => req.header("cookie").and_then(|c| keys::cookie(c, name.as_bytes())),
+            StickyKey::SourceAddress => req.source_address().map(keys::source_ip),
         }?;
-        (!value.is_empty()).then_some(value)
+        (!value.is_empty()).then(|| split::hash(prefix, value))
     })
 }
 
@@ -157,16 +191,13 @@ pub(crate) mod tests {
     }
 
     impl RequestView for FakeRequest {
-        fn header(&mut self, name: &str) -> Option<Vec<u8>> {
+        fn header(&mut self, name: &str) -> Option<&[u8]> {
             self.reads.push(name.to_string());
-            self.headers.get(name).cloned()
+            self.headers.get(name).map(Vec::as_slice)
         }
-        fn path(&mut self) -> Option<Vec<u8>> {
-            self.header(":path")
-        }
-        fn source_address(&mut self) -> Option<Vec<u8>> {
+        fn source_address(&mut self) -> Option<&[u8]> {
             self.reads.push("source.address".into());
-            self.source.clone()
+            self.source.as_deref()
         }
         fn random_u32(&mut self) -> u32 {
             self.random
@@ -237,7 +268,8 @@ pub(crate) mod tests {
         ]);
         let d = decide(&cfg, &mut req);
         assert_eq!((version(&cfg, d), d.source), ("stable", Source::Sticky));
-        assert!(d.rejected.unknown_override_header && d.rejected.unknown_override_query);
+        assert!(d.rejected.contains(Reject::UnknownOverrideHeader) && d.rejected.contains(Reject::UnknownOverrideQuery));
+        assert_eq!(d.rejected.iter().count(), 2);
     }
 
     #[test]

@@ -11,22 +11,51 @@ use crate::decision::Source;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Counter,
+    Histogram,
 }
 
-/// Inputs the filter ignored, counted by reason.
+/// The response class of a finished request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reject {
-    UnknownOverrideHeader,
-    UnknownOverrideQuery,
+pub enum CodeClass {
+    C1xx,
+    C2xx,
+    C3xx,
+    C4xx,
+    C5xx,
+    /// The stream ended without a response status (reset, abort).
+    Reset,
 }
 
-impl Reject {
-    pub const ALL: [Reject; 2] = [Reject::UnknownOverrideHeader, Reject::UnknownOverrideQuery];
+impl CodeClass {
+    pub const ALL: [CodeClass; 6] = [
+        CodeClass::C1xx,
+        CodeClass::C2xx,
+        CodeClass::C3xx,
+        CodeClass::C4xx,
+        CodeClass::C5xx,
+        CodeClass::Reset,
+    ];
+
+    /// Class of an HTTP status; anything outside 100..=599 counts as a reset.
+    pub fn of(status: Option<u16>) -> CodeClass {
+        match status {
+            Some(100..=199) => CodeClass::C1xx,
+            Some(200..=299) => CodeClass::C2xx,
+            Some(300..=399) => CodeClass::C3xx,
+            Some(400..=499) => CodeClass::C4xx,
+            Some(500..=599) => CodeClass::C5xx,
+            _ => CodeClass::Reset,
+        }
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Reject::UnknownOverrideHeader => "unknown_override_header",
-            Reject::UnknownOverrideQuery => "unknown_override_query",
+            CodeClass::C1xx => "1xx",
+            CodeClass::C2xx => "2xx",
+            CodeClass::C3xx => "3xx",
+            CodeClass::C4xx => "4xx",
+            CodeClass::C5xx => "5xx",
+            CodeClass::Reset => "reset",
         }
     }
 }
@@ -37,33 +66,56 @@ impl Reject {
 pub struct Layout {
     pub names: Vec<(Kind, String)>,
     versions: usize,
+    responses_at: usize,
+    local_at: usize,
+    duration_at: usize,
+    rejects_at: usize,
 }
 
 impl Layout {
-    pub fn new(cfg: &Config) -> Layout {
+    /// `reject_reasons`: every rejection reason label, in the order the glue indexes them.
+    pub fn new(cfg: &Config, reject_reasons: &[&str]) -> Layout {
         let id = &cfg.rollout_id;
         let mut names = Vec::new();
         for v in &cfg.versions {
             for s in Source::ALL {
                 names.push((
                     Kind::Counter,
-                    format!(
-                        "rollout_requests_total;rollout={id};version={};source={}",
-                        v.name,
-                        s.as_str()
-                    ),
+                    format!("rollout_requests_total;rollout={id};version={};source={}", v.name, s.as_str()),
                 ));
             }
         }
-        for r in Reject::ALL {
+        let responses_at = names.len();
+        for v in &cfg.versions {
+            for c in CodeClass::ALL {
+                names.push((
+                    Kind::Counter,
+                    format!("rollout_responses_total;rollout={id};version={};code_class={}", v.name, c.as_str()),
+                ));
+            }
+        }
+        let local_at = names.len();
+        for v in &cfg.versions {
+            names.push((Kind::Counter, format!("rollout_local_replies_total;rollout={id};version={}", v.name)));
+        }
+        let duration_at = names.len();
+        for v in &cfg.versions {
             names.push((
-                Kind::Counter,
-                format!("rollout_rejected_total;rollout={id};reason={}", r.as_str()),
+                Kind::Histogram,
+                format!("rollout_request_duration_milliseconds;rollout={id};version={}", v.name),
             ));
+        }
+        let rejects_at = names.len();
+        for r in reject_reasons {
+            names.push((Kind::Counter, format!("rollout_rejected_total;rollout={id};reason={r}")));
         }
         Layout {
             names,
             versions: cfg.versions.len(),
+            responses_at,
+            local_at,
+            duration_at,
+            rejects_at,
         }
     }
 
@@ -71,8 +123,25 @@ impl Layout {
         version * Source::ALL.len() + source.index()
     }
 
-    pub fn reject_slot(&self, reason: Reject) -> usize {
-        self.versions * Source::ALL.len() + reason as usize
+    pub fn response_slot(&self, version: usize, class: CodeClass) -> usize {
+        self.responses_at + version * CodeClass::ALL.len() + class as usize
+    }
+
+    pub fn local_reply_slot(&self, version: usize) -> usize {
+        self.local_at + version
+    }
+
+    pub fn duration_slot(&self, version: usize) -> usize {
+        self.duration_at + version
+    }
+
+    /// `reason`: the index into the `reject_reasons` given to [`Layout::new`].
+    pub fn reject_slot(&self, reason: usize) -> usize {
+        self.rejects_at + reason
+    }
+
+    pub fn versions(&self) -> usize {
+        self.versions
     }
 }
 
@@ -86,23 +155,49 @@ mod tests {
     #[test]
     fn slots_point_at_their_names() {
         let cfg = config();
-        let l = Layout::new(&cfg);
+        let l = Layout::new(&cfg, &["a", "b"]);
+        let name = |slot: usize| l.names[slot].1.as_str();
         assert_eq!(
-            l.names[l.request_slot(1, Source::Sticky)].1,
+            name(l.request_slot(1, Source::Sticky)),
             "rollout_requests_total;rollout=checkout-2026-11;version=canary;source=sticky"
         );
         assert_eq!(
-            l.names[l.request_slot(0, Source::OverrideHeader)].1,
+            name(l.request_slot(0, Source::OverrideHeader)),
             "rollout_requests_total;rollout=checkout-2026-11;version=stable;source=override_header"
         );
         assert_eq!(
-            l.names[l.reject_slot(Reject::UnknownOverrideQuery)].1,
-            "rollout_rejected_total;rollout=checkout-2026-11;reason=unknown_override_query"
+            name(l.response_slot(1, CodeClass::C5xx)),
+            "rollout_responses_total;rollout=checkout-2026-11;version=canary;code_class=5xx"
         );
-        assert_eq!(l.names.len(), 2 * 4 + 2);
+        assert_eq!(
+            name(l.response_slot(0, CodeClass::Reset)),
+            "rollout_responses_total;rollout=checkout-2026-11;version=stable;code_class=reset"
+        );
+        assert_eq!(
+            name(l.local_reply_slot(1)),
+            "rollout_local_replies_total;rollout=checkout-2026-11;version=canary"
+        );
+        assert_eq!(
+            l.names[l.duration_slot(1)],
+            (
+                Kind::Histogram,
+                "rollout_request_duration_milliseconds;rollout=checkout-2026-11;version=canary".to_string()
+            )
+        );
+        assert_eq!(name(l.reject_slot(1)), "rollout_rejected_total;rollout=checkout-2026-11;reason=b");
+        assert_eq!(l.names.len(), 2 * Source::ALL.len() + 2 * 6 + 2 + 2 + 2);
         let mut uniq: Vec<_> = l.names.iter().map(|n| &n.1).collect();
         uniq.sort();
         uniq.dedup();
         assert_eq!(uniq.len(), l.names.len());
+    }
+
+    #[test]
+    fn code_classes() {
+        assert_eq!(CodeClass::of(Some(200)), CodeClass::C2xx);
+        assert_eq!(CodeClass::of(Some(503)), CodeClass::C5xx);
+        assert_eq!(CodeClass::of(Some(101)), CodeClass::C1xx);
+        assert_eq!(CodeClass::of(Some(600)), CodeClass::Reset);
+        assert_eq!(CodeClass::of(None), CodeClass::Reset);
     }
 }

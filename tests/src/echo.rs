@@ -42,6 +42,23 @@ pub struct Echo {
 
 impl Echo {
     pub fn start(name: &str) -> Echo {
+        Self::start_failing(name, 0)
+    }
+
+    /// An address where nothing listens: Envoy's connection attempts fail.
+    pub fn dead(name: &str) -> Echo {
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port");
+        Echo {
+            name: name.to_string(),
+            addr,
+            requests: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Like `start`, but every `fail_every`th request (counting from 1) gets a 503.
+    pub fn start_failing(name: &str, fail_every: u64) -> Echo {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind echo upstream");
         let addr = listener.local_addr().expect("echo address");
         let requests = Arc::new(AtomicU64::new(0));
@@ -49,7 +66,7 @@ impl Echo {
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
                 let (n, r) = (n.clone(), r.clone());
-                std::thread::spawn(move || serve(conn, &n, &r));
+                std::thread::spawn(move || serve(conn, &n, &r, fail_every));
             }
         });
         Echo {
@@ -60,7 +77,7 @@ impl Echo {
     }
 }
 
-fn serve(conn: TcpStream, name: &str, count: &AtomicU64) {
+fn serve(conn: TcpStream, name: &str, count: &AtomicU64, fail_every: u64) {
     let _ = conn.set_nodelay(true);
     let Ok(mut out) = conn.try_clone() else {
         return;
@@ -106,7 +123,10 @@ fn serve(conn: TcpStream, name: &str, count: &AtomicU64) {
         if rd.read_exact(&mut body).is_err() {
             return;
         }
-        count.fetch_add(1, Ordering::Relaxed);
+        let nth = count.fetch_add(1, Ordering::Relaxed) + 1;
+        if fail_every > 0 && nth % fail_every == 0 {
+            status = 503;
+        }
         let seen = Seen {
             upstream: name.to_string(),
             path,

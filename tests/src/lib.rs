@@ -57,6 +57,10 @@ pub struct Options {
     pub versions: Vec<String>,
     pub route_header: String,
     pub tls: Option<ServerTls>,
+    /// Upstreams that answer every `n`th request with 503, by version name.
+    pub fail_every: Vec<(String, u64)>,
+    /// Versions whose cluster points at a closed port (Envoy answers 503 itself).
+    pub dead_versions: Vec<String>,
     /// `FAIL_OPEN`, `FAIL_CLOSED` or `FAIL_RELOAD`.
     pub failure_policy: &'static str,
 }
@@ -68,6 +72,8 @@ impl Options {
             versions: versions.iter().map(|v| v.to_string()).collect(),
             route_header: "x-rollout-version".into(),
             tls: None,
+            fail_every: Vec::new(),
+            dead_versions: Vec::new(),
             failure_policy: "FAIL_OPEN",
         }
     }
@@ -85,7 +91,22 @@ pub struct Envoy {
 impl Envoy {
     /// Start Envoy and wait for its listener. `Err` carries Envoy's log.
     pub fn start(opts: &Options) -> Result<Envoy, String> {
-        let upstreams: Vec<Echo> = opts.versions.iter().map(|v| Echo::start(v)).collect();
+        let upstreams: Vec<Echo> = opts
+            .versions
+            .iter()
+            .map(|v| {
+                let fail = opts
+                    .fail_every
+                    .iter()
+                    .find(|(n, _)| n == v)
+                    .map_or(0, |(_, k)| *k);
+                if opts.dead_versions.contains(v) {
+                    Echo::dead(v)
+                } else {
+                    Echo::start_failing(v, fail)
+                }
+            })
+            .collect();
         let yaml = render_config(opts, &upstreams);
         Self::start_yaml(&yaml, upstreams)
     }
@@ -216,6 +237,25 @@ impl Envoy {
             .unwrap_or(0)
     }
 
+    /// `/stats/prometheus` samples as (name, labels, value).
+    pub fn prometheus(&self) -> Vec<Sample> {
+        parse_prometheus(&self.admin_get("/stats/prometheus").unwrap_or_default())
+    }
+
+    /// The value of the sample `name` whose labels include every pair in `labels`, summed.
+    pub fn prom_value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.prometheus()
+            .iter()
+            .filter(|s| {
+                s.name == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|s| s.value)
+            .sum()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.listener, path)
     }
@@ -325,6 +365,43 @@ pub fn get(agent: &ureq::Agent, url: &str, headers: &[(&str, &str)]) -> Result<R
     })
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// Parse Prometheus text exposition (the subset Envoy writes).
+pub fn parse_prometheus(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let value = value.parse().ok()?;
+            let (name, labels) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let labels = labels
+                .split("\",")
+                .filter_map(|kv| {
+                    let (k, v) = kv.split_once("=\"")?;
+                    Some((
+                        k.trim_start_matches(',').to_string(),
+                        v.trim_end_matches('"').to_string(),
+                    ))
+                })
+                .collect();
+            Some(Sample {
+                name: name.to_string(),
+                labels,
+                value,
+            })
+        })
+        .collect()
+}
+
 fn render_config(opts: &Options, upstreams: &[Echo]) -> String {
     let wasm = wasm_path();
     let mut routes = String::new();
@@ -372,6 +449,7 @@ fn render_config(opts: &Options, upstreams: &[Echo]) -> String {
     format!(
         r#"admin:
   address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+stats_flush_on_admin: true
 stats_config:
   stats_tags:
   - {{ tag_name: rollout, regex: "(;rollout=([^;]+))" }}

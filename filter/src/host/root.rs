@@ -11,6 +11,7 @@ use proxy_wasm::types::{BufferType, ContextType, MetricType};
 use super::http::Http;
 use super::logger;
 use crate::config::Config;
+use crate::decision;
 use crate::metrics::{Kind, Layout};
 
 /// What every request of one configuration shares.
@@ -31,6 +32,23 @@ impl Shared {
             }
         }
     }
+
+    pub fn record(&self, slot: usize, value: u64) {
+        if let Some(id) = self.metric_ids.get(slot) {
+            if let Err(e) = hostcalls::record_metric(*id, value) {
+                log::debug!("record_metric failed: {e:?}");
+            }
+        }
+    }
+
+    pub fn reject_slot_decision(&self, r: decision::Reject) -> usize {
+        self.layout.reject_slot(r as usize)
+    }
+}
+
+/// Every rejection reason label, in slot order: the decision's first.
+fn reject_reasons() -> Vec<&'static str> {
+    decision::Reject::ALL.iter().map(|r| r.as_str()).collect()
 }
 
 #[derive(Default)]
@@ -75,11 +93,12 @@ impl RootContext for Root {
                 return false;
             }
         };
-        let layout = Layout::new(&cfg);
+        let layout = Layout::new(&cfg, &reject_reasons());
         let mut metric_ids = Vec::with_capacity(layout.names.len());
         for (kind, name) in &layout.names {
             let t = match kind {
                 Kind::Counter => MetricType::Counter,
+                Kind::Histogram => MetricType::Histogram,
             };
             match hostcalls::define_metric(t, name) {
                 Ok(id) => metric_ids.push(id),
