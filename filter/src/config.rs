@@ -56,6 +56,34 @@ struct RawConfig {
     sticky_keys: Vec<RawStickyKey>,
     #[serde(default)]
     r#override: Option<RawOverride>,
+    #[serde(default)]
+    trace: Option<RawTrace>,
+    #[serde(default)]
+    rollout_id_header: Option<String>,
+    #[serde(default)]
+    response_headers: Option<RawResponseHeaders>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawTrace {
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    new_span: Option<bool>,
+    #[serde(default)]
+    sampled: Option<bool>,
+    #[serde(default)]
+    tracestate_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawResponseHeaders {
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    trace_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -102,6 +130,26 @@ pub enum StickyKey {
     SourceAddress,
 }
 
+/// W3C trace context handling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trace {
+    pub enabled: bool,
+    /// newSpan, sampled and the tracestate key.
+    pub settings: crate::trace::TraceSettings,
+    /// The tracestate member value per version (`<rolloutId>:<version>`), built once.
+    pub member_values: Vec<String>,
+}
+
+/// Response headers for debugging from curl; off unless named.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ResponseHeaders {
+    pub version: Option<String>,
+    pub trace_id: Option<String>,
+}
+
+pub const DEFAULT_ROLLOUT_ID_HEADER: &str = "x-rollout-id";
+pub const DEFAULT_TRACESTATE_KEY: &str = "rollout";
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Override {
     pub header: Option<String>,
@@ -119,6 +167,10 @@ pub struct Config {
     pub route_header: String,
     pub sticky_keys: Vec<StickyKey>,
     pub r#override: Override,
+    pub trace: Trace,
+    /// Set to `rolloutId` on every upstream request, replacing any client value.
+    pub rollout_id_header: String,
+    pub response_headers: ResponseHeaders,
 }
 
 impl Config {
@@ -233,6 +285,76 @@ impl Config {
             }
         }
 
+        let raw_trace = raw.trace.unwrap_or(RawTrace {
+            enabled: None,
+            new_span: None,
+            sampled: None,
+            tracestate_key: None,
+        });
+        let tracestate_key = raw_trace
+            .tracestate_key
+            .unwrap_or_else(|| DEFAULT_TRACESTATE_KEY.to_string());
+        if !crate::trace::is_valid_key(&tracestate_key) {
+            return Err(ConfigError::new(
+                "trace.tracestateKey",
+                format!("must be a W3C tracestate key (e.g. `rollout` or `tenant@system`), got {tracestate_key:?}"),
+            ));
+        }
+        let member_values: Vec<String> = versions
+            .iter()
+            .map(|v| format!("{}:{}", raw.rollout_id, v.name))
+            .collect();
+        // rolloutId and version names are within the value grammar; the length is not guaranteed.
+        if member_values.iter().any(|m| {
+            !crate::trace::is_valid_member_value(m) || tracestate_key.len() + 1 + m.len() > 256
+        }) {
+            return Err(ConfigError::new(
+                "trace.tracestateKey",
+                "key, rolloutId and version name together are too long for a tracestate member",
+            ));
+        }
+        let trace = Trace {
+            enabled: raw_trace.enabled.unwrap_or(true),
+            settings: crate::trace::TraceSettings {
+                new_span: raw_trace.new_span.unwrap_or(false),
+                sampled: raw_trace.sampled.unwrap_or(true),
+                key: tracestate_key,
+            },
+            member_values,
+        };
+
+        let rollout_id_header = match raw.rollout_id_header {
+            Some(h) => check_header_name(&h).map_err(|r| ConfigError::new("rolloutIdHeader", r))?,
+            None => DEFAULT_ROLLOUT_ID_HEADER.to_string(),
+        };
+        let mut response_headers = ResponseHeaders::default();
+        if let Some(rh) = raw.response_headers {
+            if let Some(h) = rh.version {
+                response_headers.version = Some(
+                    check_header_name(&h)
+                        .map_err(|r| ConfigError::new("responseHeaders.version", r))?,
+                );
+            }
+            if let Some(h) = rh.trace_id {
+                response_headers.trace_id = Some(
+                    check_header_name(&h)
+                        .map_err(|r| ConfigError::new("responseHeaders.traceId", r))?,
+                );
+            }
+        }
+        let owned = [
+            ("rolloutIdHeader", Some(&rollout_id_header)),
+            ("override.header", ov.header.as_ref()),
+        ];
+        for (field, h) in owned {
+            if h.is_some_and(|h| *h == route_header || h == "traceparent" || h == "tracestate") {
+                return Err(ConfigError::new(
+                    field,
+                    "must differ from routeHeader, traceparent and tracestate",
+                ));
+            }
+        }
+
         let weights = versions.iter().map(|v| v.weight).collect();
         Ok(Config {
             rollout_id: raw.rollout_id,
@@ -242,6 +364,9 @@ impl Config {
             route_header,
             sticky_keys,
             r#override: ov,
+            trace,
+            rollout_id_header,
+            response_headers,
         })
     }
 }
@@ -350,6 +475,26 @@ mod tests {
         assert_eq!(c.route_header, DEFAULT_ROUTE_HEADER);
         assert!(c.sticky_keys.is_empty());
         assert_eq!(c.r#override, Override::default());
+        assert!(c.trace.enabled && c.trace.settings.sampled && !c.trace.settings.new_span);
+        assert_eq!(c.trace.settings.key, "rollout");
+        assert_eq!(c.trace.member_values, vec!["r:v1"]);
+        assert_eq!(c.rollout_id_header, "x-rollout-id");
+        assert_eq!(c.response_headers, ResponseHeaders::default());
+    }
+
+    #[test]
+    fn trace_and_header_fields() {
+        let c = Config::from_json(
+            br#"{"rolloutId":"r","versions":[{"name":"v1","weight":1}],
+                "trace":{"enabled":false,"newSpan":true,"sampled":false,"tracestateKey":"acme@rollout"},
+                "rolloutIdHeader":"X-Rid","responseHeaders":{"version":"x-v","traceId":"x-t"}}"#,
+        )
+        .unwrap();
+        assert!(!c.trace.enabled && c.trace.settings.new_span && !c.trace.settings.sampled);
+        assert_eq!(c.trace.settings.key, "acme@rollout");
+        assert_eq!(c.rollout_id_header, "x-rid");
+        assert_eq!(c.response_headers.version.as_deref(), Some("x-v"));
+        assert_eq!(c.response_headers.trace_id.as_deref(), Some("x-t"));
     }
 
     #[test]
@@ -379,6 +524,11 @@ mod tests {
             (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"override":{"header":"X-Rollout-Version"}}"#.into(), "override.header: must differ from routeHeader"),
             (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"override":{"query":"a=b"}}"#.into(), "override.query: must be a non-empty plain query parameter name"),
             (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"override":{"cookie":"x"}}"#.into(), "override.cookie: unknown field `cookie`"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"trace":{"tracestateKey":"Bad"}}"#.into(), "trace.tracestateKey: must be a W3C tracestate key"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"trace":{"sampeld":true}}"#.into(), "trace.sampeld: unknown field"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"rolloutIdHeader":"x-rollout-version"}"#.into(), "rolloutIdHeader: must differ from routeHeader"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"override":{"header":"traceparent"}}"#.into(), "override.header: must differ from routeHeader, traceparent"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"responseHeaders":{"traceId":"a b"}}"#.into(), "responseHeaders.traceId: must be a non-empty HTTP token"),
             ("not json".into(), "expected ident"),
             ("".into(), "EOF while parsing"),
         ];

@@ -124,7 +124,10 @@ pub fn decide(cfg: &Config, req: &mut impl RequestView) -> Decision {
         }
     }
     if let Some(name) = &cfg.r#override.query {
-        if let Some(value) = req.path().and_then(|p| keys::query_param(p, name.as_bytes())) {
+        if let Some(value) = req
+            .path()
+            .and_then(|p| keys::query_param(p, name.as_bytes()))
+        {
             match cfg.version_index(value) {
                 Some(version) => {
                     return Decision {
@@ -155,7 +158,9 @@ fn sticky_hash(cfg: &Config, req: &mut impl RequestView) -> Option<u32> {
     cfg.sticky_keys.iter().find_map(|k| {
         let value = match k {
             StickyKey::Header(name) => req.header(name),
-            StickyKey::Cookie(name) => req.header("cookie").and_then(|c| keys::cookie(c, name.as_bytes())),
+            StickyKey::Cookie(name) => req
+                .header("cookie")
+                .and_then(|c| keys::cookie(c, name.as_bytes())),
             StickyKey::SourceAddress => req.source_address().map(keys::source_ip),
         }?;
         (!value.is_empty()).then(|| split::hash(prefix, value))
@@ -268,7 +273,10 @@ pub(crate) mod tests {
         ]);
         let d = decide(&cfg, &mut req);
         assert_eq!((version(&cfg, d), d.source), ("stable", Source::Sticky));
-        assert!(d.rejected.contains(Reject::UnknownOverrideHeader) && d.rejected.contains(Reject::UnknownOverrideQuery));
+        assert!(
+            d.rejected.contains(Reject::UnknownOverrideHeader)
+                && d.rejected.contains(Reject::UnknownOverrideQuery)
+        );
         assert_eq!(d.rejected.iter().count(), 2);
     }
 

@@ -6,9 +6,12 @@
 
 pub mod config;
 pub mod decision;
+pub mod headers;
+pub mod identity;
 pub mod keys;
 pub mod metrics;
 pub mod split;
+pub mod trace;
 
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 pub mod host;

@@ -81,7 +81,11 @@ impl Layout {
             for s in Source::ALL {
                 names.push((
                     Kind::Counter,
-                    format!("rollout_requests_total;rollout={id};version={};source={}", v.name, s.as_str()),
+                    format!(
+                        "rollout_requests_total;rollout={id};version={};source={}",
+                        v.name,
+                        s.as_str()
+                    ),
                 ));
             }
         }
@@ -90,24 +94,40 @@ impl Layout {
             for c in CodeClass::ALL {
                 names.push((
                     Kind::Counter,
-                    format!("rollout_responses_total;rollout={id};version={};code_class={}", v.name, c.as_str()),
+                    format!(
+                        "rollout_responses_total;rollout={id};version={};code_class={}",
+                        v.name,
+                        c.as_str()
+                    ),
                 ));
             }
         }
         let local_at = names.len();
         for v in &cfg.versions {
-            names.push((Kind::Counter, format!("rollout_local_replies_total;rollout={id};version={}", v.name)));
+            names.push((
+                Kind::Counter,
+                format!(
+                    "rollout_local_replies_total;rollout={id};version={}",
+                    v.name
+                ),
+            ));
         }
         let duration_at = names.len();
         for v in &cfg.versions {
             names.push((
                 Kind::Histogram,
-                format!("rollout_request_duration_milliseconds;rollout={id};version={}", v.name),
+                format!(
+                    "rollout_request_duration_milliseconds;rollout={id};version={}",
+                    v.name
+                ),
             ));
         }
         let rejects_at = names.len();
         for r in reject_reasons {
-            names.push((Kind::Counter, format!("rollout_rejected_total;rollout={id};reason={r}")));
+            names.push((
+                Kind::Counter,
+                format!("rollout_rejected_total;rollout={id};reason={r}"),
+            ));
         }
         Layout {
             names,
@@ -181,10 +201,14 @@ mod tests {
             l.names[l.duration_slot(1)],
             (
                 Kind::Histogram,
-                "rollout_request_duration_milliseconds;rollout=checkout-2026-11;version=canary".to_string()
+                "rollout_request_duration_milliseconds;rollout=checkout-2026-11;version=canary"
+                    .to_string()
             )
         );
-        assert_eq!(name(l.reject_slot(1)), "rollout_rejected_total;rollout=checkout-2026-11;reason=b");
+        assert_eq!(
+            name(l.reject_slot(1)),
+            "rollout_rejected_total;rollout=checkout-2026-11;reason=b"
+        );
         assert_eq!(l.names.len(), 2 * Source::ALL.len() + 2 * 6 + 2 + 2 + 2);
         let mut uniq: Vec<_> = l.names.iter().map(|n| &n.1).collect();
         uniq.sort();

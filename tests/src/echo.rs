@@ -124,7 +124,7 @@ fn serve(conn: TcpStream, name: &str, count: &AtomicU64, fail_every: u64) {
             return;
         }
         let nth = count.fetch_add(1, Ordering::Relaxed) + 1;
-        if fail_every > 0 && nth % fail_every == 0 {
+        if fail_every > 0 && nth.is_multiple_of(fail_every) {
             status = 503;
         }
         let seen = Seen {

@@ -365,6 +365,45 @@ pub fn get(agent: &ureq::Agent, url: &str, headers: &[(&str, &str)]) -> Result<R
     })
 }
 
+/// Send raw request bytes (any header bytes, repeated headers) over a new
+/// connection and read one response. For what an HTTP client library refuses to send.
+pub fn raw_request(addr: SocketAddr, head_lines: &[&[u8]]) -> Result<Reply, String> {
+    use std::io::Write;
+    let mut conn = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let mut req = Vec::new();
+    for l in head_lines {
+        req.extend_from_slice(l);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"connection: close\r\n\r\n");
+    conn.write_all(&req).map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    let _ = conn.read_to_end(&mut buf);
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("no response head in {:?}", String::from_utf8_lossy(&buf)))?;
+    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+    let body = &buf[split + 4..];
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or("bad status line")?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok(Reply {
+        status,
+        seen: serde_json::from_slice(body).ok(),
+        headers,
+    })
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     pub name: String,

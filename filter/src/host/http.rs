@@ -1,5 +1,6 @@
-//! Per-request glue: read what the decision needs, write the route header,
-//! and count the request, its response class and its duration.
+//! Per-request glue: read the request headers once, decide, write the route,
+//! trace and rollout-id headers, and count the request, its response class and
+//! its duration.
 
 use std::rc::Rc;
 
@@ -9,7 +10,9 @@ use proxy_wasm::types::{Action, MapType};
 
 use super::root::Shared;
 use crate::decision::{self, RequestView};
+use crate::headers::SerializedMap;
 use crate::metrics::CodeClass;
+use crate::trace;
 
 pub struct Http {
     shared: Option<Rc<Shared>>,
@@ -17,6 +20,8 @@ pub struct Http {
     version: Option<usize>,
     start_ns: u64,
     status: Option<u16>,
+    /// Kept only when a trace-id response header is configured.
+    trace_id: Option<String>,
 }
 
 impl Http {
@@ -26,6 +31,7 @@ impl Http {
             version: None,
             start_ns: 0,
             status: None,
+            trace_id: None,
         }
     }
 }
@@ -37,31 +43,69 @@ fn now_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// The live request, read through handled host calls. Each value read is kept
-/// here so the decision can borrow it.
-#[derive(Default)]
+#[link(wasm_import_module = "env")]
+extern "C" {
+    // Declared here rather than through the SDK, whose wrapper copies every
+    // pair into a String and panics on an unexpected status.
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_data: *mut *mut u8,
+        return_size: *mut usize,
+    ) -> u32;
+}
+
+/// The whole request header map in the host's serialized form: one host call.
+fn request_header_map() -> Vec<u8> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes a pointer to `size` bytes it allocated through our
+    // `proxy_on_memory_allocate` (a Vec allocation of exactly that size), or nothing.
+    unsafe {
+        let status =
+            proxy_get_header_map_pairs(MapType::HttpRequestHeaders as u32, &mut data, &mut size);
+        if status != 0 || data.is_null() {
+            return Vec::new();
+        }
+        Vec::from_raw_parts(data, size, size)
+    }
+}
+
+/// The live request: its headers fetched once, properties read on demand.
 struct HostRequest {
-    values: Vec<Option<Vec<u8>>>,
+    headers: Vec<u8>,
     source: Option<Option<Vec<u8>>>,
+}
+
+impl HostRequest {
+    fn map(&self) -> SerializedMap<'_> {
+        SerializedMap::new(&self.headers)
+    }
 }
 
 impl RequestView for HostRequest {
     fn header(&mut self, name: &str) -> Option<&[u8]> {
-        // The `_bytes` call: the SDK's string variant panics on non-UTF-8 values.
-        let v = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).ok().flatten();
-        self.values.push(v);
-        self.values.last().and_then(|v| v.as_deref())
+        SerializedMap::new(&self.headers).get(name)
     }
 
     fn source_address(&mut self) -> Option<&[u8]> {
         if self.source.is_none() {
-            self.source = Some(hostcalls::get_property(vec!["source", "address"]).ok().flatten());
+            self.source = Some(
+                hostcalls::get_property(vec!["source", "address"])
+                    .ok()
+                    .flatten(),
+            );
         }
         self.source.as_ref().and_then(|s| s.as_deref())
     }
 
     fn random_u32(&mut self) -> u32 {
         fastrand::u32(..)
+    }
+}
+
+fn set_request_header(name: &str, value: &str) {
+    if let Err(e) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value)) {
+        log::warn!("cannot set request header {name}: {e:?}");
     }
 }
 
@@ -74,8 +118,11 @@ impl HttpContext for Http {
         };
         self.start_ns = now_ns();
         let cfg = &shared.cfg;
-        let d = decision::decide(cfg, &mut HostRequest::default());
-
+        let mut req = HostRequest {
+            headers: request_header_map(),
+            source: None,
+        };
+        let d = decision::decide(cfg, &mut req);
         for r in d.rejected.iter() {
             log::debug!("ignored input: {}", r.as_str());
             shared.count(shared.reject_slot_decision(r));
@@ -83,10 +130,37 @@ impl HttpContext for Http {
 
         let version = cfg.versions.get(d.version).map_or("", |v| v.name.as_str());
         // Replaces every value a client sent: the route is ours to choose.
-        if let Err(e) = hostcalls::set_map_value(MapType::HttpRequestHeaders, &cfg.route_header, Some(version)) {
-            log::warn!("cannot set {}: {e:?}", cfg.route_header);
+        set_request_header(&cfg.route_header, version);
+        set_request_header(&cfg.rollout_id_header, &cfg.rollout_id);
+
+        if cfg.trace.enabled {
+            let map = req.map();
+            let parents: Vec<&[u8]> = map.get_all("traceparent").collect();
+            let states: Vec<&[u8]> = map.get_all("tracestate").collect();
+            let member = cfg
+                .trace
+                .member_values
+                .get(d.version)
+                .map_or("", String::as_str);
+            let mut random = [0u8; 24];
+            for chunk in random.chunks_mut(8) {
+                chunk.copy_from_slice(&fastrand::u64(..).to_le_bytes());
+            }
+            let p = trace::propagate(&parents, &states, member, &cfg.trace.settings, random);
+            for (r, n) in p.rejects.iter() {
+                log::debug!("trace context: {} x{n}", r.as_str());
+                shared.count_n(shared.reject_slot_trace(r), u64::from(n));
+            }
+            set_request_header("traceparent", &p.traceparent);
+            set_request_header("tracestate", &p.tracestate);
+            if cfg.response_headers.trace_id.is_some() {
+                self.trace_id = Some(p.trace_id_hex().to_string());
+            }
         }
-        if shared.explicit_route_clear.get() && hostcalls::call_foreign_function("clear_route_cache", None).is_err() {
+
+        if shared.explicit_route_clear.get()
+            && hostcalls::call_foreign_function("clear_route_cache", None).is_err()
+        {
             log::info!("host has no clear_route_cache; relying on automatic route refresh");
             shared.explicit_route_clear.set(false);
         }
@@ -96,11 +170,19 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if self.version.is_some() {
-            self.status = hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status")
-                .ok()
-                .flatten()
-                .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok());
+        let (Some(shared), Some(version)) = (self.shared.as_deref(), self.version) else {
+            return Action::Continue;
+        };
+        self.status = hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status")
+            .ok()
+            .flatten()
+            .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok());
+        let rh = &shared.cfg.response_headers;
+        if let (Some(name), Some(v)) = (&rh.version, shared.cfg.versions.get(version)) {
+            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(&v.name));
+        }
+        if let (Some(name), Some(id)) = (&rh.trace_id, &self.trace_id) {
+            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(id));
         }
         Action::Continue
     }
@@ -113,7 +195,9 @@ impl HttpContext for Http {
         shared.count(shared.layout.response_slot(version, class));
         // Error responses Envoy made itself (connect failure, timeout) rather than the upstream.
         if self.status.is_some_and(|s| s >= 400) {
-            let details = hostcalls::get_property(vec!["response", "code_details"]).ok().flatten();
+            let details = hostcalls::get_property(vec!["response", "code_details"])
+                .ok()
+                .flatten();
             if details.as_deref() != Some(b"via_upstream") {
                 shared.count(shared.layout.local_reply_slot(version));
             }

@@ -13,6 +13,7 @@ use super::logger;
 use crate::config::Config;
 use crate::decision;
 use crate::metrics::{Kind, Layout};
+use crate::trace;
 
 /// What every request of one configuration shares.
 pub struct Shared {
@@ -26,8 +27,12 @@ pub struct Shared {
 
 impl Shared {
     pub fn count(&self, slot: usize) {
+        self.count_n(slot, 1);
+    }
+
+    pub fn count_n(&self, slot: usize, n: u64) {
         if let Some(id) = self.metric_ids.get(slot) {
-            if let Err(e) = hostcalls::increment_metric(*id, 1) {
+            if let Err(e) = hostcalls::increment_metric(*id, i64::try_from(n).unwrap_or(i64::MAX)) {
                 log::debug!("increment_metric failed: {e:?}");
             }
         }
@@ -44,11 +49,18 @@ impl Shared {
     pub fn reject_slot_decision(&self, r: decision::Reject) -> usize {
         self.layout.reject_slot(r as usize)
     }
+
+    pub fn reject_slot_trace(&self, r: trace::TraceReject) -> usize {
+        self.layout
+            .reject_slot(decision::Reject::ALL.len() + r.index())
+    }
 }
 
-/// Every rejection reason label, in slot order: the decision's first.
+/// Every rejection reason label, in slot order: the decision's, then the trace's.
 fn reject_reasons() -> Vec<&'static str> {
-    decision::Reject::ALL.iter().map(|r| r.as_str()).collect()
+    let decision = decision::Reject::ALL.iter().map(|r| r.as_str());
+    let trace = trace::TraceReject::ALL.iter().map(|r| r.as_str());
+    decision.chain(trace).collect()
 }
 
 #[derive(Default)]
