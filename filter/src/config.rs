@@ -6,6 +6,8 @@
 use serde::Deserialize;
 use std::fmt;
 
+use crate::identity::{parse_oid, LabelOid, PeerPattern};
+
 /// Most versions one rollout may split between.
 pub const MAX_VERSIONS: usize = 16;
 /// flagd caps the sum of weights at `i32::MAX`.
@@ -62,6 +64,19 @@ struct RawConfig {
     rollout_id_header: Option<String>,
     #[serde(default)]
     response_headers: Option<RawResponseHeaders>,
+    #[serde(default)]
+    certificate: Option<RawCertificate>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawCertificate {
+    #[serde(default)]
+    label_oid: Option<String>,
+    #[serde(default)]
+    source: Option<String>,
+    #[serde(default)]
+    cache_size: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -100,6 +115,7 @@ enum RawStickyKey {
     Header(String),
     Cookie(String),
     SourceAddress(bool),
+    PeerIdentity(bool),
 }
 
 #[derive(Deserialize)]
@@ -109,6 +125,8 @@ struct RawOverride {
     header: Option<String>,
     #[serde(default)]
     query: Option<String>,
+    #[serde(default)]
+    trusted_peers: Vec<String>,
 }
 
 // ---- runtime form ------------------------------------------------------------------------
@@ -128,6 +146,8 @@ pub enum StickyKey {
     Cookie(String),
     /// The downstream source IP, without port.
     SourceAddress,
+    /// The verified peer's SPIFFE ID, else its first DNS SAN.
+    PeerIdentity,
 }
 
 /// W3C trace context handling.
@@ -154,7 +174,33 @@ pub const DEFAULT_TRACESTATE_KEY: &str = "rollout";
 pub struct Override {
     pub header: Option<String>,
     pub query: Option<String>,
+    /// `trustedPeers: ["*"]`: anyone may override, with or without a certificate.
+    pub trust_everyone: bool,
+    /// Verified identities that may override.
+    pub trusted_peers: Vec<PeerPattern>,
 }
+
+/// Where the peer certificate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertSource {
+    /// `connection.peer_certificate` (Envoy >= 1.40), else the XFCC element
+    /// whose hash matches the verified peer.
+    Auto,
+    /// Only the matching XFCC element (for proxies without the attribute).
+    Xfcc,
+}
+
+/// Reading rollout labels from the caller's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certificate {
+    /// The otherName OID whose value carries base64 JSON labels.
+    pub label_oid: Option<LabelOid>,
+    pub source: CertSource,
+    /// Parsed certificates kept per worker, by digest.
+    pub cache_size: usize,
+}
+
+pub const DEFAULT_CERT_CACHE: usize = 1024;
 
 /// Validated configuration. Constructed only through [`Config::from_json`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,6 +217,10 @@ pub struct Config {
     /// Set to `rolloutId` on every upstream request, replacing any client value.
     pub rollout_id_header: String,
     pub response_headers: ResponseHeaders,
+    /// Set when certificate labels are read (`certificate` present).
+    pub certificate: Option<Certificate>,
+    /// Whether requests need the peer certificate at all (labels, trust or identity key).
+    pub needs_peer: bool,
 }
 
 impl Config {
@@ -201,8 +251,7 @@ impl Config {
         let mut versions: Vec<Version> = Vec::with_capacity(raw.versions.len());
         let mut total: u64 = 0;
         for (i, v) in raw.versions.into_iter().enumerate() {
-            check_version_name(&v.name)
-                .map_err(|r| ConfigError::new(format!("versions[{i}].name"), r))?;
+            check_version_name(&v.name).map_err(|r| ConfigError::new(format!("versions[{i}].name"), r))?;
             if versions.iter().any(|seen| seen.name == v.name) {
                 return Err(ConfigError::new(
                     format!("versions[{i}].name"),
@@ -226,10 +275,7 @@ impl Config {
             });
         }
         if total == 0 {
-            return Err(ConfigError::new(
-                "versions",
-                "weights must sum to at least 1",
-            ));
+            return Err(ConfigError::new("versions", "weights must sum to at least 1"));
         }
 
         let route_header = match raw.route_header {
@@ -245,16 +291,21 @@ impl Config {
                         .map_err(|r| ConfigError::new(format!("stickyKeys[{i}].header"), r))?,
                 ),
                 RawStickyKey::Cookie(c) => {
-                    check_token(&c)
-                        .map_err(|r| ConfigError::new(format!("stickyKeys[{i}].cookie"), r))?;
+                    check_token(&c).map_err(|r| ConfigError::new(format!("stickyKeys[{i}].cookie"), r))?;
                     StickyKey::Cookie(c)
                 }
                 RawStickyKey::SourceAddress(true) => StickyKey::SourceAddress,
-                RawStickyKey::SourceAddress(false) => {
+                RawStickyKey::PeerIdentity(true) => StickyKey::PeerIdentity,
+                RawStickyKey::SourceAddress(false) | RawStickyKey::PeerIdentity(false) => {
+                    let field = if matches!(k, RawStickyKey::SourceAddress(_)) {
+                        "sourceAddress"
+                    } else {
+                        "peerIdentity"
+                    };
                     return Err(ConfigError::new(
-                        format!("stickyKeys[{i}].sourceAddress"),
+                        format!("stickyKeys[{i}].{field}"),
                         "must be true (leave the entry out to disable it)",
-                    ))
+                    ));
                 }
             };
             if sticky_keys.contains(&key) {
@@ -269,8 +320,7 @@ impl Config {
         let mut ov = Override::default();
         if let Some(o) = raw.r#override {
             if let Some(h) = o.header {
-                let h =
-                    check_header_name(&h).map_err(|r| ConfigError::new("override.header", r))?;
+                let h = check_header_name(&h).map_err(|r| ConfigError::new("override.header", r))?;
                 if h == route_header {
                     return Err(ConfigError::new(
                         "override.header",
@@ -282,6 +332,15 @@ impl Config {
             if let Some(q) = o.query {
                 check_query_name(&q).map_err(|r| ConfigError::new("override.query", r))?;
                 ov.query = Some(q);
+            }
+            for (i, p) in o.trusted_peers.iter().enumerate() {
+                if p == "*" {
+                    ov.trust_everyone = true;
+                    continue;
+                }
+                let pattern = PeerPattern::parse(p)
+                    .map_err(|r| ConfigError::new(format!("override.trustedPeers[{i}]"), r))?;
+                ov.trusted_peers.push(pattern);
             }
         }
 
@@ -305,9 +364,10 @@ impl Config {
             .map(|v| format!("{}:{}", raw.rollout_id, v.name))
             .collect();
         // rolloutId and version names are within the value grammar; the length is not guaranteed.
-        if member_values.iter().any(|m| {
-            !crate::trace::is_valid_member_value(m) || tracestate_key.len() + 1 + m.len() > 256
-        }) {
+        if member_values
+            .iter()
+            .any(|m| !crate::trace::is_valid_member_value(m) || tracestate_key.len() + 1 + m.len() > 256)
+        {
             return Err(ConfigError::new(
                 "trace.tracestateKey",
                 "key, rolloutId and version name together are too long for a tracestate member",
@@ -330,16 +390,12 @@ impl Config {
         let mut response_headers = ResponseHeaders::default();
         if let Some(rh) = raw.response_headers {
             if let Some(h) = rh.version {
-                response_headers.version = Some(
-                    check_header_name(&h)
-                        .map_err(|r| ConfigError::new("responseHeaders.version", r))?,
-                );
+                response_headers.version =
+                    Some(check_header_name(&h).map_err(|r| ConfigError::new("responseHeaders.version", r))?);
             }
             if let Some(h) = rh.trace_id {
-                response_headers.trace_id = Some(
-                    check_header_name(&h)
-                        .map_err(|r| ConfigError::new("responseHeaders.traceId", r))?,
-                );
+                response_headers.trace_id =
+                    Some(check_header_name(&h).map_err(|r| ConfigError::new("responseHeaders.traceId", r))?);
             }
         }
         let owned = [
@@ -355,6 +411,41 @@ impl Config {
             }
         }
 
+        let certificate = match raw.certificate {
+            None => None,
+            Some(c) => {
+                let label_oid = match c.label_oid {
+                    Some(o) => Some(parse_oid(&o).map_err(|r| ConfigError::new("certificate.labelOid", r))?),
+                    None => None,
+                };
+                let source = match c.source.as_deref() {
+                    None | Some("auto") => CertSource::Auto,
+                    Some("xfcc") => CertSource::Xfcc,
+                    Some(other) => {
+                        return Err(ConfigError::new(
+                            "certificate.source",
+                            format!("must be \"auto\" or \"xfcc\", got {other:?}"),
+                        ))
+                    }
+                };
+                let cache_size = c.cache_size.unwrap_or(DEFAULT_CERT_CACHE);
+                if !(1..=65_536).contains(&cache_size) {
+                    return Err(ConfigError::new(
+                        "certificate.cacheSize",
+                        "must be between 1 and 65536",
+                    ));
+                }
+                Some(Certificate {
+                    label_oid,
+                    source,
+                    cache_size,
+                })
+            }
+        };
+        let needs_peer = certificate.is_some()
+            || !ov.trusted_peers.is_empty()
+            || sticky_keys.contains(&StickyKey::PeerIdentity);
+
         let weights = versions.iter().map(|v| v.weight).collect();
         Ok(Config {
             rollout_id: raw.rollout_id,
@@ -367,6 +458,8 @@ impl Config {
             trace,
             rollout_id_header,
             response_headers,
+            certificate,
+            needs_peer,
         })
     }
 }
@@ -418,9 +511,7 @@ fn check_header_name(h: &str) -> Result<String, String> {
 
 fn check_query_name(q: &str) -> Result<(), String> {
     let bad = |c: char| {
-        matches!(c, '&' | '=' | '#' | '?' | '%' | '+')
-            || c.is_ascii_whitespace()
-            || c.is_ascii_control()
+        matches!(c, '&' | '=' | '#' | '?' | '%' | '+') || c.is_ascii_whitespace() || c.is_ascii_control()
     };
     if q.is_empty() || q.chars().any(bad) || !q.is_ascii() {
         return Err(format!(
@@ -470,8 +561,7 @@ mod tests {
 
     #[test]
     fn minimal_config_gets_defaults() {
-        let c = Config::from_json(br#"{"rolloutId":"r","versions":[{"name":"v1","weight":1}]}"#)
-            .unwrap();
+        let c = Config::from_json(br#"{"rolloutId":"r","versions":[{"name":"v1","weight":1}]}"#).unwrap();
         assert_eq!(c.route_header, DEFAULT_ROUTE_HEADER);
         assert!(c.sticky_keys.is_empty());
         assert_eq!(c.r#override, Override::default());
@@ -480,6 +570,26 @@ mod tests {
         assert_eq!(c.trace.member_values, vec!["r:v1"]);
         assert_eq!(c.rollout_id_header, "x-rollout-id");
         assert_eq!(c.response_headers, ResponseHeaders::default());
+    }
+
+    #[test]
+    fn certificate_and_trust_fields() {
+        let c = Config::from_json(
+            br#"{"rolloutId":"r","versions":[{"name":"v1","weight":1}],
+                "stickyKeys":[{"peerIdentity":true}],
+                "override":{"header":"x-pin","trustedPeers":["spiffe://cluster.local/ns/qa/*","*.qa.example.com"]},
+                "certificate":{"labelOid":"1.3.6.1.4.1.55555.1.1","source":"xfcc","cacheSize":10}}"#,
+        )
+        .unwrap();
+        assert!(c.needs_peer && !c.r#override.trust_everyone);
+        assert_eq!(c.r#override.trusted_peers.len(), 2);
+        let cert = c.certificate.unwrap();
+        assert_eq!((cert.source, cert.cache_size), (CertSource::Xfcc, 10));
+        assert!(cert.label_oid.is_some());
+        let c = Config::from_json(br#"{"rolloutId":"r","versions":[{"name":"v1","weight":1}],"override":{"header":"x-pin","trustedPeers":["*"]}}"#).unwrap();
+        assert!(c.r#override.trust_everyone && !c.needs_peer);
+        let c = Config::from_json(br#"{"rolloutId":"r","versions":[{"name":"v1","weight":1}]}"#).unwrap();
+        assert!(!c.needs_peer && c.certificate.is_none());
     }
 
     #[test]
@@ -529,6 +639,11 @@ mod tests {
             (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"rolloutIdHeader":"x-rollout-version"}"#.into(), "rolloutIdHeader: must differ from routeHeader"),
             (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"override":{"header":"traceparent"}}"#.into(), "override.header: must differ from routeHeader, traceparent"),
             (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"responseHeaders":{"traceId":"a b"}}"#.into(), "responseHeaders.traceId: must be a non-empty HTTP token"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"override":{"header":"x-pin","trustedPeers":["spiffe://a/b*"]}}"#.into(), "override.trustedPeers[0]: "),
+            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"certificate":{"labelOid":"1.2.x"}}"#.into(), "certificate.labelOid: "),
+            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"certificate":{"source":"header"}}"#.into(), "certificate.source: must be \"auto\" or \"xfcc\""),
+            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"certificate":{"cacheSize":0}}"#.into(), "certificate.cacheSize: must be between 1 and 65536"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"stickyKeys":[{"peerIdentity":false}]}"#.into(), "stickyKeys[0].peerIdentity: must be true"),
             ("not json".into(), "expected ident"),
             ("".into(), "EOF while parsing"),
         ];
@@ -543,7 +658,10 @@ mod tests {
 
     #[test]
     fn max_total_weight_is_accepted() {
-        let c = Config::from_json(br#"{"rolloutId":"r","versions":[{"name":"a","weight":2147483646},{"name":"b","weight":1}]}"#).unwrap();
+        let c = Config::from_json(
+            br#"{"rolloutId":"r","versions":[{"name":"a","weight":2147483646},{"name":"b","weight":1}]}"#,
+        )
+        .unwrap();
         assert_eq!(c.total_weight, i32::MAX as u32);
     }
 

@@ -5,6 +5,7 @@
 //! read lazily, so a request decided by its override header costs no further reads.
 
 use crate::config::{Config, StickyKey};
+use crate::identity::{LabelReject, PeerCert};
 use crate::keys;
 use crate::split;
 
@@ -63,15 +64,26 @@ pub enum Reject {
     UnknownOverrideHeader,
     /// The override query parameter named no configured version.
     UnknownOverrideQuery,
+    /// An override header from a caller not in `trustedPeers`: removed.
+    UntrustedOverrideHeader,
+    /// An override query parameter from a caller not in `trustedPeers`: removed.
+    UntrustedOverrideQuery,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 2] = [Reject::UnknownOverrideHeader, Reject::UnknownOverrideQuery];
+    pub const ALL: [Reject; 4] = [
+        Reject::UnknownOverrideHeader,
+        Reject::UnknownOverrideQuery,
+        Reject::UntrustedOverrideHeader,
+        Reject::UntrustedOverrideQuery,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Reject::UnknownOverrideHeader => "unknown_override_header",
             Reject::UnknownOverrideQuery => "unknown_override_query",
+            Reject::UntrustedOverrideHeader => "untrusted_override_header",
+            Reject::UntrustedOverrideQuery => "untrusted_override_query",
         }
     }
 }
@@ -106,11 +118,117 @@ pub struct Decision {
     pub rejected: Rejections,
 }
 
-pub fn decide(cfg: &Config, req: &mut impl RequestView) -> Decision {
+impl Decision {
+    /// The untrusted override header must be removed before the request goes upstream.
+    pub fn strip_override_header(&self) -> bool {
+        self.rejected.contains(Reject::UntrustedOverrideHeader)
+    }
+
+    /// The untrusted override query parameter must be removed from `:path`.
+    pub fn strip_override_query(&self) -> bool {
+        self.rejected.contains(Reject::UntrustedOverrideQuery)
+    }
+}
+
+/// What a verified peer certificate means under one configuration. Computed
+/// once per certificate (and cached by digest), not per request.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Peer {
+    /// The certificate matches `override.trustedPeers`.
+    pub trusted: bool,
+    /// A label pinned the caller to this version.
+    pub pin: Option<usize>,
+    /// A label's weight: the caller's own split (weights, total).
+    pub weights: Option<(Vec<u64>, u64)>,
+    /// SPIFFE ID, else the first DNS SAN: the `peerIdentity` sticky key.
+    pub identity: Option<String>,
+    /// Labels ignored, each counted on every request from this peer.
+    pub rejects: Vec<LabelReject>,
+}
+
+impl Peer {
+    pub fn from_cert(cfg: &Config, cert: &PeerCert) -> Peer {
+        let mut peer = Peer {
+            trusted: cert.is_trusted(&cfg.r#override.trusted_peers),
+            identity: cert.spiffe_id.clone().or_else(|| cert.dns.first().cloned()),
+            rejects: cert.label_rejects.clone(),
+            ..Peer::default()
+        };
+        if cert.has_labels_for_other_rollouts(&cfg.rollout_id) {
+            peer.rejects.push(LabelReject::OtherRollout);
+        }
+        let label = match cert.label_for(&cfg.rollout_id) {
+            Ok(Some(label)) => label,
+            Ok(None) => return peer,
+            Err(reject) => {
+                peer.rejects.push(reject);
+                return peer;
+            }
+        };
+        let target = match &label.version {
+            Some(name) => match cfg.version_index(name.as_bytes()) {
+                Some(i) => i,
+                None => {
+                    peer.rejects.push(LabelReject::BadVersion);
+                    return peer;
+                }
+            },
+            // A weight without a version is for the last version: the canary.
+            None => cfg.versions.len().saturating_sub(1),
+        };
+        match label.weight {
+            None => peer.pin = Some(target),
+            Some(w) => peer.weights = Some(weights_with_share(&cfg.weights, target, w)),
+        }
+        peer
+    }
+}
+
+/// Weights giving `target` exactly `percent`% of the buckets and the other
+/// versions the rest, in proportion to their configured weights.
+pub fn weights_with_share(weights: &[u32], target: usize, percent: u8) -> (Vec<u64>, u64) {
+    let percent = u64::from(percent.min(100));
+    let others: u64 = weights
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != target)
+        .map(|(_, w)| u64::from(*w))
+        .sum();
+    if others == 0 {
+        // Nobody else to share with: the target takes everything.
+        let out = weights
+            .iter()
+            .enumerate()
+            .map(|(i, _)| u64::from(i == target))
+            .collect();
+        return (out, 1);
+    }
+    let out: Vec<u64> = weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            if i == target {
+                percent * others
+            } else {
+                (100 - percent) * u64::from(*w)
+            }
+        })
+        .collect();
+    let total = 100 * others;
+    (out, total)
+}
+
+/// Decide a request. `peer`: the verified peer certificate's meaning, if any.
+pub fn decide(cfg: &Config, req: &mut impl RequestView, peer: Option<&Peer>) -> Decision {
     let mut rejected = Rejections::default();
+    let trusted = cfg.r#override.trust_everyone || peer.is_some_and(|p| p.trusted);
 
     if let Some(name) = &cfg.r#override.header {
-        if let Some(value) = req.header(name) {
+        if !trusted {
+            if req.header(name).is_some() {
+                rejected.add(Reject::UntrustedOverrideHeader);
+            }
+        } else if let Some(value) = req.header(name) {
             match cfg.version_index(value.trim_ascii()) {
                 Some(version) => {
                     return Decision {
@@ -124,10 +242,15 @@ pub fn decide(cfg: &Config, req: &mut impl RequestView) -> Decision {
         }
     }
     if let Some(name) = &cfg.r#override.query {
-        if let Some(value) = req
-            .path()
-            .and_then(|p| keys::query_param(p, name.as_bytes()))
-        {
+        if !trusted {
+            if req
+                .path()
+                .and_then(|p| keys::query_param(p, name.as_bytes()))
+                .is_some()
+            {
+                rejected.add(Reject::UntrustedOverrideQuery);
+            }
+        } else if let Some(value) = req.path().and_then(|p| keys::query_param(p, name.as_bytes())) {
             match cfg.version_index(value) {
                 Some(version) => {
                     return Decision {
@@ -141,19 +264,31 @@ pub fn decide(cfg: &Config, req: &mut impl RequestView) -> Decision {
         }
     }
 
-    let (hash, source) = match sticky_hash(cfg, req) {
+    if let Some(version) = peer.and_then(|p| p.pin) {
+        return Decision {
+            version,
+            source: Source::Certificate,
+            rejected,
+        };
+    }
+
+    let (hash, source) = match sticky_hash(cfg, req, peer) {
         Some(hash) => (hash, Source::Sticky),
         None => (req.random_u32(), Source::Random),
     };
+    let version = match peer.and_then(|p| p.weights.as_ref()) {
+        Some((weights, total)) => split::pick(hash, weights, *total),
+        None => split::pick(hash, &cfg.weights, cfg.total_weight),
+    };
     Decision {
-        version: split::pick(hash, &cfg.weights, cfg.total_weight),
+        version,
         source,
         rejected,
     }
 }
 
 /// The bucketing hash of the first configured sticky key present (and non-empty).
-fn sticky_hash(cfg: &Config, req: &mut impl RequestView) -> Option<u32> {
+fn sticky_hash(cfg: &Config, req: &mut impl RequestView, peer: Option<&Peer>) -> Option<u32> {
     let prefix = cfg.rollout_id.as_bytes();
     cfg.sticky_keys.iter().find_map(|k| {
         let value = match k {
@@ -162,6 +297,7 @@ fn sticky_hash(cfg: &Config, req: &mut impl RequestView) -> Option<u32> {
                 .header("cookie")
                 .and_then(|c| keys::cookie(c, name.as_bytes())),
             StickyKey::SourceAddress => req.source_address().map(keys::source_ip),
+            StickyKey::PeerIdentity => peer.and_then(|p| p.identity.as_deref()).map(str::as_bytes),
         }?;
         (!value.is_empty()).then(|| split::hash(prefix, value))
     })
@@ -186,10 +322,7 @@ pub(crate) mod tests {
     impl FakeRequest {
         pub fn with(headers: &[(&str, &[u8])]) -> Self {
             FakeRequest {
-                headers: headers
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_vec()))
-                    .collect(),
+                headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect(),
                 ..Default::default()
             }
         }
@@ -215,7 +348,7 @@ pub(crate) mod tests {
             "rolloutId": "checkout-2026-11",
             "versions": [ { "name": "stable", "weight": 90 }, { "name": "canary", "weight": 10 } ],
             "stickyKeys": [ { "header": "x-user-id" }, { "cookie": "uid" }, { "sourceAddress": true } ],
-            "override": { "header": "x-rollout-pin", "query": "rollout-version" }
+            "override": { "header": "x-rollout-pin", "query": "rollout-version", "trustedPeers": ["*"] }
         }"#,
         )
         .unwrap()
@@ -229,11 +362,8 @@ pub(crate) mod tests {
     fn override_header_wins_and_reads_nothing_else() {
         let cfg = config();
         let mut req = FakeRequest::with(&[("x-rollout-pin", b"canary"), ("x-user-id", b"user-1")]);
-        let d = decide(&cfg, &mut req);
-        assert_eq!(
-            (version(&cfg, d), d.source),
-            ("canary", Source::OverrideHeader)
-        );
+        let d = decide(&cfg, &mut req, None);
+        assert_eq!((version(&cfg, d), d.source), ("canary", Source::OverrideHeader));
         assert_eq!(req.reads, vec!["x-rollout-pin"]);
     }
 
@@ -244,22 +374,16 @@ pub(crate) mod tests {
             ("x-rollout-pin", b"stable"),
             (":path", b"/?rollout-version=canary"),
         ]);
-        let d = decide(&cfg, &mut req);
-        assert_eq!(
-            (version(&cfg, d), d.source),
-            ("stable", Source::OverrideHeader)
-        );
+        let d = decide(&cfg, &mut req, None);
+        assert_eq!((version(&cfg, d), d.source), ("stable", Source::OverrideHeader));
     }
 
     #[test]
     fn query_override() {
         let cfg = config();
         let mut req = FakeRequest::with(&[(":path", b"/a?x=1&rollout-version=canary")]);
-        let d = decide(&cfg, &mut req);
-        assert_eq!(
-            (version(&cfg, d), d.source),
-            ("canary", Source::OverrideQuery)
-        );
+        let d = decide(&cfg, &mut req, None);
+        assert_eq!((version(&cfg, d), d.source), ("canary", Source::OverrideQuery));
     }
 
     #[test]
@@ -271,7 +395,7 @@ pub(crate) mod tests {
             (":path", b"/?rollout-version=nope"),
             ("x-user-id", b"user-1"),
         ]);
-        let d = decide(&cfg, &mut req);
+        let d = decide(&cfg, &mut req, None);
         assert_eq!((version(&cfg, d), d.source), ("stable", Source::Sticky));
         assert!(
             d.rejected.contains(Reject::UnknownOverrideHeader)
@@ -285,16 +409,16 @@ pub(crate) mod tests {
         let cfg = config();
         // alice and bob are canary, carol stable (flagd vectors).
         let mut req = FakeRequest::with(&[("x-user-id", b"alice"), ("cookie", b"uid=carol")]);
-        assert_eq!(version(&cfg, decide(&cfg, &mut req)), "canary");
+        assert_eq!(version(&cfg, decide(&cfg, &mut req, None)), "canary");
         let mut req = FakeRequest::with(&[("cookie", b"a=b; uid=carol")]);
-        assert_eq!(version(&cfg, decide(&cfg, &mut req)), "stable");
+        assert_eq!(version(&cfg, decide(&cfg, &mut req, None)), "stable");
         let mut req = FakeRequest::with(&[("x-user-id", b""), ("cookie", b"uid=bob")]);
-        assert_eq!(version(&cfg, decide(&cfg, &mut req)), "canary");
+        assert_eq!(version(&cfg, decide(&cfg, &mut req, None)), "canary");
         let mut req = FakeRequest {
             source: Some(b"10.0.0.7:4242".to_vec()),
             ..Default::default()
         };
-        let d = decide(&cfg, &mut req);
+        let d = decide(&cfg, &mut req, None);
         assert_eq!((version(&cfg, d), d.source), ("stable", Source::Sticky));
     }
 
@@ -305,20 +429,188 @@ pub(crate) mod tests {
             random: u32::MAX,
             ..Default::default()
         };
-        let d = decide(&cfg, &mut req);
+        let d = decide(&cfg, &mut req, None);
         assert_eq!((version(&cfg, d), d.source), ("canary", Source::Random));
         let mut req = FakeRequest {
             random: 0,
             ..Default::default()
         };
-        assert_eq!(version(&cfg, decide(&cfg, &mut req)), "stable");
+        assert_eq!(version(&cfg, decide(&cfg, &mut req, None)), "stable");
     }
 
     #[test]
     fn non_utf8_keys_are_keys() {
         let cfg = config();
         let mut req = FakeRequest::with(&[("x-user-id", b"\xfc\xff")]);
-        let d = decide(&cfg, &mut req);
+        let d = decide(&cfg, &mut req, None);
         assert_eq!(d.source, Source::Sticky);
+    }
+
+    fn strict_config() -> Config {
+        Config::from_json(
+            br#"{
+            "rolloutId": "checkout-2026-11",
+            "versions": [ { "name": "stable", "weight": 90 }, { "name": "canary", "weight": 10 } ],
+            "stickyKeys": [ { "peerIdentity": true }, { "header": "x-user-id" } ],
+            "override": { "header": "x-rollout-pin", "query": "rollout-version", "trustedPeers": ["spiffe://cluster.local/ns/qa/*"] },
+            "certificate": { "labelOid": "1.3.6.1.4.1.55555.1.1" }
+        }"#,
+        )
+        .unwrap()
+    }
+
+    fn cert(spiffe: &str, labels: Vec<crate::identity::Label>) -> PeerCert {
+        PeerCert {
+            spiffe_id: Some(spiffe.to_string()),
+            uris: vec![spiffe.to_string()],
+            labels,
+            ..PeerCert::default()
+        }
+    }
+
+    fn label(rollout: &str, version: Option<&str>, weight: Option<u8>) -> crate::identity::Label {
+        crate::identity::Label {
+            rollout_id: rollout.into(),
+            version: version.map(Into::into),
+            weight,
+        }
+    }
+
+    #[test]
+    fn overrides_only_from_trusted_peers() {
+        let cfg = strict_config();
+        let headers: &[(&str, &[u8])] = &[
+            ("x-rollout-pin", b"canary"),
+            (":path", b"/?rollout-version=canary"),
+            ("x-user-id", b"carol"),
+        ];
+        // No certificate: both overrides rejected and marked for removal.
+        let d = decide(&cfg, &mut FakeRequest::with(headers), None);
+        assert_eq!((version(&cfg, d), d.source), ("stable", Source::Sticky));
+        assert!(d.strip_override_header() && d.strip_override_query());
+        // An untrusted certificate.
+        let peer = Peer::from_cert(&cfg, &cert("spiffe://cluster.local/ns/prod/sa/web", vec![]));
+        assert!(!peer.trusted);
+        let d = decide(&cfg, &mut FakeRequest::with(headers), Some(&peer));
+        assert!(d.strip_override_header() && d.source != Source::OverrideHeader);
+        // A trusted one.
+        let peer = Peer::from_cert(&cfg, &cert("spiffe://cluster.local/ns/qa/sa/tester", vec![]));
+        assert!(peer.trusted);
+        let d = decide(&cfg, &mut FakeRequest::with(headers), Some(&peer));
+        assert_eq!((version(&cfg, d), d.source), ("canary", Source::OverrideHeader));
+        assert!(d.rejected.is_empty());
+    }
+
+    #[test]
+    fn certificate_pin_beats_the_split_but_not_a_trusted_override() {
+        let cfg = strict_config();
+        let peer = Peer::from_cert(
+            &cfg,
+            &cert(
+                "spiffe://cluster.local/ns/qa/sa/tester",
+                vec![label("checkout-2026-11", Some("canary"), None)],
+            ),
+        );
+        assert_eq!(peer.pin, Some(1));
+        let d = decide(
+            &cfg,
+            &mut FakeRequest::with(&[("x-user-id", b"carol")]),
+            Some(&peer),
+        );
+        assert_eq!((version(&cfg, d), d.source), ("canary", Source::Certificate));
+        let d = decide(
+            &cfg,
+            &mut FakeRequest::with(&[("x-rollout-pin", b"stable")]),
+            Some(&peer),
+        );
+        assert_eq!((version(&cfg, d), d.source), ("stable", Source::OverrideHeader));
+    }
+
+    #[test]
+    fn label_problems_are_reported_and_ignored() {
+        let cfg = strict_config();
+        let other = Peer::from_cert(
+            &cfg,
+            &cert("spiffe://x/y", vec![label("search", Some("canary"), None)]),
+        );
+        assert_eq!(
+            (other.pin, other.rejects.clone()),
+            (None, vec![LabelReject::OtherRollout])
+        );
+        let dup = Peer::from_cert(
+            &cfg,
+            &cert(
+                "spiffe://x/y",
+                vec![
+                    label("checkout-2026-11", Some("canary"), None),
+                    label("checkout-2026-11", Some("stable"), None),
+                ],
+            ),
+        );
+        assert_eq!(
+            (dup.pin, dup.rejects.clone()),
+            (None, vec![LabelReject::DuplicateLabel])
+        );
+        let unknown = Peer::from_cert(
+            &cfg,
+            &cert(
+                "spiffe://x/y",
+                vec![label("checkout-2026-11", Some("blue"), None)],
+            ),
+        );
+        assert_eq!(
+            (unknown.pin, unknown.rejects.clone()),
+            (None, vec![LabelReject::BadVersion])
+        );
+    }
+
+    #[test]
+    fn label_weight_gives_the_caller_its_own_split() {
+        let (w, total) = weights_with_share(&[90, 10], 1, 30);
+        assert_eq!((w, total), (vec![70 * 90, 30 * 90], 100 * 90));
+        let (w, total) = weights_with_share(&[50, 30, 20], 2, 40);
+        assert_eq!(w.iter().sum::<u64>(), total);
+        assert_eq!(w[2] * 100 / total, 40);
+        assert_eq!(weights_with_share(&[0, 10], 1, 30), (vec![0, 1], 1));
+
+        let cfg = strict_config();
+        let peer = Peer::from_cert(
+            &cfg,
+            &cert("spiffe://x/y", vec![label("checkout-2026-11", None, Some(100))]),
+        );
+        assert_eq!(peer.pin, None);
+        // Weight 100 for the canary (the last version): every key goes there.
+        for i in 0..200 {
+            let key = format!("u{i}");
+            let d = decide(
+                &cfg,
+                &mut FakeRequest::with(&[("x-user-id", key.as_bytes())]),
+                Some(&peer),
+            );
+            assert_eq!(version(&cfg, d), "canary");
+        }
+    }
+
+    #[test]
+    fn peer_identity_is_a_sticky_key() {
+        let cfg = strict_config();
+        let peer = Peer::from_cert(&cfg, &cert("spiffe://cluster.local/ns/prod/sa/web", vec![]));
+        let a = decide(
+            &cfg,
+            &mut FakeRequest::with(&[("x-user-id", b"alice")]),
+            Some(&peer),
+        );
+        let b = decide(
+            &cfg,
+            &mut FakeRequest::with(&[("x-user-id", b"carol")]),
+            Some(&peer),
+        );
+        assert_eq!(a.version, b.version, "the identity comes before the header");
+        let want = split::pick(
+            split::hash(b"checkout-2026-11", b"spiffe://cluster.local/ns/prod/sa/web"),
+            &cfg.weights,
+            cfg.total_weight,
+        );
+        assert_eq!(a.version, want);
     }
 }

@@ -117,10 +117,7 @@ mod tests {
         let m = SerializedMap::new(&buf);
         assert_eq!(m.get(":path"), Some(&b"/a?b"[..]));
         assert_eq!(m.get("cookie"), Some(&b"uid=\xff"[..]));
-        assert_eq!(
-            m.get_all("x").collect::<Vec<_>>(),
-            vec![&b"1"[..], &b""[..]]
-        );
+        assert_eq!(m.get_all("x").collect::<Vec<_>>(), vec![&b"1"[..], &b""[..]]);
         assert_eq!(m.get("nope"), None);
         assert_eq!(m.iter().count(), 4);
     }

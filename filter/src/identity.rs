@@ -274,9 +274,7 @@ pub fn parse_oid(dotted: &str) -> Result<LabelOid, String> {
             && arc.bytes().all(|b| b.is_ascii_digit())
             && (arc == "0" || !arc.starts_with('0'));
         if !canonical {
-            return Err(format!(
-                "OID {dotted:?}: arc {arc:?} is not a decimal number"
-            ));
+            return Err(format!("OID {dotted:?}: arc {arc:?} is not a decimal number"));
         }
         arcs.push(
             arc.parse::<u64>()
@@ -298,10 +296,7 @@ pub fn parse_oid(dotted: &str) -> Result<LabelOid, String> {
 /// Read a certificate given as PEM (exactly one `CERTIFICATE` block, only
 /// whitespace around it) or raw DER, and collect its identities and labels.
 /// Labels in otherName SANs are only looked for when `label_oid` is set.
-pub fn parse_certificate(
-    input: &[u8],
-    label_oid: Option<&LabelOid>,
-) -> Result<PeerCert, CertReject> {
+pub fn parse_certificate(input: &[u8], label_oid: Option<&LabelOid>) -> Result<PeerCert, CertReject> {
     if input.len() > MAX_CERT_BYTES {
         return Err(CertReject::TooLarge);
     }
@@ -321,9 +316,7 @@ pub fn parse_certificate(
         return Err(CertReject::BadDer);
     }
     let mut peer = PeerCert::default();
-    let san = cert
-        .subject_alternative_name()
-        .map_err(|_| CertReject::BadSan)?;
+    let san = cert.subject_alternative_name().map_err(|_| CertReject::BadSan)?;
     let names = san
         .map(|ext| ext.value.general_names.as_slice())
         .unwrap_or_default();
@@ -366,9 +359,7 @@ fn pem_to_der(input: &[u8]) -> Option<Vec<u8>> {
         .copied()
         .filter(|b| !b.is_ascii_whitespace())
         .collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(compact)
-        .ok()?;
+    let der = base64::engine::general_purpose::STANDARD.decode(compact).ok()?;
     (!der.is_empty()).then_some(der)
 }
 
@@ -397,10 +388,7 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 }
 
 /// A URI label from its rollout id and its `key=value` parameters.
-fn uri_label<'a>(
-    id: &str,
-    params: Option<impl Iterator<Item = &'a str>>,
-) -> Result<Label, LabelReject> {
+fn uri_label<'a>(id: &str, params: Option<impl Iterator<Item = &'a str>>) -> Result<Label, LabelReject> {
     if !valid_rollout_id(id) {
         return Err(LabelReject::BadRolloutId);
     }
@@ -472,9 +460,7 @@ struct JsonLabel {
 /// A label from the value of a label otherName (`[0] EXPLICIT` string).
 fn other_name_label(value: &[u8]) -> Result<Label, LabelReject> {
     let text = other_name_string(value).ok_or(LabelReject::BadOtherName)?;
-    let json = LABEL_BASE64
-        .decode(text)
-        .map_err(|_| LabelReject::BadBase64)?;
+    let json = LABEL_BASE64.decode(text).map_err(|_| LabelReject::BadBase64)?;
     json_label(&json)
 }
 
@@ -712,32 +698,26 @@ fn hex_value(b: u8) -> Option<u8> {
 /// Whether `hex` is the hex spelling (either case) of `bytes`.
 fn hex_eq(bytes: &[u8], hex: &[u8]) -> bool {
     hex.len() == bytes.len() * 2
-        && bytes
-            .iter()
-            .zip(hex.chunks_exact(2))
-            .all(|(b, pair)| match pair {
-                [hi, lo] => hex_value(*hi) == Some(b >> 4) && hex_value(*lo) == Some(b & 0x0f),
-                _ => false,
-            })
+        && bytes.iter().zip(hex.chunks_exact(2)).all(|(b, pair)| match pair {
+            [hi, lo] => hex_value(*hi) == Some(b >> 4) && hex_value(*lo) == Some(b & 0x0f),
+            _ => false,
+        })
 }
 
 /// SHA-256 (FIPS 180-4), for checking an XFCC certificate against its digest.
 fn sha256(data: &[u8]) -> [u8; 32] {
     const K: [u32; 64] = [
-        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
-        0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
-        0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
-        0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
-        0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
-        0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
-        0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
-        0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
-        0xc67178f2,
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+        0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+        0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+        0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+        0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+        0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+        0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
     ];
     let mut h: [u32; 8] = [
-        0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
-        0x5be0cd19,
+        0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
     ];
     let bit_len = (data.len() as u64).wrapping_mul(8);
     let mut msg = Vec::with_capacity(data.len() + 72);
@@ -751,9 +731,7 @@ fn sha256(data: &[u8]) -> [u8; 32] {
         // Rolling message schedule: w[0] is W_t, w[i] is W_{t+i}.
         let mut w = [0u32; 16];
         for (word, bytes) in w.iter_mut().zip(block.chunks_exact(4)) {
-            *word = <[u8; 4]>::try_from(bytes)
-                .map(u32::from_be_bytes)
-                .unwrap_or(0);
+            *word = <[u8; 4]>::try_from(bytes).map(u32::from_be_bytes).unwrap_or(0);
         }
         let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut hh] = h;
         for k in K {
@@ -780,10 +758,7 @@ fn sha256(data: &[u8]) -> [u8; 32] {
             let (w1, w14) = (w[1], w[14]);
             let sigma0 = w1.rotate_right(7) ^ w1.rotate_right(18) ^ (w1 >> 3);
             let sigma1 = w14.rotate_right(17) ^ w14.rotate_right(19) ^ (w14 >> 10);
-            let next = sigma1
-                .wrapping_add(w[9])
-                .wrapping_add(sigma0)
-                .wrapping_add(wt);
+            let next = sigma1.wrapping_add(w[9]).wrapping_add(sigma0).wrapping_add(wt);
             w.rotate_left(1);
             w[15] = next;
         }
@@ -857,14 +832,10 @@ impl PeerPattern {
             });
         }
         if s.contains("://") {
-            return Err(format!(
-                "peer pattern {s:?}: only spiffe:// URIs are supported"
-            ));
+            return Err(format!("peer pattern {s:?}: only spiffe:// URIs are supported"));
         }
         if s.len() > MAX_DNS_NAME {
-            return Err(format!(
-                "peer pattern {s:?}: DNS name longer than {MAX_DNS_NAME}"
-            ));
+            return Err(format!("peer pattern {s:?}: DNS name longer than {MAX_DNS_NAME}"));
         }
         let labels = s
             .split('.')
@@ -887,11 +858,7 @@ impl PeerPattern {
                     return false;
                 }
                 let ids: Vec<&str> = rest.split('/').collect();
-                if !ids
-                    .iter()
-                    .enumerate()
-                    .all(|(i, seg)| spiffe_segment_ok(i, seg))
-                {
+                if !ids.iter().enumerate().all(|(i, seg)| spiffe_segment_ok(i, seg)) {
                     return false;
                 }
                 let length_ok = if *tail {
@@ -925,9 +892,7 @@ fn pattern_segment(pattern: &str, seg: &str, ok: impl Fn(&str) -> bool) -> Resul
     if seg == "*" {
         Ok(Segment::Wild)
     } else if seg.contains('*') {
-        Err(format!(
-            "peer pattern {pattern:?}: `*` must be a whole segment"
-        ))
+        Err(format!("peer pattern {pattern:?}: `*` must be a whole segment"))
     } else if ok(seg) {
         Ok(Segment::Literal(seg.to_owned()))
     } else {
@@ -938,9 +903,8 @@ fn pattern_segment(pattern: &str, seg: &str, ok: impl Fn(&str) -> bool) -> Resul
 /// SPIFFE ID segment `index` (0 is the trust domain).
 fn spiffe_segment_ok(index: usize, seg: &str) -> bool {
     let chars_ok = if index == 0 {
-        seg.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
-        })
+        seg.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'))
     } else {
         seg.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
@@ -1100,10 +1064,7 @@ mod tests {
         assert_eq!(cert.spiffe_id.as_deref(), Some(SPIFFE));
         assert_eq!(cert.uris.len(), 2);
         assert_eq!(cert.labels, vec![label(Some("canary"), None)]);
-        assert_eq!(
-            cert.label_for(ROLLOUT),
-            Ok(Some(&label(Some("canary"), None)))
-        );
+        assert_eq!(cert.label_for(ROLLOUT), Ok(Some(&label(Some("canary"), None))));
         assert!(!cert.has_labels_for_other_rollouts(ROLLOUT));
     }
 
@@ -1219,10 +1180,7 @@ mod tests {
                 pem.replace("CERTIFICATE", "PRIVATE KEY").into_bytes(),
                 CertReject::BadPem,
             ),
-            (
-                pem.replacen("MII", "MI*", 1).into_bytes(),
-                CertReject::BadPem,
-            ),
+            (pem.replacen("MII", "MI*", 1).into_bytes(), CertReject::BadPem),
             (format!("{pem}{pem}").into_bytes(), CertReject::BadPem),
             (format!("{pem}trailing").into_bytes(), CertReject::BadPem),
             (format!("leading\n{pem}").into_bytes(), CertReject::BadDer),
@@ -1286,14 +1244,8 @@ mod tests {
                 "Rollout=checkout-2026-11;version=canary",
                 ok(Some("canary"), None),
             ),
-            (
-                "rollout://checkout-2026-11",
-                err(LabelReject::NoVersionOrWeight),
-            ),
-            (
-                "rollout=checkout-2026-11",
-                err(LabelReject::NoVersionOrWeight),
-            ),
+            ("rollout://checkout-2026-11", err(LabelReject::NoVersionOrWeight)),
+            ("rollout=checkout-2026-11", err(LabelReject::NoVersionOrWeight)),
             ("rollout://checkout-2026-11?", err(LabelReject::BadUriLabel)),
             ("rollout=checkout-2026-11;", err(LabelReject::BadUriLabel)),
             (
@@ -1383,17 +1335,11 @@ mod tests {
         let long_version = format!("rollout://x?version={}", "a".repeat(63));
         assert!(matches!(parse_uri_label(&long_version), Some(Ok(_))));
         let too_long = format!("rollout://x?version={}", "a".repeat(64));
-        assert_eq!(
-            parse_uri_label(&too_long),
-            Some(Err(LabelReject::BadVersion))
-        );
+        assert_eq!(parse_uri_label(&too_long), Some(Err(LabelReject::BadVersion)));
         let long_id = format!("rollout://{}?version=a", "A._-9".repeat(25));
         assert!(matches!(parse_uri_label(&long_id), Some(Ok(_))));
         let too_long = format!("rollout://{}?version=a", "x".repeat(129));
-        assert_eq!(
-            parse_uri_label(&too_long),
-            Some(Err(LabelReject::BadRolloutId))
-        );
+        assert_eq!(parse_uri_label(&too_long), Some(Err(LabelReject::BadRolloutId)));
         // Multi-byte characters right at the prefix boundary are not a label.
         assert_eq!(parse_uri_label("rollout:/é"), None);
     }
@@ -1458,10 +1404,7 @@ mod tests {
                 r#"{"rolloutId":"check out","version":"canary"}"#,
                 Err(LabelReject::BadRolloutId),
             ),
-            (
-                r#"["checkout-2026-11","canary"]"#,
-                Err(LabelReject::BadJson),
-            ),
+            (r#"["checkout-2026-11","canary"]"#, Err(LabelReject::BadJson)),
             (
                 r#"{"rolloutId":"checkout-2026-11","version":"canary"} x"#,
                 Err(LabelReject::BadJson),
@@ -1536,11 +1479,7 @@ mod tests {
             vec![0xa0],
             Vec::new(),
         ] {
-            assert_eq!(
-                other_name_label(&bad),
-                Err(LabelReject::BadOtherName),
-                "{bad:x?}"
-            );
+            assert_eq!(other_name_label(&bad), Err(LabelReject::BadOtherName), "{bad:x?}");
         }
     }
 
@@ -1644,11 +1583,7 @@ mod tests {
     fn xfcc_multiple_elements() {
         let ours = SPIFFE_SHA256.trim();
         let theirs = UTF8_SHA256.trim();
-        let header = format!(
-            "{},{}",
-            element(theirs, UTF8_PEM),
-            element(ours, SPIFFE_PEM)
-        );
+        let header = format!("{},{}", element(theirs, UTF8_PEM), element(ours, SPIFFE_PEM));
         assert_eq!(
             xfcc_certificate(header.as_bytes(), ours.as_bytes()).unwrap(),
             SPIFFE_PEM
@@ -1692,10 +1627,7 @@ mod tests {
             elements,
             vec![
                 vec![(b"A".to_vec(), br#"x"y,z;w"#.to_vec())],
-                vec![
-                    (b"B".to_vec(), b"1".to_vec()),
-                    (b"C".to_vec(), b"\\".to_vec())
-                ],
+                vec![(b"B".to_vec(), b"1".to_vec()), (b"C".to_vec(), b"\\".to_vec())],
                 vec![(b"D".to_vec(), Vec::new()), (b"E".to_vec(), Vec::new())],
             ]
         );
@@ -1713,14 +1645,8 @@ mod tests {
         let cert = url_encode(SPIFFE_PEM);
         let cases: Vec<(String, XfccReject)> = vec![
             (String::new(), XfccReject::HashMismatch),
-            (
-                element(UTF8_SHA256.trim(), UTF8_PEM),
-                XfccReject::HashMismatch,
-            ),
-            (
-                format!("Hash={hash}0;Cert={cert}"),
-                XfccReject::HashMismatch,
-            ),
+            (element(UTF8_SHA256.trim(), UTF8_PEM), XfccReject::HashMismatch),
+            (format!("Hash={hash}0;Cert={cert}"), XfccReject::HashMismatch),
             (format!("Hash={hash};URI={SPIFFE}"), XfccReject::NoCert),
             (
                 format!("Hash={hash};Cert={cert};Cert={cert}"),
@@ -1731,10 +1657,7 @@ mod tests {
                 XfccReject::Malformed,
             ),
             (format!("Hash={hash};Cert=\"{cert}"), XfccReject::Malformed),
-            (
-                format!("Hash={hash};Cert=\"{cert}\"x"),
-                XfccReject::Malformed,
-            ),
+            (format!("Hash={hash};Cert=\"{cert}\"x"), XfccReject::Malformed),
             (format!("Hash={hash};Cert=a\"b"), XfccReject::Malformed),
             (format!("Hash={hash};Cert;URI=x"), XfccReject::Malformed),
             (format!("Hash={hash};=x"), XfccReject::Malformed),
@@ -1744,14 +1667,8 @@ mod tests {
                 XfccReject::BadEncoding,
             ),
             (format!("Hash={hash};Cert={cert}%"), XfccReject::BadEncoding),
-            (
-                format!("Hash={hash};Cert={cert}%4"),
-                XfccReject::BadEncoding,
-            ),
-            (
-                format!("Hash={hash};Cert=not-a-cert"),
-                XfccReject::BadEncoding,
-            ),
+            (format!("Hash={hash};Cert={cert}%4"), XfccReject::BadEncoding),
+            (format!("Hash={hash};Cert=not-a-cert"), XfccReject::BadEncoding),
             (
                 format!("Hash={hash};Cert={}", "A".repeat(MAX_CERT_BYTES + 1)),
                 XfccReject::TooLarge,
@@ -1866,11 +1783,7 @@ mod tests {
                 "spiffe://other.domain/ns/qa/sa/tester",
                 true,
             ),
-            (
-                "spiffe://cluster.local/ns/qa/*",
-                "api.qa.example.com",
-                false,
-            ),
+            ("spiffe://cluster.local/ns/qa/*", "api.qa.example.com", false),
             ("*.qa.example.com", "api.qa.example.com", true),
             ("*.qa.example.com", "API.QA.Example.COM", true),
             ("*.qa.example.com", "a.b.qa.example.com", false),

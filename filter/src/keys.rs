@@ -34,10 +34,7 @@ pub fn query_param<'a>(path: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
 pub fn strip_query_param(path: &[u8], name: &[u8]) -> Option<Vec<u8>> {
     let q_start = query_start(path)?;
     let q = query(path)?;
-    if !q
-        .split(|b| *b == b'&')
-        .any(|pair| split_pair(pair).0 == name)
-    {
+    if !q.split(|b| *b == b'&').any(|pair| split_pair(pair).0 == name) {
         return None;
     }
     let fragment = path.get(q_start + 1 + q.len()..).unwrap_or_default();

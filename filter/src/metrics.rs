@@ -74,7 +74,7 @@ pub struct Layout {
 
 impl Layout {
     /// `reject_reasons`: every rejection reason label, in the order the glue indexes them.
-    pub fn new(cfg: &Config, reject_reasons: &[&str]) -> Layout {
+    pub fn new<R: AsRef<str>>(cfg: &Config, reject_reasons: &[R]) -> Layout {
         let id = &cfg.rollout_id;
         let mut names = Vec::new();
         for v in &cfg.versions {
@@ -106,10 +106,7 @@ impl Layout {
         for v in &cfg.versions {
             names.push((
                 Kind::Counter,
-                format!(
-                    "rollout_local_replies_total;rollout={id};version={}",
-                    v.name
-                ),
+                format!("rollout_local_replies_total;rollout={id};version={}", v.name),
             ));
         }
         let duration_at = names.len();
@@ -124,6 +121,7 @@ impl Layout {
         }
         let rejects_at = names.len();
         for r in reject_reasons {
+            let r = r.as_ref();
             names.push((
                 Kind::Counter,
                 format!("rollout_rejected_total;rollout={id};reason={r}"),
@@ -201,8 +199,7 @@ mod tests {
             l.names[l.duration_slot(1)],
             (
                 Kind::Histogram,
-                "rollout_request_duration_milliseconds;rollout=checkout-2026-11;version=canary"
-                    .to_string()
+                "rollout_request_duration_milliseconds;rollout=checkout-2026-11;version=canary".to_string()
             )
         );
         assert_eq!(

@@ -18,15 +18,17 @@ pub fn hash(prefix: &[u8], key: &[u8]) -> u32 {
 ///
 /// Returns the last version with a non-zero weight if the weights do not add up
 /// (never the case for a validated config), so there is always an answer.
-pub fn pick(hash: u32, weights: &[u32], total: u32) -> usize {
-    let bucket = (u64::from(hash) * u64::from(total)) >> 32;
-    let mut acc: u64 = 0;
+/// Generic so certificate-adjusted weights (u64) use the same walk as flagd's (u32).
+pub fn pick<W: Copy + Into<u64>>(hash: u32, weights: &[W], total: W) -> usize {
+    let bucket = (u128::from(hash) * u128::from(total.into())) >> 32;
+    let mut acc: u128 = 0;
     let mut last_nonzero = 0;
     for (i, w) in weights.iter().enumerate() {
-        if *w == 0 {
+        let w: u64 = (*w).into();
+        if w == 0 {
             continue;
         }
-        acc += u64::from(*w);
+        acc += u128::from(w);
         last_nonzero = i;
         if bucket < acc {
             return i;
@@ -43,6 +45,10 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     /// Vectors computed by `tests/vectors/gen_flagd.py` with Python's mmh3, not by this code.
+    fn pick32(hash: u32, weights: &[u32], total: u32) -> usize {
+        pick(hash, weights, total)
+    }
+
     const VECTORS: &str = include_str!("../../tests/vectors/flagd.json");
 
     #[test]
@@ -63,19 +69,12 @@ mod tests {
         for case in cases {
             let key = case["key"].as_str().unwrap();
             let h = hash(rollout, key.as_bytes());
-            assert_eq!(
-                u64::from(h),
-                case["hash"].as_u64().unwrap(),
-                "hash of {key:?}"
-            );
+            assert_eq!(u64::from(h), case["hash"].as_u64().unwrap(), "hash of {key:?}");
             for (name, split) in splits {
                 let split = split.as_array().unwrap();
                 let names: Vec<&str> = split.iter().map(|p| p[0].as_str().unwrap()).collect();
-                let weights: Vec<u32> = split
-                    .iter()
-                    .map(|p| p[1].as_u64().unwrap() as u32)
-                    .collect();
-                let total = weights.iter().sum();
+                let weights: Vec<u32> = split.iter().map(|p| p[1].as_u64().unwrap() as u32).collect();
+                let total: u32 = weights.iter().sum();
                 let got = names[pick(h, &weights, total)];
                 assert_eq!(
                     got,
@@ -89,19 +88,16 @@ mod tests {
     #[test]
     fn zero_weight_is_never_picked() {
         for h in [0, 1, u32::MAX / 2, u32::MAX] {
-            assert_eq!(pick(h, &[0, 5, 0], 5), 1);
+            assert_eq!(pick32(h, &[0, 5, 0], 5), 1);
         }
     }
 
     #[test]
     fn extremes_of_the_hash_space() {
-        assert_eq!(pick(0, &[1, 1], 2), 0);
-        assert_eq!(pick(u32::MAX, &[1, 1], 2), 1);
-        assert_eq!(pick(u32::MAX, &[i32::MAX as u32], i32::MAX as u32), 0);
-        assert_eq!(
-            pick(u32::MAX, &[i32::MAX as u32 - 1, 1], i32::MAX as u32),
-            1
-        );
+        assert_eq!(pick32(0, &[1, 1], 2), 0);
+        assert_eq!(pick32(u32::MAX, &[1, 1], 2), 1);
+        assert_eq!(pick32(u32::MAX, &[i32::MAX as u32], i32::MAX as u32), 0);
+        assert_eq!(pick32(u32::MAX, &[i32::MAX as u32 - 1, 1], i32::MAX as u32), 1);
     }
 
     #[test]
@@ -109,7 +105,7 @@ mod tests {
         let weights = [90, 10];
         let mut counts = [0u32; 2];
         for i in 0..20_000 {
-            counts[pick(hash(b"r", format!("user-{i}").as_bytes()), &weights, 100)] += 1;
+            counts[pick32(hash(b"r", format!("user-{i}").as_bytes()), &weights, 100)] += 1;
         }
         let canary = f64::from(counts[1]) / 20_000.0;
         assert!((canary - 0.10).abs() < 0.01, "canary share {canary}");
@@ -142,8 +138,8 @@ mod tests {
         /// The same key always lands on the same version.
         #[test]
         fn same_key_same_version(key in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let a = pick(hash(b"rollout", &key), &[3, 7], 10);
-            let b = pick(hash(b"rollout", &key), &[3, 7], 10);
+            let a = pick32(hash(b"rollout", &key), &[3, 7], 10);
+            let b = pick32(hash(b"rollout", &key), &[3, 7], 10);
             prop_assert_eq!(a, b);
         }
     }

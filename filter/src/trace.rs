@@ -187,9 +187,7 @@ impl Traceparent {
 /// with possible extra `-`-separated fields; their flags are returned unmasked.
 pub fn parse_traceparent(v: &[u8]) -> Result<Traceparent, TraceReject> {
     let version = match (v.first(), v.get(1), v.get(2)) {
-        (Some(hi), Some(lo), Some(b'-')) => {
-            hex_pair(*hi, *lo).ok_or(TraceReject::TraceparentBadVersion)?
-        }
+        (Some(hi), Some(lo), Some(b'-')) => hex_pair(*hi, *lo).ok_or(TraceReject::TraceparentBadVersion)?,
         _ => return Err(TraceReject::TraceparentBadVersion),
     };
     if version == 0xff {
@@ -278,10 +276,7 @@ pub fn propagate(
                 },
                 flags: tp.flags & (FLAG_SAMPLED | FLAG_RANDOM_TRACE_ID),
             };
-            (
-                out,
-                build_tracestate(tracestates, key, &value, &mut rejects),
-            )
+            (out, build_tracestate(tracestates, key, &value, &mut rejects))
         }
         None => {
             if tracestates.iter().any(|v| !is_blank_list(v)) {
@@ -392,9 +387,9 @@ fn build_tracestate(values: &[&[u8]], key: &str, value: &str, rejects: &mut Reje
 
     // Length limit: drop long members from the right, then any from the right.
     let own_len = key.len().saturating_add(1).saturating_add(value.len());
-    let mut total = kept.iter().fold(own_len, |t, m| {
-        t.saturating_add(1).saturating_add(m.text.len())
-    });
+    let mut total = kept
+        .iter()
+        .fold(own_len, |t, m| t.saturating_add(1).saturating_add(m.text.len()));
     for long_only in [true, false] {
         for m in kept.iter_mut().rev() {
             if total <= MAX_TRACESTATE_LEN {
@@ -904,10 +899,7 @@ mod tests {
         for (i, r) in TraceReject::ALL.iter().enumerate() {
             assert_eq!(r.index(), i);
             let s = r.as_str();
-            assert!(
-                s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
-                "{s}"
-            );
+            assert!(s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{s}");
         }
         let mut names: Vec<_> = TraceReject::ALL.iter().map(|r| r.as_str()).collect();
         names.sort_unstable();
@@ -946,20 +938,13 @@ mod tests {
 
     #[test]
     fn parses_fields() {
-        let p =
-            parse_traceparent(b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").unwrap();
+        let p = parse_traceparent(b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").unwrap();
         assert_eq!(p.trace_id[0], 0x0a);
         assert_eq!(p.trace_id[15], 0x9c);
-        assert_eq!(
-            p.parent_id,
-            [0xb7, 0xad, 0x6b, 0x71, 0x69, 0x20, 0x33, 0x31]
-        );
+        assert_eq!(p.parent_id, [0xb7, 0xad, 0x6b, 0x71, 0x69, 0x20, 0x33, 0x31]);
         assert_eq!(p.flags, 1);
         // A higher version keeps all its flags; masking is propagate's job.
-        assert_eq!(
-            parse_traceparent(tp("fe", "ff").as_bytes()).unwrap().flags,
-            0xff
-        );
+        assert_eq!(parse_traceparent(tp("fe", "ff").as_bytes()).unwrap().flags, 0xff);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! `Envoy::start` writes a config for the given filter JSON and versions, starts
 //! Envoy on ephemeral ports, waits until its listener is up, and kills it on drop.
 
+pub mod certs;
 pub mod echo;
 
 use std::collections::BTreeMap;
@@ -47,6 +48,8 @@ pub struct ServerTls {
     pub ca: PathBuf,
     /// `forward_client_cert_details` for the HCM, e.g. `FORWARD_ONLY`; `None` leaves the default.
     pub xfcc: Option<&'static str>,
+    /// With `SANITIZE_SET`: put the verified client certificate into XFCC (`Cert=`).
+    pub xfcc_set_cert: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -293,12 +296,8 @@ pub fn mtls_agent(ca_pem: &str, identity: Option<(&str, &str)>) -> ureq::Agent {
         .with_root_certificates(roots);
     let cfg = match identity {
         Some((cert, key)) => {
-            let chain: Vec<_> = rustls_pemfile::certs(&mut cert.as_bytes())
-                .flatten()
-                .collect();
-            let key = rustls_pemfile::private_key(&mut key.as_bytes())
-                .unwrap()
-                .unwrap();
+            let chain: Vec<_> = rustls_pemfile::certs(&mut cert.as_bytes()).flatten().collect();
+            let key = rustls_pemfile::private_key(&mut key.as_bytes()).unwrap().unwrap();
             builder.with_client_auth_cert(chain, key).unwrap()
         }
         None => builder.with_no_client_auth(),
@@ -479,7 +478,14 @@ fn render_config(opts: &Options, upstreams: &[Echo]) -> String {
                 t.ca.display()
             ),
             t.xfcc
-                .map(|x| format!("          forward_client_cert_details: {x}\n"))
+                .map(|x| {
+                    let set = if t.xfcc_set_cert {
+                        "          set_current_client_cert_details: { cert: true }\n"
+                    } else {
+                        ""
+                    };
+                    format!("          forward_client_cert_details: {x}\n{set}")
+                })
                 .unwrap_or_default(),
         ),
         None => (String::new(), String::new()),

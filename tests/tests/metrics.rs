@@ -7,7 +7,7 @@ const CONFIG: &str = r#"{
   "rolloutId": "checkout-2026-11",
   "versions": [ { "name": "stable", "weight": 70 }, { "name": "canary", "weight": 30 } ],
   "stickyKeys": [ { "header": "x-user-id" } ],
-  "override": { "header": "x-rollout-pin" }
+  "override": { "header": "x-rollout-pin", "trustedPeers": ["*"] }
 }"#;
 
 fn m(envoy: &Envoy, name: &str, labels: &str) -> u64 {
@@ -100,21 +100,13 @@ fn every_request_counted_once_per_version_source_and_class() {
             0
         );
     }
-    let canary_5xx = m(
-        &envoy,
-        "rollout_responses_total",
-        "version=canary;code_class=5xx",
-    );
+    let canary_5xx = m(&envoy, "rollout_responses_total", "version=canary;code_class=5xx");
     let canary_all: u64 = seen
         .iter()
         .filter(|((v, _, _), _)| v == "canary")
         .map(|(_, n)| n)
         .sum();
-    assert_eq!(
-        canary_5xx,
-        canary_all / 5,
-        "every 5th canary response failed"
-    );
+    assert_eq!(canary_5xx, canary_all / 5, "every 5th canary response failed");
 
     // Labels on /stats/prometheus, and one histogram sample per completed request.
     let sticky_canary = envoy.prom_value(
@@ -127,11 +119,7 @@ fn every_request_counted_once_per_version_source_and_class() {
     );
     assert_eq!(
         sticky_canary as u64,
-        m(
-            &envoy,
-            "rollout_requests_total",
-            "version=canary;source=sticky"
-        )
+        m(&envoy, "rollout_requests_total", "version=canary;source=sticky")
     );
     let mut durations = 0.0;
     for version in ["stable", "canary"] {
@@ -154,15 +142,8 @@ fn envoy_local_replies_are_counted_as_such() {
         assert_eq!(r.status, 503);
     }
     assert_eq!(
-        m(
-            &envoy,
-            "rollout_responses_total",
-            "version=canary;code_class=5xx"
-        ),
+        m(&envoy, "rollout_responses_total", "version=canary;code_class=5xx"),
         7
     );
-    assert_eq!(
-        m(&envoy, "rollout_local_replies_total", "version=canary"),
-        7
-    );
+    assert_eq!(m(&envoy, "rollout_local_replies_total", "version=canary"), 7);
 }

@@ -8,7 +8,7 @@ const CONFIG: &str = r#"{
   "versions": [ { "name": "stable", "weight": 90 }, { "name": "canary", "weight": 10 } ],
   "routeHeader": "x-rollout-version",
   "stickyKeys": [ { "header": "x-user-id" }, { "cookie": "uid" }, { "sourceAddress": true } ],
-  "override": { "header": "x-rollout-pin", "query": "rollout-version" }
+  "override": { "header": "x-rollout-pin", "query": "rollout-version", "trustedPeers": ["*"] }
 }"#;
 
 fn start(config: &str, versions: &[&str]) -> Envoy {
@@ -34,8 +34,7 @@ fn shares_within_one_and_a_half_points_over_10000_keys() {
         "canary share {canary}% (counts {counts:?})"
     );
     assert_eq!(counts.values().sum::<u32>(), 10_000);
-    let sticky = envoy
-        .metric("rollout_requests_total;rollout=checkout-2026-11;version=canary;source=sticky");
+    let sticky = envoy.metric("rollout_requests_total;rollout=checkout-2026-11;version=canary;source=sticky");
     assert_eq!(sticky, u64::from(counts["canary"]));
 }
 
@@ -43,8 +42,7 @@ fn shares_within_one_and_a_half_points_over_10000_keys() {
 fn a_key_repeated_100_times_gets_one_version_and_flagd_agrees() {
     let envoy = start(CONFIG, &["stable", "canary"]);
     let a = agent();
-    let vectors: serde_json::Value =
-        serde_json::from_str(include_str!("../vectors/flagd.json")).unwrap();
+    let vectors: serde_json::Value = serde_json::from_str(include_str!("../vectors/flagd.json")).unwrap();
     let cases = vectors["cases"].as_array().unwrap();
     // Every vector key routes where flagd's algorithm (computed in Python) says.
     for case in cases {
@@ -70,16 +68,10 @@ fn three_way_split_matches_flagd() {
     let cfg = r#"{"rolloutId":"checkout-2026-11","versions":[{"name":"stable","weight":50},{"name":"canary","weight":30},{"name":"preview","weight":20}],"stickyKeys":[{"cookie":"uid"}]}"#;
     let envoy = start(cfg, &["stable", "canary", "preview"]);
     let a = agent();
-    let vectors: serde_json::Value =
-        serde_json::from_str(include_str!("../vectors/flagd.json")).unwrap();
+    let vectors: serde_json::Value = serde_json::from_str(include_str!("../vectors/flagd.json")).unwrap();
     for case in vectors["cases"].as_array().unwrap().iter().take(100) {
         let key = case["key"].as_str().unwrap();
-        let r = get(
-            &a,
-            &envoy.url("/"),
-            &[("cookie", &format!("a=b; uid={key}"))],
-        )
-        .unwrap();
+        let r = get(&a, &envoy.url("/"), &[("cookie", &format!("a=b; uid={key}"))]).unwrap();
         assert_eq!(r.version(), case["50-30-20"].as_str().unwrap(), "key {key}");
     }
 }
@@ -97,10 +89,7 @@ fn spoofed_route_header_is_overwritten() {
         )
         .unwrap();
         assert_eq!(r.version(), "stable");
-        assert_eq!(
-            r.seen.unwrap().header_all("x-rollout-version"),
-            vec!["stable"]
-        );
+        assert_eq!(r.seen.unwrap().header_all("x-rollout-version"), vec!["stable"]);
     }
 }
 
@@ -139,27 +128,19 @@ fn override_header_and_query_are_honoured_in_order() {
     .unwrap();
     assert_eq!(r.version(), "stable");
     assert_eq!(
-        envoy.metric(
-            "rollout_rejected_total;rollout=checkout-2026-11;reason=unknown_override_header"
-        ),
+        envoy.metric("rollout_rejected_total;rollout=checkout-2026-11;reason=unknown_override_header"),
         1
     );
     assert_eq!(
-        envoy.metric(
-            "rollout_rejected_total;rollout=checkout-2026-11;reason=unknown_override_query"
-        ),
+        envoy.metric("rollout_rejected_total;rollout=checkout-2026-11;reason=unknown_override_query"),
         1
     );
     assert_eq!(
-        envoy.metric(
-            "rollout_requests_total;rollout=checkout-2026-11;version=canary;source=override_header"
-        ),
+        envoy.metric("rollout_requests_total;rollout=checkout-2026-11;version=canary;source=override_header"),
         1
     );
     assert_eq!(
-        envoy.metric(
-            "rollout_requests_total;rollout=checkout-2026-11;version=canary;source=override_query"
-        ),
+        envoy.metric("rollout_requests_total;rollout=checkout-2026-11;version=canary;source=override_query"),
         1
     );
 }

@@ -114,7 +114,13 @@ fn valid_context_is_continued_and_our_member_goes_left() {
     let r = get(
         &a,
         &envoy.url("/"),
-        &[("x-user-id", "carol"), ("traceparent", "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future-will-be-like")],
+        &[
+            ("x-user-id", "carol"),
+            (
+                "traceparent",
+                "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future-will-be-like",
+            ),
+        ],
     )
     .unwrap();
     assert_eq!(r.seen.unwrap().header("traceparent"), Some(VALID));
@@ -235,10 +241,7 @@ fn huge_trace_headers_are_fine() {
     .unwrap();
     assert_eq!(r.status, 200);
     let ts = r.seen.unwrap().header("tracestate").unwrap().to_string();
-    assert!(
-        ts.starts_with("rollout=checkout-2026-11:stable,k0=v0,"),
-        "{ts}"
-    );
+    assert!(ts.starts_with("rollout=checkout-2026-11:stable,k0=v0,"), "{ts}");
     assert_eq!(ts.split(',').count(), 32);
     assert!(ts.len() <= 512);
     let r = get(

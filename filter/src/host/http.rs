@@ -9,8 +9,11 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 
 use super::root::Shared;
-use crate::decision::{self, RequestView};
+use crate::config::CertSource;
+use crate::decision::{self, Peer, RequestView};
 use crate::headers::SerializedMap;
+use crate::identity::{self, CertReject};
+use crate::keys;
 use crate::metrics::CodeClass;
 use crate::trace;
 
@@ -47,11 +50,7 @@ fn now_ns() -> u64 {
 extern "C" {
     // Declared here rather than through the SDK, whose wrapper copies every
     // pair into a String and panics on an unexpected status.
-    fn proxy_get_header_map_pairs(
-        map_type: u32,
-        return_data: *mut *mut u8,
-        return_size: *mut usize,
-    ) -> u32;
+    fn proxy_get_header_map_pairs(map_type: u32, return_data: *mut *mut u8, return_size: *mut usize) -> u32;
 }
 
 /// The whole request header map in the host's serialized form: one host call.
@@ -61,8 +60,7 @@ fn request_header_map() -> Vec<u8> {
     // SAFETY: the host writes a pointer to `size` bytes it allocated through our
     // `proxy_on_memory_allocate` (a Vec allocation of exactly that size), or nothing.
     unsafe {
-        let status =
-            proxy_get_header_map_pairs(MapType::HttpRequestHeaders as u32, &mut data, &mut size);
+        let status = proxy_get_header_map_pairs(MapType::HttpRequestHeaders as u32, &mut data, &mut size);
         if status != 0 || data.is_null() {
             return Vec::new();
         }
@@ -89,11 +87,7 @@ impl RequestView for HostRequest {
 
     fn source_address(&mut self) -> Option<&[u8]> {
         if self.source.is_none() {
-            self.source = Some(
-                hostcalls::get_property(vec!["source", "address"])
-                    .ok()
-                    .flatten(),
-            );
+            self.source = Some(hostcalls::get_property(vec!["source", "address"]).ok().flatten());
         }
         self.source.as_ref().and_then(|s| s.as_deref())
     }
@@ -101,6 +95,59 @@ impl RequestView for HostRequest {
     fn random_u32(&mut self) -> u32 {
         fastrand::u32(..)
     }
+}
+
+fn property(path: &[&str]) -> Option<Vec<u8>> {
+    hostcalls::get_property(path.to_vec()).ok().flatten()
+}
+
+/// The meaning of the verified peer certificate, from the per-worker cache or
+/// parsed once. `None` without a verified client certificate.
+fn peer(shared: &Shared, req: &HostRequest) -> Option<Rc<Result<Peer, CertReject>>> {
+    let cfg = &shared.cfg;
+    // `connection.mtls` is true only when the client presented a certificate the listener verified.
+    if property(&["connection", "mtls"]).as_deref() != Some(&[1u8][..]) {
+        return None;
+    }
+    let digest = property(&["connection", "sha256_peer_certificate_digest"])?;
+    if let Some(hit) = shared.peers.borrow().get(&digest) {
+        return Some(hit.clone());
+    }
+    let source = cfg.certificate.as_ref().map_or(CertSource::Auto, |c| c.source);
+    let from_attribute = match source {
+        CertSource::Auto => property(&["connection", "peer_certificate"]),
+        CertSource::Xfcc => None,
+    };
+    let pem = match from_attribute {
+        Some(pem) => pem,
+        None => {
+            // Older proxies: only the XFCC element whose hash is the verified peer's digest.
+            let xfcc = req.map().get("x-forwarded-client-cert").unwrap_or_default();
+            match identity::xfcc_certificate(xfcc, &digest) {
+                Ok(pem) => pem,
+                Err(e) => {
+                    log::debug!("x-forwarded-client-cert not used: {}", e.as_str());
+                    shared.count(shared.reject_slot_xfcc(e));
+                    return None;
+                }
+            }
+        }
+    };
+    let label_oid = cfg.certificate.as_ref().and_then(|c| c.label_oid.as_ref());
+    let entry = identity::parse_certificate(&pem, label_oid).map(|mut cert| {
+        if cfg.certificate.is_none() {
+            // Identity only: labels are read when `certificate` is configured.
+            cert.labels.clear();
+            cert.label_rejects.clear();
+        }
+        Peer::from_cert(cfg, &cert)
+    });
+    if let Err(e) = &entry {
+        log::debug!("peer certificate not usable: {}", e.as_str());
+    }
+    let entry = Rc::new(entry);
+    shared.peers.borrow_mut().insert(&digest, entry.clone());
+    Some(entry)
 }
 
 fn set_request_header(name: &str, value: &str) {
@@ -122,10 +169,43 @@ impl HttpContext for Http {
             headers: request_header_map(),
             source: None,
         };
-        let d = decision::decide(cfg, &mut req);
+        let peer = if cfg.needs_peer { peer(shared, &req) } else { None };
+        let peer_ok = match peer.as_deref() {
+            Some(Ok(p)) => {
+                for r in &p.rejects {
+                    log::debug!("certificate label ignored: {}", r.as_str());
+                    shared.count(shared.reject_slot_label(*r));
+                }
+                Some(p)
+            }
+            Some(Err(e)) => {
+                shared.count(shared.reject_slot_cert(*e));
+                None
+            }
+            None => None,
+        };
+        let d = decision::decide(cfg, &mut req, peer_ok);
         for r in d.rejected.iter() {
             log::debug!("ignored input: {}", r.as_str());
             shared.count(shared.reject_slot_decision(r));
+        }
+        // An override from a caller that may not use it never reaches the upstream.
+        if let (true, Some(name)) = (d.strip_override_header(), &cfg.r#override.header) {
+            if let Err(e) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
+                log::warn!("cannot remove {name}: {e:?}");
+            }
+        }
+        if let (true, Some(name)) = (d.strip_override_query(), &cfg.r#override.query) {
+            let stripped = req
+                .path()
+                .and_then(|p| keys::strip_query_param(p, name.as_bytes()));
+            if let Some(path) = stripped {
+                if let Err(e) =
+                    hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, ":path", Some(&path))
+                {
+                    log::warn!("cannot rewrite :path: {e:?}");
+                }
+            }
         }
 
         let version = cfg.versions.get(d.version).map_or("", |v| v.name.as_str());
@@ -137,11 +217,7 @@ impl HttpContext for Http {
             let map = req.map();
             let parents: Vec<&[u8]> = map.get_all("traceparent").collect();
             let states: Vec<&[u8]> = map.get_all("tracestate").collect();
-            let member = cfg
-                .trace
-                .member_values
-                .get(d.version)
-                .map_or("", String::as_str);
+            let member = cfg.trace.member_values.get(d.version).map_or("", String::as_str);
             let mut random = [0u8; 24];
             for chunk in random.chunks_mut(8) {
                 chunk.copy_from_slice(&fastrand::u64(..).to_le_bytes());

@@ -1,7 +1,7 @@
 //! Root context: one per worker VM. Owns the validated configuration and the
 //! metric ids, both replaced only by a successful `on_configure`.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
@@ -11,7 +11,8 @@ use proxy_wasm::types::{BufferType, ContextType, MetricType};
 use super::http::Http;
 use super::logger;
 use crate::config::Config;
-use crate::decision;
+use crate::decision::{self, Peer};
+use crate::identity::{CertReject, LabelCache, LabelReject, XfccReject};
 use crate::metrics::{Kind, Layout};
 use crate::trace;
 
@@ -23,6 +24,8 @@ pub struct Shared {
     /// Cleared after the host says it has no `clear_route_cache`; Envoy then
     /// clears the cache itself on header changes (ABI 0.2.1).
     pub explicit_route_clear: Cell<bool>,
+    /// What each peer certificate means, by digest: parsed once per worker.
+    pub peers: RefCell<LabelCache<Rc<Result<Peer, CertReject>>>>,
 }
 
 impl Shared {
@@ -51,16 +54,42 @@ impl Shared {
     }
 
     pub fn reject_slot_trace(&self, r: trace::TraceReject) -> usize {
-        self.layout
-            .reject_slot(decision::Reject::ALL.len() + r.index())
+        self.layout.reject_slot(TRACE_AT + r.index())
+    }
+
+    pub fn reject_slot_cert(&self, r: CertReject) -> usize {
+        self.layout.reject_slot(CERT_AT + position(&CertReject::ALL, r))
+    }
+
+    pub fn reject_slot_label(&self, r: LabelReject) -> usize {
+        self.layout.reject_slot(LABEL_AT + position(&LabelReject::ALL, r))
+    }
+
+    pub fn reject_slot_xfcc(&self, r: XfccReject) -> usize {
+        self.layout.reject_slot(XFCC_AT + position(&XfccReject::ALL, r))
     }
 }
 
-/// Every rejection reason label, in slot order: the decision's, then the trace's.
-fn reject_reasons() -> Vec<&'static str> {
-    let decision = decision::Reject::ALL.iter().map(|r| r.as_str());
-    let trace = trace::TraceReject::ALL.iter().map(|r| r.as_str());
-    decision.chain(trace).collect()
+fn position<T: PartialEq>(all: &[T], r: T) -> usize {
+    all.iter().position(|x| *x == r).unwrap_or(0)
+}
+
+const TRACE_AT: usize = decision::Reject::ALL.len();
+const CERT_AT: usize = TRACE_AT + trace::TraceReject::ALL.len();
+const LABEL_AT: usize = CERT_AT + CertReject::ALL.len();
+const XFCC_AT: usize = LABEL_AT + LabelReject::ALL.len();
+
+/// Every rejection reason label, in slot order (see the `*_AT` offsets).
+fn reject_reasons() -> Vec<String> {
+    let mut out: Vec<String> = decision::Reject::ALL
+        .iter()
+        .map(|r| r.as_str().to_string())
+        .collect();
+    out.extend(trace::TraceReject::ALL.iter().map(|r| r.as_str().to_string()));
+    out.extend(CertReject::ALL.iter().map(|r| format!("cert_{}", r.as_str())));
+    out.extend(LabelReject::ALL.iter().map(|r| format!("label_{}", r.as_str())));
+    out.extend(XfccReject::ALL.iter().map(|r| format!("xfcc_{}", r.as_str())));
+    out
 }
 
 #[derive(Default)]
@@ -129,7 +158,9 @@ impl RootContext for Root {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
+        let cache_size = cfg.certificate.as_ref().map_or(1, |c| c.cache_size);
         self.shared = Some(Rc::new(Shared {
+            peers: RefCell::new(LabelCache::new(cache_size)),
             cfg,
             layout,
             metric_ids,
