@@ -159,10 +159,7 @@ fn drive(n: u32, key: impl Fn(u32) -> String + Sync) -> Result<BTreeMap<String, 
             .collect();
         handles
             .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("client thread died".into()))
-            })
+            .map(|h| h.join().unwrap_or_else(|_| Err("client thread died".into())))
             .collect()
     });
     let mut total = BTreeMap::new();
@@ -207,8 +204,7 @@ fn loaded_filter_config() -> Result<serde_json::Value, String> {
         .map_err(|e| e.to_string())?
         .into_json()
         .map_err(|e| format!("cannot read the admin config dump: {e}"))?;
-    find_filter_config(&dump)
-        .ok_or_else(|| "no rollout-filter configuration in the config dump".into())
+    find_filter_config(&dump).ok_or_else(|| "no rollout-filter configuration in the config dump".into())
 }
 
 fn find_filter_config(v: &serde_json::Value) -> Option<serde_json::Value> {
