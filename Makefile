@@ -11,7 +11,7 @@ WASM        := target/wasm32-wasip1/release/rollout_filter.wasm
 WBG_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"/, "", $$3); print $$3}' Cargo.lock)
 CARGO_BIN   := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
 
-.PHONY: help build envoy targets wasm-bindgen run test fmt-check lint unit wasm-test e2e validate clean
+.PHONY: help build build-trap envoy targets wasm-bindgen run test fmt-check lint unit wasm-test e2e soak validate clean
 
 help:
 	@echo "make run    build the filter, start Envoy with the demo config, drive traffic, print the per-version table"
@@ -63,11 +63,25 @@ validate: build envoy
 	  $(ENVOY) --mode validate -c $$f --log-level error >/dev/null || { echo "INVALID: $$f"; exit 1; }; \
 	  echo "valid: $$f"; done
 
-e2e: build envoy
+# A test-only build whose VM traps on a header, to show each wasm failure policy.
+TRAP_WASM := target/trap/wasm32-wasip1/release/rollout_filter.wasm
+$(TRAP_WASM): targets $(shell find filter/src -name '*.rs') filter/Cargo.toml Cargo.lock
+	cargo build --release --target wasm32-wasip1 -p rollout-filter --features test-trap --target-dir target/trap
+
+build-trap: $(TRAP_WASM)
+
+e2e: build build-trap envoy
 	cargo test -p rollout-e2e -- --test-threads 2
+
+# The load test at full size: 100,000 requests at concurrency 64.
+soak: build envoy
+	LOAD_REQUESTS=100000 LOAD_CONCURRENCY=64 cargo test --release -p rollout-e2e --test load -- --nocapture
 
 test: fmt-check lint unit wasm-test validate e2e
 
 clean:
 	cargo clean
 	rm -rf $(VENV)
+
+# Deployment, metrics, benchmark and fuzzing targets live in mk/.
+-include $(wildcard mk/*.mk)

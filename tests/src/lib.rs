@@ -32,6 +32,11 @@ pub fn envoy_bin() -> PathBuf {
     }
 }
 
+/// The test-only build whose VM traps on request (`make build-trap`).
+pub fn trap_wasm_path() -> PathBuf {
+    workspace_root().join("target/trap/wasm32-wasip1/release/rollout_filter.wasm")
+}
+
 /// `$ROLLOUT_WASM`, else the release build (`make build`).
 pub fn wasm_path() -> PathBuf {
     match std::env::var_os("ROLLOUT_WASM") {
@@ -64,6 +69,8 @@ pub struct Options {
     pub fail_every: Vec<(String, u64)>,
     /// Versions whose cluster points at a closed port (Envoy answers 503 itself).
     pub dead_versions: Vec<String>,
+    /// The `.wasm` to load; `None`: [`wasm_path`].
+    pub wasm: Option<PathBuf>,
     /// `FAIL_OPEN`, `FAIL_CLOSED` or `FAIL_RELOAD`.
     pub failure_policy: &'static str,
 }
@@ -77,6 +84,7 @@ impl Options {
             tls: None,
             fail_every: Vec::new(),
             dead_versions: Vec::new(),
+            wasm: None,
             failure_policy: "FAIL_OPEN",
         }
     }
@@ -441,7 +449,7 @@ pub fn parse_prometheus(text: &str) -> Vec<Sample> {
 }
 
 fn render_config(opts: &Options, upstreams: &[Echo]) -> String {
-    let wasm = wasm_path();
+    let wasm = opts.wasm.clone().unwrap_or_else(wasm_path);
     let mut routes = String::new();
     for v in &opts.versions {
         routes.push_str(&format!(

@@ -169,6 +169,10 @@ impl HttpContext for Http {
             headers: request_header_map(),
             source: None,
         };
+        #[cfg(feature = "test-trap")]
+        if req.map().get("x-rollout-test-trap").is_some() {
+            std::process::abort();
+        }
         let peer = if cfg.needs_peer { peer(shared, &req) } else { None };
         let peer_ok = match peer.as_deref() {
             Some(Ok(p)) => {
