@@ -92,6 +92,7 @@ fn run() -> Result<(), String> {
             .unwrap_or_default();
         repeat_total.insert(format!("{user}→{v}"), n);
     }
+    let mtls = mtls_callers(&root)?;
     let elapsed = started.elapsed();
 
     println!();
@@ -123,9 +124,19 @@ fn run() -> Result<(), String> {
         REPEATED_USERS.len(),
         repeat_total.keys().cloned().collect::<Vec<_>>().join(", ")
     );
+    println!();
+    println!("mTLS callers on https://localhost:18443 ({MTLS_USERS} distinct x-user-id each):");
+    println!("{:<44} {:>10}", "client certificate", "canary");
+    for (name, canary) in &mtls {
+        println!(
+            "{:<44} {:>9.1}%",
+            name,
+            100.0 * *canary as f64 / MTLS_USERS as f64
+        );
+    }
     println!(
-        "{} requests in {:.1} s; the table counts which backend answered each response",
-        sent + u64::from(REPEATS) * REPEATED_USERS.len() as u64,
+        "{} requests in {:.1} s; the tables count which backend answered each response",
+        sent + u64::from(REPEATS) * REPEATED_USERS.len() as u64 + MTLS_USERS * mtls.len() as u64,
         elapsed.as_secs_f64()
     );
     drop(envoy);
@@ -133,6 +144,43 @@ fn run() -> Result<(), String> {
         return Err("routing was not as configured".into());
     }
     Ok(())
+}
+
+const MTLS_USERS: u64 = 400;
+
+/// Requests from each demo client certificate; how many the canary answered.
+fn mtls_callers(root: &std::path::Path) -> Result<Vec<(String, u64)>, String> {
+    let certs = root.join("envoy-config/demo-certs");
+    let read = |f: &str| std::fs::read_to_string(certs.join(f)).map_err(|e| format!("{f}: {e}"));
+    let ca = read("ca.pem")?;
+    let mut out = Vec::new();
+    for (name, label) in [
+        ("client-qa", "spiffe://demo.local/ns/qa/sa/tester (no label)"),
+        ("client-pinned", "rollout://checkout-2026-11?version=canary"),
+        (
+            "client-weight50",
+            "otherName {\"version\":\"canary\",\"weight\":50}",
+        ),
+    ] {
+        let (cert, key) = (read(&format!("{name}.pem"))?, read(&format!("{name}.key"))?);
+        let agent = rollout_e2e::mtls_agent(&ca, Some((&cert, &key)));
+        let mut canary = 0;
+        for i in 0..MTLS_USERS {
+            let r = get(
+                &agent,
+                "https://localhost:18443/",
+                &[("x-user-id", &format!("user-{i}"))],
+            )?;
+            if r.status != 200 {
+                return Err(format!("status {} on the mTLS listener", r.status));
+            }
+            if r.header("x-served-by") == Some("canary") {
+                canary += 1;
+            }
+        }
+        out.push((label.to_string(), canary));
+    }
+    Ok(out)
 }
 
 /// Send `n` requests (4 client threads), keyed by `key(i)`; count which backend answered.
