@@ -77,7 +77,7 @@ e2e: build build-trap envoy
 soak: build envoy
 	LOAD_REQUESTS=100000 LOAD_CONCURRENCY=64 cargo test --release -p rollout-e2e --test load -- --nocapture
 
-test: fmt-check lint unit wasm-test validate e2e
+test: fmt-check lint unit wasm-test validate deploy-test e2e
 
 clean:
 	cargo clean

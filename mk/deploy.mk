@@ -1,0 +1,61 @@
+# Deploy artifacts: Istio manifests (istio/), the OCI image, the Istio-equivalent Envoy config
+# (envoy-config/istio-ecds.yaml + envoy-config/ecds/). Included from the main Makefile, which defines
+# VENV, ENVOY, WASM and the `build` and `envoy` targets.
+#
+#   make oci           build target/oci (OCI image layout) + target/rollout-filter-oci.tar, print the
+#                      manifest digest and the sha256 for the WasmPlugin, render target/deploy/istio/
+#   make deploy-test   manifests strictly valid (incl. typo'd fixtures that must fail), the OCI image
+#                      unpacked and its layer compared with the .wasm, the Istio-shaped Envoy config
+#                      checked against the WasmPlugin and loaded by `envoy --mode validate`
+# The hot-reload and Istio-config e2e tests are tests/tests/deploy.rs (`make e2e`).
+
+DEPLOY_PY      := $(VENV)/bin/python
+DEPLOY_STAMP   := $(VENV)/.deploy-requirements.stamp
+DEPLOY_NODE    := tools/node_modules/.package-lock.json
+OCI_DIR        := target/oci
+OCI_TAR        := target/rollout-filter-oci.tar
+DEPLOY_OUT     := target/deploy
+CHECK_CONFIG   := target/debug/rollout-check-config
+
+.PHONY: oci deploy-tools deploy-test manifests-test oci-test ecds-test check-config-bin
+
+# Python packages (pinned, with dependencies) into the project venv.
+$(DEPLOY_STAMP): tools/requirements.txt
+	@test -x $(DEPLOY_PY) || python3 -m venv $(VENV)
+	$(DEPLOY_PY) -m pip install --quiet --disable-pip-version-check -r tools/requirements.txt
+	@touch $@
+
+# npm packages (exact versions from the committed package-lock.json) into tools/node_modules.
+$(DEPLOY_NODE): tools/package.json tools/package-lock.json
+	cd tools && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+deploy-tools: $(DEPLOY_STAMP) $(DEPLOY_NODE)
+
+# The filter's own config parser, to vet every shipped pluginConfig.
+check-config-bin:
+	cargo build --quiet -p rollout-e2e --bin rollout-check-config
+
+oci: build
+	python3 tools/oci_image.py --wasm $(WASM) --out $(OCI_DIR) --tar $(OCI_TAR) --render $(DEPLOY_OUT)
+
+manifests-test: deploy-tools check-config-bin
+	$(DEPLOY_PY) tools/validate_manifests.py --check-config $(CHECK_CONFIG) \
+	  istio/ istio/file/ tools/testdata/valid/
+	@echo "--- typo'd and otherwise broken manifests must be rejected:"
+	$(DEPLOY_PY) tools/validate_manifests.py --check-config $(CHECK_CONFIG) --expect-invalid \
+	  tools/testdata/invalid/
+
+oci-test: oci deploy-tools check-config-bin
+	python3 tools/check_oci.py --tar $(OCI_TAR) --dir $(OCI_DIR) --wasm $(WASM) --rendered $(DEPLOY_OUT)
+	$(DEPLOY_PY) tools/validate_manifests.py --check-config $(CHECK_CONFIG) \
+	  $(DEPLOY_OUT)/istio/wasmplugin.yaml $(DEPLOY_OUT)/istio/file/wasmplugin.yaml
+
+ecds-test: build envoy deploy-tools
+	$(DEPLOY_PY) tools/ecds_check.py --envoy envoy-config/istio-ecds.yaml \
+	  --wasmplugin istio/wasmplugin.yaml --static-out $(DEPLOY_OUT)/istio-ecds-static.yaml
+	@for f in envoy-config/istio-ecds.yaml $(DEPLOY_OUT)/istio-ecds-static.yaml; do \
+	  $(ENVOY) --mode validate -c $$f --log-level error >/dev/null || { echo "INVALID: $$f"; exit 1; }; \
+	  echo "valid: $$f"; done
+
+deploy-test: manifests-test oci-test ecds-test

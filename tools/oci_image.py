@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Package the filter as an OCI image that Istio's Wasm image fetcher accepts, without docker.
+
+    oci_image.py [--wasm FILE] [--out DIR] [--tar FILE] [--tag TAG] [--render DIR]
+
+Writes the "compat" variant (istio pkg/wasm/imagefetcher.go, extractOCIStandardImage): an OCI image
+whose single layer (application/vnd.oci.image.layer.v1.tar+gzip) is a tar holding `plugin.wasm`.
+- DIR (target/oci): an OCI image layout (oci-layout, index.json, blobs/sha256/...), tagged TAG;
+- FILE (target/rollout-filter-oci.tar): the same layout as one tar ("oci-archive" to skopeo).
+Everything is deterministic (no timestamps, fixed owners and modes): the same .wasm always gives the
+same manifest digest, so the digest can be pinned in the WasmPlugin.
+
+Prints the manifest digest (WasmPlugin `sha256` for oci:// URLs: Istio checks it against the image
+manifest digest) and the .wasm's own sha256 (the `sha256` for http(s):// URLs, a record for file://),
+and with --render writes istio/wasmplugin.yaml and istio/file/wasmplugin.yaml with them filled in.
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import io
+import json
+import re
+import shutil
+import sys
+import tarfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
+CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
+MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
+INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
+PLACEHOLDER_SHA = "0" * 64
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def canonical_json(obj: object) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def tar_bytes(files: list[tuple[str, bytes]]) -> bytes:
+    """A deterministic tar of (name, bytes): fixed mtime, owner and mode."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in files:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = 0
+            info.mode = 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def build(wasm: bytes, tag: str) -> tuple[dict[str, bytes], str, bytes]:
+    """Blobs by digest, the manifest digest, and index.json."""
+    if wasm[:4] != b"\0asm":
+        raise SystemExit("not a wasm module (no \\0asm magic)")
+    layer_tar = tar_bytes([("plugin.wasm", wasm)])
+    layer = gzip.compress(layer_tar, compresslevel=9, mtime=0)
+    config = canonical_json(
+        {
+            "architecture": "wasm",
+            "os": "wasip1",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:" + sha256(layer_tar)]},
+            "history": [{"created_by": "tools/oci_image.py", "comment": "plugin.wasm: the rollout filter"}],
+        }
+    )
+    manifest = canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": "sha256:" + sha256(config), "size": len(config)},
+            "layers": [{"mediaType": LAYER_MEDIA_TYPE, "digest": "sha256:" + sha256(layer), "size": len(layer)}],
+            "annotations": {
+                "org.opencontainers.image.title": "rollout-filter",
+                "org.opencontainers.image.description": "rollout-filter proxy-wasm module (Istio compat image)",
+            },
+        }
+    )
+    manifest_digest = "sha256:" + sha256(manifest)
+    index = canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": INDEX_MEDIA_TYPE,
+            "manifests": [
+                {
+                    "mediaType": MANIFEST_MEDIA_TYPE,
+                    "digest": manifest_digest,
+                    "size": len(manifest),
+                    "annotations": {"org.opencontainers.image.ref.name": tag},
+                }
+            ],
+        }
+    )
+    blobs = {"sha256:" + sha256(b): b for b in (layer, config, manifest)}
+    return blobs, manifest_digest, index
+
+
+def layout_files(blobs: dict[str, bytes], index: bytes) -> list[tuple[str, bytes]]:
+    files = [("oci-layout", canonical_json({"imageLayoutVersion": "1.0.0"})), ("index.json", index)]
+    for digest in sorted(blobs):
+        algo, hexd = digest.split(":", 1)
+        files.append((f"blobs/{algo}/{hexd}", blobs[digest]))
+    return files
+
+
+def write_layout(out: Path, files: list[tuple[str, bytes]]) -> None:
+    if out.exists():
+        shutil.rmtree(out)
+    for name, data in files:
+        path = out / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+def rel(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def render(src: Path, dst: Path, sha: str) -> None:
+    text = src.read_text()
+    new, n = re.subn(r'(?m)^(\s*sha256:\s*)"?[0-9a-f]{64}"?\s*$', rf'\g<1>"{sha}"', text)
+    if n != 1:
+        raise SystemExit(f"{src}: expected exactly one sha256 line, found {n}")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    header = f"# GENERATED by tools/oci_image.py from {src.relative_to(ROOT)} with sha256 {sha}: do not edit.\n"
+    dst.write_text(header + new)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--wasm", type=Path, default=ROOT / "target/wasm32-wasip1/release/rollout_filter.wasm")
+    ap.add_argument("--out", type=Path, default=ROOT / "target/oci")
+    ap.add_argument("--tar", type=Path, default=ROOT / "target/rollout-filter-oci.tar")
+    ap.add_argument("--tag", default="0.1.0")
+    ap.add_argument("--render", type=Path, help="write WasmPlugins with sha256 filled in under this directory")
+    args = ap.parse_args()
+
+    wasm = args.wasm.read_bytes()
+    blobs, manifest_digest, index = build(wasm, args.tag)
+    files = layout_files(blobs, index)
+    write_layout(args.out, files)
+    args.tar.parent.mkdir(parents=True, exist_ok=True)
+    args.tar.write_bytes(tar_bytes(files))
+    wasm_sha = sha256(wasm)
+
+    print(f"OCI image layout   {rel(args.out)} (tag {args.tag})")
+    print(f"OCI archive        {rel(args.tar)}")
+    print(f"manifest digest    {manifest_digest}")
+    print(f"wasm sha256        {wasm_sha}  ({len(wasm)} bytes)")
+    print(f"WasmPlugin sha256  {manifest_digest.split(':', 1)[1]}   (oci:// url: the manifest digest)")
+    print(f"WasmPlugin sha256  {wasm_sha}   (https:// url; file:// record)")
+    if args.render:
+        pairs = [
+            (ROOT / "istio/wasmplugin.yaml", args.render / "istio/wasmplugin.yaml", manifest_digest.split(":", 1)[1]),
+            (ROOT / "istio/file/wasmplugin.yaml", args.render / "istio/file/wasmplugin.yaml", wasm_sha),
+        ]
+        for src, dst, sha in pairs:
+            render(src, dst, sha)
+            print(f"rendered           {rel(dst)}")
+    print("push (keeps the digest): oras cp --from-oci-layout " f"{rel(args.out)}:{args.tag} REGISTRY/rollout-filter:{args.tag}")
+    print(
+        "                     or: skopeo copy --preserve-digests "
+        f"oci-archive:{rel(args.tar)}:{args.tag} docker://REGISTRY/rollout-filter:{args.tag}"
+    )
+    print(f"                     or: crane push {rel(args.out)} REGISTRY/rollout-filter:{args.tag}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,313 @@
+#!/usr/bin/env python3
+"""Validate Kubernetes manifests against their CRD schemas, strictly (like kubectl --validate=strict).
+
+    validate_manifests.py [--check-config BIN] PATH...                  every document must be valid
+    validate_manifests.py [--check-config BIN] --expect-invalid PATH... every document must be rejected,
+                                                                         for the reason its file names
+
+Schemas come from maintained model packages, pinned in tools/requirements.txt and tools/package.json:
+- Istio (WasmPlugin, VirtualService, DestinationRule, Gateway): PyPI cloudcoil-models-istio (pydantic
+  models generated from Istio's CRDs). It checks types, enums and patterns but ignores unknown keys, so
+  after it accepts a document we walk the document next to the validated model and reject every key
+  the model has no field (alias) for.
+- Argo Rollouts (Rollout, AnalysisTemplate, ClusterAnalysisTemplate): npm @kubernetes-models/argo-rollouts,
+  run by tools/validate_argo.mjs with the same strictness added.
+- ConfigMap istio/stats-bootstrap.yaml: checked here (metadata through cloudcoil's ObjectMeta, data as a
+  string map) and its stats_tags compared with envoy-config/istio-ecds.yaml.
+A kind without a schema here is an error, so nothing unvalidated ships silently; the few kinds no
+registry package has a schema for (NO_SCHEMA_PACKAGE: Flagger's MetricTemplate) are reported as
+SKIPPED.
+
+With --check-config, each WasmPlugin's pluginConfig is also run through the filter's own parser
+(the rollout-check-config binary), which must print "ok".
+
+A file under --expect-invalid names the expected error in a comment line `# expect-error: <substring>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import pydantic
+import yaml
+from cloudcoil import apimachinery
+from cloudcoil.models.istio.extensions import v1alpha1 as istio_ext
+from cloudcoil.models.istio.networking import v1 as istio_net_v1
+from cloudcoil.models.istio.networking import v1beta1 as istio_net_v1beta1
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOLS = ROOT / "tools"
+
+ISTIO_MODELS: dict[tuple[str, str], type[pydantic.BaseModel]] = {
+    ("extensions.istio.io/v1alpha1", "WasmPlugin"): istio_ext.WasmPlugin,
+    ("networking.istio.io/v1", "VirtualService"): istio_net_v1.VirtualService,
+    ("networking.istio.io/v1", "DestinationRule"): istio_net_v1.DestinationRule,
+    ("networking.istio.io/v1", "Gateway"): istio_net_v1.Gateway,
+    ("networking.istio.io/v1beta1", "VirtualService"): istio_net_v1beta1.VirtualService,
+    ("networking.istio.io/v1beta1", "DestinationRule"): istio_net_v1beta1.DestinationRule,
+    ("networking.istio.io/v1beta1", "Gateway"): istio_net_v1beta1.Gateway,
+}
+ARGO_KINDS = {
+    ("argoproj.io/v1alpha1", "Rollout"),
+    ("argoproj.io/v1alpha1", "AnalysisTemplate"),
+    ("argoproj.io/v1alpha1", "ClusterAnalysisTemplate"),
+}
+# Kinds shipped here for which no registry package has a schema. Reported as SKIPPED (never as
+# valid) so they stay visible; anything else without a schema is an error.
+NO_SCHEMA_PACKAGE = {
+    ("flagger.app/v1beta1", "MetricTemplate"),
+}
+# Free-form by definition (google.protobuf.Struct / map fields): not walked for unknown keys.
+# pluginConfig is checked by the filter's own parser instead.
+FREE_FORM = {"pluginConfig"}
+
+
+SKIPPED = "SKIPPED"
+
+
+class Invalid(Exception):
+    pass
+
+
+# ---- strict unknown-key walk over a validated pydantic model ---------------------------------------
+
+
+def unknown_keys(data: Any, value: Any, path: str) -> list[str]:
+    """Keys in `data` (the input) that the validated `value` (a pydantic model, list, dict) has no field for."""
+    found: list[str] = []
+    if isinstance(value, pydantic.BaseModel) and isinstance(data, dict):
+        fields = type(value).model_fields
+        by_key: dict[str, str] = {}
+        for name, info in fields.items():
+            by_key[info.alias or name] = name
+        for key, sub in data.items():
+            name = by_key.get(key)
+            if name is None:
+                found.append(f"{path}.{key}" if path else key)
+                continue
+            if key in FREE_FORM:
+                continue
+            found.extend(unknown_keys(sub, getattr(value, name), f"{path}.{key}" if path else key))
+    elif isinstance(value, pydantic.RootModel):
+        found.extend(unknown_keys(data, value.root, path))
+    elif isinstance(value, list) and isinstance(data, list):
+        for i, (d, v) in enumerate(zip(data, value)):
+            found.extend(unknown_keys(d, v, f"{path}[{i}]"))
+    elif isinstance(value, dict) and isinstance(data, dict):
+        for key, sub in data.items():
+            if key in value:
+                found.extend(unknown_keys(sub, value[key], f"{path}.{key}"))
+    return found
+
+
+def validate_istio(doc: dict, model: type[pydantic.BaseModel]) -> pydantic.BaseModel:
+    try:
+        obj = model.model_validate(doc)
+    except pydantic.ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            lines.append(f"{loc}: {err['msg']}")
+        raise Invalid("; ".join(lines)) from None
+    unknown = unknown_keys(doc, obj, "")
+    if unknown:
+        raise Invalid("unknown field(s): " + ", ".join(unknown))
+    return obj
+
+
+# ---- ConfigMap (the Istio bootstrap override) ------------------------------------------------------
+
+
+def envoy_stats_tags() -> list[dict]:
+    cfg = yaml.safe_load((ROOT / "envoy-config/istio-ecds.yaml").read_text())
+    return [t for t in cfg["stats_config"]["stats_tags"] if t["regex"].startswith("(;")]
+
+
+def validate_configmap(doc: dict) -> None:
+    allowed = {"apiVersion", "kind", "metadata", "data", "binaryData", "immutable"}
+    extra = sorted(set(doc) - allowed)
+    if extra:
+        raise Invalid("unknown field(s): " + ", ".join(extra))
+    meta = doc.get("metadata") or {}
+    try:
+        obj = apimachinery.ObjectMeta.model_validate(meta)
+    except pydantic.ValidationError as e:
+        raise Invalid(f"metadata: {e.errors()[0]['msg']}") from None
+    unknown = unknown_keys(meta, obj, "metadata")
+    if unknown:
+        raise Invalid("unknown field(s): " + ", ".join(unknown))
+    data = doc.get("data") or {}
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise Invalid("data: must map strings to strings")
+    if "custom_bootstrap.json" in data:
+        try:
+            boot = json.loads(data["custom_bootstrap.json"])
+        except json.JSONDecodeError as e:
+            raise Invalid(f"data.custom_bootstrap.json: not JSON: {e}") from None
+        tags = boot.get("stats_config", {}).get("stats_tags")
+        want = envoy_stats_tags()
+        if tags != want:
+            raise Invalid(
+                "data.custom_bootstrap.json: stats_tags differ from envoy-config/istio-ecds.yaml "
+                f"(have {tags}, want {want})"
+            )
+
+
+# ---- pluginConfig through the filter's parser ------------------------------------------------------
+
+
+def check_plugin_config(checker: str, plugin_config: Any) -> None:
+    out = subprocess.run(
+        [checker],
+        input=json.dumps(plugin_config).encode(),
+        capture_output=True,
+        check=False,
+    )
+    text = (out.stdout + out.stderr).decode(errors="replace").strip()
+    if out.returncode != 0 or text != "ok":
+        raise Invalid(f"spec.pluginConfig rejected by the filter: {text}")
+
+
+# ---- driver ----------------------------------------------------------------------------------------
+
+
+def documents(path: Path) -> list[tuple[str, dict]]:
+    text = path.read_text()
+    docs = []
+    for i, doc in enumerate(yaml.safe_load_all(text)):
+        if doc is None:
+            continue
+        if not isinstance(doc, dict):
+            raise SystemExit(f"{path}: document {i} is not a mapping")
+        docs.append((f"{path}#{i}", doc))
+    return docs
+
+
+def expected_error(path: Path) -> str | None:
+    for line in path.read_text().splitlines():
+        if line.startswith("# expect-error:"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def docs_kind(docs: list[tuple[str, dict]], name: str) -> str:
+    doc = dict(docs)[name]
+    return f"{doc.get('apiVersion')} {doc.get('kind')}"
+
+
+def collect(paths: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files.extend(sorted(x for x in p.iterdir() if x.suffix in (".yaml", ".yml")))
+        elif p.exists():
+            files.append(p)
+        else:
+            raise SystemExit(f"no such file or directory: {p}")
+    return files
+
+
+def make_validators(checker: str | None) -> Callable[[list[tuple[str, dict]]], dict[str, str | None]]:
+    def run(docs: list[tuple[str, dict]]) -> dict[str, str | None]:
+        """Map each document name to None (valid) or the reason it is invalid."""
+        results: dict[str, str | None] = {}
+        argo: list[tuple[str, dict]] = []
+        for name, doc in docs:
+            gvk = (str(doc.get("apiVersion")), str(doc.get("kind")))
+            try:
+                if gvk in ISTIO_MODELS:
+                    validate_istio(doc, ISTIO_MODELS[gvk])
+                    if gvk[1] == "WasmPlugin" and checker:
+                        check_plugin_config(checker, doc.get("spec", {}).get("pluginConfig"))
+                elif gvk in ARGO_KINDS:
+                    argo.append((name, doc))
+                    continue
+                elif gvk == ("v1", "ConfigMap"):
+                    validate_configmap(doc)
+                elif gvk in NO_SCHEMA_PACKAGE:
+                    results[name] = SKIPPED
+                    continue
+                else:
+                    raise Invalid(f"no schema for {gvk[0]} {gvk[1]} (add one to tools/validate_manifests.py)")
+                results[name] = None
+            except Invalid as e:
+                results[name] = str(e)
+        if argo:
+            results.update(validate_argo(argo))
+        return results
+
+    return run
+
+
+def validate_argo(docs: list[tuple[str, dict]]) -> dict[str, str | None]:
+    node = os.environ.get("NODE", "node")
+    payload = json.dumps([{"name": n, "doc": d} for n, d in docs])
+    out = subprocess.run(
+        [node, str(TOOLS / "validate_argo.mjs")],
+        input=payload.encode(),
+        capture_output=True,
+        check=False,
+        cwd=TOOLS,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"validate_argo.mjs failed:\n{out.stderr.decode(errors='replace')}")
+    return {r["name"]: r["error"] for r in json.loads(out.stdout)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--expect-invalid", action="store_true", help="every document must be rejected")
+    ap.add_argument("--check-config", metavar="BIN", help="rollout-check-config binary for pluginConfig")
+    ap.add_argument("paths", nargs="+")
+    args = ap.parse_args()
+
+    run = make_validators(args.check_config)
+    failed = 0
+    checked = 0
+    skipped = 0
+    for path in collect(args.paths):
+        docs = documents(path)
+        if not docs:
+            print(f"FAIL {path}: no documents")
+            failed += 1
+            continue
+        results = run(docs)
+        want = expected_error(path) if args.expect_invalid else None
+        if args.expect_invalid and not want:
+            print(f"FAIL {path}: no '# expect-error: ...' line")
+            failed += 1
+            continue
+        for name, _ in docs:
+            checked += 1
+            err = results[name]
+            if err == SKIPPED:
+                checked -= 1
+                skipped += 1
+                print(f"SKIPPED  {name}: no schema package for {docs_kind(docs, name)}")
+                continue
+            if not args.expect_invalid:
+                if err is None:
+                    print(f"valid    {name}")
+                else:
+                    print(f"INVALID  {name}: {err}")
+                    failed += 1
+            elif err is None:
+                print(f"FAIL     {name}: accepted, but it must be rejected ({want})")
+                failed += 1
+            elif want not in err:
+                print(f"FAIL     {name}: rejected for another reason: {err} (expected: {want})")
+                failed += 1
+            else:
+                print(f"rejected {name}: {err}")
+    print(f"{checked - failed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
