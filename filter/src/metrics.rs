@@ -11,6 +11,7 @@ use crate::decision::Source;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Counter,
+    Gauge,
     Histogram,
 }
 
@@ -70,6 +71,7 @@ pub struct Layout {
     local_at: usize,
     duration_at: usize,
     rejects_at: usize,
+    memory_at: usize,
 }
 
 impl Layout {
@@ -127,6 +129,8 @@ impl Layout {
                 format!("rollout_rejected_total;rollout={id};reason={r}"),
             ));
         }
+        let memory_at = names.len();
+        names.push((Kind::Gauge, format!("rollout_vm_memory_bytes;rollout={id}")));
         Layout {
             names,
             versions: cfg.versions.len(),
@@ -134,6 +138,7 @@ impl Layout {
             local_at,
             duration_at,
             rejects_at,
+            memory_at,
         }
     }
 
@@ -156,6 +161,11 @@ impl Layout {
     /// `reason`: the index into the `reject_reasons` given to [`Layout::new`].
     pub fn reject_slot(&self, reason: usize) -> usize {
         self.rejects_at + reason
+    }
+
+    /// The VM's linear memory size, refreshed every second.
+    pub fn memory_slot(&self) -> usize {
+        self.memory_at
     }
 
     pub fn versions(&self) -> usize {
@@ -206,7 +216,11 @@ mod tests {
             name(l.reject_slot(1)),
             "rollout_rejected_total;rollout=checkout-2026-11;reason=b"
         );
-        assert_eq!(l.names.len(), 2 * Source::ALL.len() + 2 * 6 + 2 + 2 + 2);
+        assert_eq!(l.names.len(), 2 * Source::ALL.len() + 2 * 6 + 2 + 2 + 2 + 1);
+        assert_eq!(
+            name(l.memory_slot()),
+            "rollout_vm_memory_bytes;rollout=checkout-2026-11"
+        );
         let mut uniq: Vec<_> = l.names.iter().map(|n| &n.1).collect();
         uniq.sort();
         uniq.dedup();

@@ -455,3 +455,44 @@ fn a_config_the_filter_rejects_is_refused_and_the_old_one_keeps_serving() {
         "Envoy log lacks the rejection:\n{log}"
     );
 }
+
+/// Config churn: 200 accepted reloads must not grow the VM count or its linear memory
+/// without bound. Prints the figures; bounds are loose, the trend is what matters.
+#[test]
+fn two_hundred_reloads_keep_vm_memory_bounded() {
+    const KEYS: usize = 20;
+    const RELOADS: u32 = 200;
+    let ie = IstioEnvoy::start(&filter_config(90, 10));
+    ie.sweep(KEYS);
+    let gauge = || {
+        ie.envoy
+            .stats()
+            .get(&format!("wasmcustom.rollout_vm_memory_bytes;rollout={ROLLOUT}"))
+            .copied()
+            .unwrap_or(0)
+    };
+    let active = || {
+        ie.envoy
+            .stats()
+            .get("wasm.envoy.wasm.runtime.v8.active")
+            .copied()
+            .unwrap_or(0)
+    };
+    let (mem0, vms0) = (gauge(), active());
+    for i in 0..RELOADS {
+        let canary = i64::from(i % 100);
+        ie.update(2 + i, &filter_config(100 - canary, canary));
+        ie.wait_stat("update_success", u64::from(i) + 2);
+    }
+    ie.sweep(KEYS);
+    std::thread::sleep(Duration::from_millis(1_200)); // one tick refreshes the gauge
+    let (mem1, vms1) = (gauge(), active());
+    println!("reload churn: {RELOADS} reloads; VM linear memory {mem0} -> {mem1} bytes; active V8 VMs {vms0} -> {vms1}");
+    assert!(mem0 > 0, "the filter's memory gauge was not reported");
+    assert!(vms1 <= vms0 + 1, "VMs leak across reloads: {vms0} -> {vms1}");
+    assert!(
+        mem1 <= mem0 + 4 * 1024 * 1024,
+        "VM memory grew by {} bytes",
+        mem1 - mem0
+    );
+}

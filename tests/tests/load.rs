@@ -28,6 +28,8 @@ fn concurrent_load_loses_nothing() {
     let threads = env_num("LOAD_CONCURRENCY", 64);
     let envoy = Envoy::start(&Options::new(FULL, &["stable", "canary"])).unwrap_or_else(|e| panic!("{e}"));
     let url = envoy.url("/load");
+    let memory = || envoy.metric("rollout_vm_memory_bytes;rollout=checkout-2026-11");
+    let mem_start = memory();
     let ok = AtomicU64::new(0);
     let bad = AtomicU64::new(0);
     let errors = AtomicU64::new(0);
@@ -83,5 +85,14 @@ fn concurrent_load_loses_nothing() {
         .map(|u| u.requests.load(Ordering::Relaxed))
         .sum();
     assert_eq!(upstream, total, "the upstreams saw every request once");
-    println!("load: {total} requests at concurrency {threads}: all 2xx, counters exact");
+    std::thread::sleep(std::time::Duration::from_millis(1_200)); // one tick refreshes the gauge
+    let mem_end = memory();
+    println!(
+        "load: {total} requests at concurrency {threads}: all 2xx, counters exact; VM linear memory {mem_start} -> {mem_end} bytes"
+    );
+    assert!(mem_start > 0);
+    assert!(
+        mem_end <= mem_start + 4 * 1024 * 1024,
+        "VM memory grew {mem_start} -> {mem_end}"
+    );
 }

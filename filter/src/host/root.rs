@@ -79,6 +79,18 @@ const CERT_AT: usize = TRACE_AT + trace::TraceReject::ALL.len();
 const LABEL_AT: usize = CERT_AT + CertReject::ALL.len();
 const XFCC_AT: usize = LABEL_AT + LabelReject::ALL.len();
 
+/// The VM's linear memory in bytes (what grows if the filter leaks).
+fn linear_memory_bytes() -> u64 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        (core::arch::wasm32::memory_size(0) as u64).saturating_mul(65_536)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        0
+    }
+}
+
 /// Every rejection reason label, in slot order (see the `*_AT` offsets).
 fn reject_reasons() -> Vec<String> {
     let mut out: Vec<String> = decision::Reject::ALL
@@ -139,6 +151,7 @@ impl RootContext for Root {
         for (kind, name) in &layout.names {
             let t = match kind {
                 Kind::Counter => MetricType::Counter,
+                Kind::Gauge => MetricType::Gauge,
                 Kind::Histogram => MetricType::Histogram,
             };
             match hostcalls::define_metric(t, name) {
@@ -159,6 +172,9 @@ impl RootContext for Root {
                 .join(" ")
         );
         let cache_size = cfg.certificate.as_ref().map_or(1, |c| c.cache_size);
+        if let Err(e) = hostcalls::set_tick_period(std::time::Duration::from_secs(1)) {
+            log::debug!("no tick: rollout_vm_memory_bytes will not refresh ({e:?})");
+        }
         self.shared = Some(Rc::new(Shared {
             peers: RefCell::new(LabelCache::new(cache_size)),
             cfg,
@@ -166,7 +182,14 @@ impl RootContext for Root {
             metric_ids,
             explicit_route_clear: Cell::new(true),
         }));
+        self.on_tick();
         true
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(shared) = &self.shared {
+            shared.record(shared.layout.memory_slot(), linear_memory_bytes());
+        }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
