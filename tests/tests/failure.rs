@@ -30,7 +30,9 @@ fn alice(envoy: &Envoy) -> Vec<(u16, String)> {
 }
 
 fn trap(envoy: &Envoy) -> u16 {
-    get(&agent(), &envoy.url("/"), &[("x-rollout-test-trap", "1")]).map(|r| r.status).unwrap_or(0)
+    get(&agent(), &envoy.url("/"), &[("x-rollout-test-trap", "1")])
+        .map(|r| r.status)
+        .unwrap_or(0)
 }
 
 #[test]
@@ -58,7 +60,10 @@ fn fail_reload_brings_the_filter_back() {
             break;
         }
         failed += round.iter().filter(|(s, _)| *s != 200).count();
-        assert!(std::time::Instant::now() < deadline, "filter did not come back: {round:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "filter did not come back: {round:?}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     println!(
@@ -66,8 +71,16 @@ fn fail_reload_brings_the_filter_back() {
         started.elapsed().as_secs_f64()
     );
     let stats = envoy.stats();
-    let reloads: u64 = stats.iter().filter(|(k, _)| k.ends_with("vm_reload_success")).map(|(_, v)| v).sum();
-    assert!(reloads >= 1, "no vm_reload_success in {:?}", stats.keys().filter(|k| k.contains("wasm")).collect::<Vec<_>>());
+    let reloads: u64 = stats
+        .iter()
+        .filter(|(k, _)| k.ends_with("vm_reload_success"))
+        .map(|(_, v)| v)
+        .sum();
+    assert!(
+        reloads >= 1,
+        "no vm_reload_success in {:?}",
+        stats.keys().filter(|k| k.contains("wasm")).collect::<Vec<_>>()
+    );
 }
 
 #[test]
