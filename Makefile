@@ -40,7 +40,7 @@ wasm-bindgen:
 	@if [ "$$($(CARGO_BIN)/wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $$2}')" != "$(WBG_VERSION)" ]; then \
 	  cargo install wasm-bindgen-cli --version $(WBG_VERSION); fi
 
-run: build envoy
+run: build envoy report-bin
 	cargo run --quiet -p rollout-e2e --bin rollout-demo
 
 fmt-check:

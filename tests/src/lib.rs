@@ -6,6 +6,7 @@
 
 pub mod certs;
 pub mod echo;
+pub mod prom;
 
 use std::collections::BTreeMap;
 use std::io::Read;

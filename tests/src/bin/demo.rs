@@ -139,11 +139,36 @@ fn run() -> Result<(), String> {
         sent + u64::from(REPEATS) * REPEATED_USERS.len() as u64 + MTLS_USERS * mtls.len() as u64,
         elapsed.as_secs_f64()
     );
+    println!();
+    print_report()?;
     drop(envoy);
     if sticky_ok != REPEATED_USERS.len() || unexpected > 0 {
         return Err("routing was not as configured".into());
     }
     Ok(())
+}
+
+/// Run `rollout-report` (built next to this binary: `make run` builds it) against the demo
+/// Envoy, with `$REPORT_ARGS`. The demo shows the verdict; it does not fail on hold or abort.
+fn print_report() -> Result<(), String> {
+    let bin = std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .with_file_name("rollout-report");
+    let args = std::env::var("REPORT_ARGS").unwrap_or_default();
+    let status = Command::new(&bin)
+        .args(["--admin", ADMIN.trim_start_matches("http://")])
+        .args(args.split_whitespace())
+        .status()
+        .map_err(|e| {
+            format!(
+                "cannot run {} (cargo build -p rollout-e2e --bin rollout-report): {e}",
+                bin.display()
+            )
+        })?;
+    match status.code() {
+        Some(0..=2) => Ok(()),
+        _ => Err(format!("rollout-report failed ({status})")),
+    }
 }
 
 const MTLS_USERS: u64 = 400;

@@ -1,0 +1,39 @@
+# Metrics (issue 5): `make report` and the Prometheus e2e. Included from the main Makefile, which
+# defines the `build` and `envoy` targets. the README's "Metrics" section explains the metrics and the report.
+#
+#   make report                         per-version table + verdict from the demo Envoy (127.0.0.1:18900)
+#   make report REPORT_ARGS="--min-success 99 --max-p99-ms 250 --min-requests 500 --window 60s"
+#   make report REPORT_ADMIN=127.0.0.1:15000   any other Envoy admin, e.g. an Istio gateway pod's
+#                                       through `kubectl -n istio-system port-forward <pod> 15000`
+#   make metrics-test                   every shipped PromQL query (istio/analysis.yaml,
+#                                       istio/flagger-metrics.yaml, istio/grafana-dashboard.json)
+#                                       against a real Prometheus scraping a real Envoy, and the
+#                                       report against a failing and a healthy canary
+#
+# `make report` needs a running Envoy: `make run` stops its own at the end, so for a standing
+# one run `.venv/bin/envoy -c envoy-config/envoy.yaml --concurrency 1` from the repository root.
+# Exit status of the report: 0 promote, 1 hold, 2 abort, 3 no report (make shows 1-3 as errors).
+
+REPORT_ADMIN ?= 127.0.0.1:18900
+REPORT_ARGS  ?= --min-success 99.9 --max-p99-ms 300 --min-requests 100
+PROMETHEUS   ?= /usr/bin/prometheus
+# rollout-demo (`make run`) passes REPORT_ARGS to the report it prints; the tests read PROMETHEUS.
+export REPORT_ARGS PROMETHEUS
+
+.PHONY: report report-bin metrics-test prometheus-check
+
+report:
+	cargo run --quiet -p rollout-e2e --bin rollout-report -- --admin $(REPORT_ADMIN) $(REPORT_ARGS)
+
+# Built next to rollout-demo, which runs it before it stops its Envoy (`run: build envoy report-bin`).
+report-bin:
+	cargo build --quiet -p rollout-e2e --bin rollout-report
+
+# Debian's Prometheus server (.ci/run installs the package; it never starts itself).
+prometheus-check:
+	@test -x "$(PROMETHEUS)" || { echo "no Prometheus at $(PROMETHEUS): apt-get install -y prometheus" \
+	  "(or PROMETHEUS=/path/to/prometheus)"; exit 1; }
+	@"$(PROMETHEUS)" --version 2>&1 | head -1
+
+metrics-test: build envoy prometheus-check
+	cargo test -p rollout-e2e --test prometheus --test report -- --test-threads 2

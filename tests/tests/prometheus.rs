@@ -1,0 +1,991 @@
+//! Issue 5: no query ships unproven. A real Prometheus (Debian's `prometheus`)
+//! scrapes a real Envoy running the filter while traffic flows to a healthy
+//! stable and a canary that fails every 5th request; then EVERY PromQL query in
+//! the shipped files under `istio/` (Argo Rollouts AnalysisTemplates, Flagger
+//! MetricTemplates, Grafana dashboard targets and variables) is filled in and run
+//! through Prometheus's HTTP API, and must return what it is for: canary success
+//! ~0.8, stable 1.0, a finite p99 per version, requests/s, decision sources,
+//! rejected inputs. A shipped query without an expectation here fails the test.
+//!
+//! `rollout-report` is run against the same Envoy and must agree with Prometheus.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rollout_e2e::prom::{Prometheus, QueryResult, Target};
+use rollout_e2e::{agent, get, workspace_root, Envoy, Options};
+use serde::Deserialize;
+
+const ROLLOUT: &str = "checkout-2026-11";
+const CONFIG: &str = r#"{
+  "rolloutId": "checkout-2026-11",
+  "versions": [ { "name": "stable", "weight": 50 }, { "name": "canary", "weight": 50 } ],
+  "stickyKeys": [ { "header": "x-user-id" } ],
+  "override": { "header": "x-rollout-pin", "query": "rollout-version", "trustedPeers": ["*"] }
+}"#;
+/// The canary upstream answers every 5th request 503: 80 % success.
+const CANARY_FAIL_EVERY: u64 = 5;
+const VERSIONS: [&str; 2] = ["stable", "canary"];
+/// How the shipped templates' variables are filled in.
+const WINDOW: &str = "1m";
+
+// ---------------------------------------------------------------------------------------------
+// The shipped queries
+
+#[derive(Debug, Clone, PartialEq)]
+enum Kind {
+    /// An AnalysisTemplate metric with the prometheus provider.
+    Argo {
+        args: Vec<(String, Option<String>)>,
+        address: String,
+        success: Option<String>,
+        failure: Option<String>,
+    },
+    /// A Flagger MetricTemplate with the prometheus provider.
+    Flagger,
+    /// A Grafana panel target.
+    Grafana,
+    /// A Grafana query variable (`label_values(metric, label)`).
+    GrafanaVariable,
+}
+
+#[derive(Debug, Clone)]
+struct Shipped {
+    file: String,
+    /// The expectation's key: `argo:<metric>`, `flagger:<template>`, `grafana:<panel>:<refId>`,
+    /// `grafana-var:<name>`.
+    key: String,
+    query: String,
+    kind: Kind,
+}
+
+/// An Argo Rollout's reference to an AnalysisTemplate, with the arg names it passes.
+#[derive(Debug)]
+struct TemplateUse {
+    file: String,
+    template: String,
+    args: Vec<String>,
+}
+
+fn istio_dir() -> PathBuf {
+    workspace_root().join("istio")
+}
+
+fn str_at<'a>(v: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
+    path.iter().try_fold(v, |v, k| v.get(k))?.as_str()
+}
+
+/// Every query in every YAML and JSON file under `istio/` (recursively), and every Rollout's
+/// use of an AnalysisTemplate.
+fn shipped_queries() -> Result<(Vec<Shipped>, Vec<TemplateUse>), String> {
+    let root = istio_dir();
+    let mut files = Vec::new();
+    let mut dirs = vec![root.clone()];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+            let p = e.map_err(|e| e.to_string())?.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let mut out = Vec::new();
+    let mut uses = Vec::new();
+    for path in files {
+        // Relative to istio/, e.g. `analysis.yaml`, `file/wasmplugin.yaml`.
+        let name = path
+            .strip_prefix(&root)
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{name}: {e}"))?;
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("yaml" | "yml") => {
+                for doc in serde_yaml::Deserializer::from_str(&text) {
+                    let v =
+                        serde_json::Value::deserialize(doc).map_err(|e| format!("{name}: not YAML: {e}"))?;
+                    yaml_queries(&name, &v, &mut out, &mut uses)?;
+                }
+            }
+            Some("json") => {
+                let v: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| format!("{name}: not JSON: {e}"))?;
+                if v.get("panels").is_some() {
+                    dashboard_queries(&name, &v, &mut out)?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((out, uses))
+}
+
+fn yaml_queries(
+    file: &str,
+    v: &serde_json::Value,
+    out: &mut Vec<Shipped>,
+    uses: &mut Vec<TemplateUse>,
+) -> Result<(), String> {
+    let kind = v["kind"].as_str().unwrap_or("");
+    let name = str_at(v, &["metadata", "name"]).unwrap_or("?");
+    match kind {
+        "AnalysisTemplate" | "ClusterAnalysisTemplate" => {
+            let args: Vec<(String, Option<String>)> = v["spec"]["args"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|a| {
+                            (
+                                a["name"].as_str().unwrap_or("").to_string(),
+                                a["value"].as_str().map(str::to_string),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            for m in v["spec"]["metrics"].as_array().into_iter().flatten() {
+                let metric = m["name"].as_str().unwrap_or("?");
+                let Some(prom) = m["provider"].get("prometheus") else {
+                    return Err(format!(
+                        "{file}: {kind} {name} metric {metric}: provider {} is not prometheus; \
+                         this test only proves PromQL",
+                        m["provider"]
+                    ));
+                };
+                out.push(Shipped {
+                    file: file.into(),
+                    key: format!("argo:{metric}"),
+                    query: prom["query"].as_str().unwrap_or("").to_string(),
+                    kind: Kind::Argo {
+                        args: args.clone(),
+                        address: prom["address"].as_str().unwrap_or("").to_string(),
+                        success: m["successCondition"].as_str().map(str::to_string),
+                        failure: m["failureCondition"].as_str().map(str::to_string),
+                    },
+                });
+            }
+        }
+        "MetricTemplate" => {
+            let provider = str_at(v, &["spec", "provider", "type"]).unwrap_or("");
+            if provider != "prometheus" {
+                return Err(format!(
+                    "{file}: MetricTemplate {name}: provider {provider:?} is not prometheus"
+                ));
+            }
+            out.push(Shipped {
+                file: file.into(),
+                key: format!("flagger:{name}"),
+                query: str_at(v, &["spec", "query"]).unwrap_or("").to_string(),
+                kind: Kind::Flagger,
+            });
+        }
+        "Rollout" => {
+            let canary = &v["spec"]["strategy"]["canary"];
+            let mut analyses = vec![&canary["analysis"]];
+            for step in canary["steps"].as_array().into_iter().flatten() {
+                analyses.push(&step["analysis"]);
+            }
+            for a in analyses {
+                let args: Vec<String> = a["args"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a["name"].as_str().map(str::to_string))
+                    .collect();
+                for t in a["templates"].as_array().into_iter().flatten() {
+                    if let Some(template) = t["templateName"].as_str() {
+                        uses.push(TemplateUse {
+                            file: file.into(),
+                            template: template.into(),
+                            args: args.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn dashboard_queries(file: &str, d: &serde_json::Value, out: &mut Vec<Shipped>) -> Result<(), String> {
+    // Rows may nest their panels.
+    let mut panels: Vec<&serde_json::Value> = Vec::new();
+    for p in d["panels"].as_array().into_iter().flatten() {
+        panels.push(p);
+        panels.extend(p["panels"].as_array().into_iter().flatten());
+    }
+    for p in panels {
+        let title = p["title"].as_str().unwrap_or("?");
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"]
+                .as_str()
+                .ok_or_else(|| format!("{file}: panel {title:?}: a target without expr: {t}"))?;
+            out.push(Shipped {
+                file: file.into(),
+                key: format!("grafana:{title}:{}", t["refId"].as_str().unwrap_or("?")),
+                query: expr.into(),
+                kind: Kind::Grafana,
+            });
+        }
+    }
+    for var in d["templating"]["list"].as_array().into_iter().flatten() {
+        if var["type"] != "query" {
+            continue;
+        }
+        let q = var["query"]
+            .as_str()
+            .or_else(|| var["query"]["query"].as_str())
+            .unwrap_or("");
+        out.push(Shipped {
+            file: file.into(),
+            key: format!("grafana-var:{}", var["name"].as_str().unwrap_or("?")),
+            query: q.into(),
+            kind: Kind::GrafanaVariable,
+        });
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Filling in the templates the way each tool does
+
+/// Argo Rollouts: `{{args.NAME}}` anywhere in the metric (it templates the whole metric JSON).
+fn argo_render(s: &str, args: &BTreeMap<String, String>) -> Result<String, String> {
+    render_braces(s, |token| {
+        let name = token
+            .strip_prefix("args.")
+            .ok_or_else(|| format!("Argo only knows {{{{args.NAME}}}}, not {{{{{token}}}}}"))?;
+        args.get(name).cloned().ok_or_else(|| format!("no arg {name:?}"))
+    })
+}
+
+/// Flagger (Go text/template): `{{ name }}`, `{{ namespace }}`, `{{ interval }}`, ...,
+/// `{{ variables.KEY }}` from the Canary's templateVariables.
+fn flagger_render(
+    s: &str,
+    model: &BTreeMap<&str, &str>,
+    variables: &BTreeMap<&str, &str>,
+) -> Result<String, String> {
+    render_braces(s, |token| {
+        let token = token.trim();
+        let value = match token.strip_prefix("variables.") {
+            Some(k) => variables.get(k),
+            None => model.get(token),
+        };
+        value
+            .map(|v| v.to_string())
+            .ok_or_else(|| format!("Flagger has no {{{{ {token} }}}} here"))
+    })
+}
+
+fn render_braces(s: &str, mut lookup: impl FnMut(&str) -> Result<String, String>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("{{") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let j = after.find("}}").ok_or_else(|| format!("unclosed {{{{ in {s}"))?;
+        out.push_str(&lookup(&after[..j])?);
+        rest = &after[j + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Grafana: `$name`, `${name}`, `[[name]]`.
+fn grafana_render(s: &str, vars: &BTreeMap<&str, &str>) -> Result<String, String> {
+    let mut out = s.to_string();
+    // Longest names first, so `$__rate_interval` is not taken for `$__rate` + `_interval`.
+    let mut names: Vec<&&str> = vars.keys().collect();
+    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    for n in names {
+        let v = vars[*n];
+        out = out
+            .replace(&format!("${{{n}}}"), v)
+            .replace(&format!("[[{n}]]"), v)
+            .replace(&format!("${n}"), v);
+    }
+    if out.contains('$') || out.contains("[[") {
+        return Err(format!("unknown Grafana variable left in {out}"));
+    }
+    Ok(out)
+}
+
+/// The Argo condition forms shipped here: `result[0] OP NUMBER`.
+fn argo_condition(cond: &str, result: &[f64]) -> Result<bool, String> {
+    let c = cond.trim();
+    for op in [">=", "<=", "==", "!=", ">", "<"] {
+        if let Some((lhs, rhs)) = c.split_once(op) {
+            if lhs.trim() != "result[0]" {
+                break;
+            }
+            let want: f64 = rhs
+                .trim()
+                .parse()
+                .map_err(|_| format!("condition {cond:?}: right side is not a number"))?;
+            let got = *result
+                .first()
+                .ok_or_else(|| format!("condition {cond:?}: empty result"))?;
+            return Ok(match op {
+                ">=" => got >= want,
+                "<=" => got <= want,
+                "==" => got == want,
+                "!=" => got != want,
+                ">" => got > want,
+                _ => got < want,
+            });
+        }
+    }
+    Err(format!(
+        "condition {cond:?}: this test evaluates `result[0] OP NUMBER` only; extend it"
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Traffic
+
+/// What the client saw.
+#[derive(Debug, Default)]
+struct Observed {
+    /// (version that answered, status) -> count.
+    replies: BTreeMap<(String, u16), u64>,
+    sent_bad_header: u64,
+    sent_bad_query: u64,
+}
+
+impl Observed {
+    fn requests(&self, version: &str) -> u64 {
+        self.replies
+            .iter()
+            .filter(|((v, _), _)| v == version)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    fn total(&self) -> u64 {
+        self.replies.values().sum()
+    }
+
+    fn success(&self, version: &str) -> f64 {
+        let ok: u64 = self
+            .replies
+            .iter()
+            .filter(|((v, s), _)| v == version && *s < 500)
+            .map(|(_, n)| n)
+            .sum();
+        ok as f64 / self.requests(version) as f64
+    }
+
+    fn share(&self, version: &str) -> f64 {
+        self.requests(version) as f64 / self.total() as f64
+    }
+}
+
+/// Mixed traffic from 2 client threads for `duration`: sticky keys, header and query
+/// overrides, overrides naming no version (rejected), and keyless requests (random).
+fn drive(envoy: &Envoy, duration: Duration) -> Observed {
+    let results: Vec<Observed> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|t| {
+                s.spawn(move || {
+                    let a = agent();
+                    let mut o = Observed::default();
+                    let end = Instant::now() + duration;
+                    let mut i = 0u64;
+                    while Instant::now() < end && i < 5_000 {
+                        let key = format!("u-{t}-{i}");
+                        let mut path = "/".to_string();
+                        let mut headers = vec![("x-user-id", key.as_str())];
+                        match i % 20 {
+                            0 => headers.push(("x-rollout-pin", "canary")),
+                            1 => path = "/?rollout-version=stable".into(),
+                            2 => {
+                                headers.push(("x-rollout-pin", "no-such-version"));
+                                o.sent_bad_header += 1;
+                            }
+                            3 => {
+                                path = "/?rollout-version=no-such-version".into();
+                                o.sent_bad_query += 1;
+                            }
+                            4 => headers.clear(),
+                            _ => {}
+                        }
+                        let r = get(&a, &envoy.url(&path), &headers)
+                            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+                        let v = r.header("x-served-by").unwrap_or("none").to_string();
+                        *o.replies.entry((v, r.status)).or_default() += 1;
+                        // ~400 requests/s per thread: spread over several scrapes, light on CPU.
+                        std::thread::sleep(Duration::from_millis(2));
+                        i += 1;
+                    }
+                    o
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("client thread"))
+            .collect()
+    });
+    let mut all = Observed::default();
+    for o in results {
+        for (k, n) in o.replies {
+            *all.replies.entry(k).or_default() += n;
+        }
+        all.sent_bad_header += o.sent_bad_header;
+        all.sent_bad_query += o.sent_bad_query;
+    }
+    all
+}
+
+// ---------------------------------------------------------------------------------------------
+// Expectations
+
+fn by_label(r: &QueryResult, label: &str) -> Result<BTreeMap<String, f64>, String> {
+    let mut m = BTreeMap::new();
+    for s in &r.series {
+        let k = s.label(label).to_string();
+        if m.insert(k.clone(), s.value).is_some() {
+            return Err(format!("two series with {label}={k:?}"));
+        }
+    }
+    Ok(m)
+}
+
+fn per_version(r: &QueryResult) -> Result<BTreeMap<String, f64>, String> {
+    let m = by_label(r, "version")?;
+    for v in VERSIONS {
+        if !m.contains_key(v) {
+            return Err(format!("no series for version {v}"));
+        }
+    }
+    Ok(m)
+}
+
+fn single(r: &QueryResult) -> Result<f64, String> {
+    if r.result_type != "vector" || r.series.len() != 1 {
+        return Err(format!(
+            "Argo/Flagger read one value: want a 1-element vector, got {} with {} series",
+            r.result_type,
+            r.series.len()
+        ));
+    }
+    Ok(r.series[0].value)
+}
+
+fn near(what: &str, got: f64, want: f64, tol: f64) -> Result<(), String> {
+    if (got - want).abs() <= tol {
+        Ok(())
+    } else {
+        Err(format!("{what}: {got} is not {want} ± {tol}"))
+    }
+}
+
+fn positive_finite(what: &str, v: f64) -> Result<(), String> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(format!("{what}: {v} is not a finite number > 0"))
+    }
+}
+
+fn fmt_map(m: &BTreeMap<String, f64>) -> String {
+    m.iter()
+        .map(|(k, v)| format!("{k}={v:.4}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// What a shipped query must return. `version`: the version filled into Argo/Flagger templates.
+fn expect(key: &str, version: Option<&str>, r: &QueryResult, o: &Observed) -> Result<String, String> {
+    if r.series.is_empty() {
+        return Err("empty result".into());
+    }
+    let v = version.unwrap_or("");
+    match key {
+        "argo:success-rate" => {
+            let x = single(r)?;
+            near("success rate", x, o.success(v), 0.01)?;
+            if v == "stable" {
+                near("stable success rate", x, 1.0, 1e-9)?;
+            }
+            Ok(format!("{x:.4}"))
+        }
+        "flagger:rollout-filter-success-rate" => {
+            let x = single(r)?;
+            near("success percent", x, 100.0 * o.success(v), 1.0)?;
+            Ok(format!("{x:.2}"))
+        }
+        "argo:latency-p99" | "flagger:rollout-filter-latency-p99" => {
+            let x = single(r)?;
+            positive_finite("p99 ms", x)?;
+            Ok(format!("{x:.3}"))
+        }
+        "grafana:Requests/s by version:A" => {
+            let m = per_version(r)?;
+            let sum: f64 = m.values().sum();
+            for (ver, x) in &m {
+                positive_finite(&format!("{ver} requests/s"), *x)?;
+                near(&format!("{ver} part of requests/s"), x / sum, o.share(ver), 0.01)?;
+            }
+            Ok(fmt_map(&m))
+        }
+        "grafana:Share of requests by version:A" => {
+            let m = per_version(r)?;
+            for (ver, x) in &m {
+                near(&format!("{ver} share"), *x, o.share(ver), 0.01)?;
+            }
+            near("sum of shares", m.values().sum(), 1.0, 1e-9)?;
+            Ok(fmt_map(&m))
+        }
+        "grafana:Success rate by version (non-5xx, non-reset):A" => {
+            let m = per_version(r)?;
+            for (ver, x) in &m {
+                near(&format!("{ver} success rate"), *x, o.success(ver), 0.01)?;
+            }
+            near("stable success rate", m["stable"], 1.0, 1e-9)?;
+            Ok(fmt_map(&m))
+        }
+        "grafana:Latency p50 / p99 by version:A" | "grafana:Latency p50 / p99 by version:B" => {
+            let m = per_version(r)?;
+            for (ver, x) in &m {
+                positive_finite(&format!("{ver} latency ms"), *x)?;
+            }
+            Ok(fmt_map(&m))
+        }
+        "grafana:Responses/s by version and class:A" => {
+            let mut m = BTreeMap::new();
+            for s in &r.series {
+                m.insert(
+                    format!("{}/{}", s.label("version"), s.label("code_class")),
+                    s.value,
+                );
+            }
+            let at = |k: &str| m.get(k).copied().unwrap_or(f64::NAN);
+            positive_finite("stable 2xx/s", at("stable/2xx"))?;
+            positive_finite("canary 2xx/s", at("canary/2xx"))?;
+            positive_finite("canary 5xx/s", at("canary/5xx"))?;
+            near("stable 5xx/s", at("stable/5xx"), 0.0, 0.0)?;
+            near(
+                "canary 5xx part",
+                at("canary/5xx") / (at("canary/2xx") + at("canary/5xx")),
+                1.0 - o.success("canary"),
+                0.01,
+            )?;
+            Ok(fmt_map(&m.into_iter().filter(|(_, x)| *x > 0.0).collect()))
+        }
+        "grafana:Envoy local replies/s by version:A" => {
+            // The canary's 503s come from the upstream: none of them is a local reply.
+            let m = per_version(r)?;
+            for (ver, x) in &m {
+                near(&format!("{ver} local replies/s"), *x, 0.0, 0.0)?;
+            }
+            Ok(fmt_map(&m))
+        }
+        "grafana:Decision sources:A" => {
+            let m = by_label(r, "source")?;
+            for s in ["override_header", "override_query", "sticky", "random"] {
+                positive_finite(&format!("{s}/s"), m.get(s).copied().unwrap_or(0.0))?;
+            }
+            near(
+                "certificate/s (no TLS here)",
+                m.get("certificate").copied().unwrap_or(0.0),
+                0.0,
+                0.0,
+            )?;
+            Ok(fmt_map(&m))
+        }
+        "grafana:Rejected inputs/s by reason:A" => {
+            let m = by_label(r, "reason")?;
+            for s in ["unknown_override_header", "unknown_override_query"] {
+                positive_finite(&format!("{s}/s"), m.get(s).copied().unwrap_or(0.0))?;
+            }
+            Ok(fmt_map(&m.into_iter().filter(|(_, x)| *x > 0.0).collect()))
+        }
+        _ => Err(format!(
+            "no expectation for shipped query {key:?}: add one to tests/tests/prometheus.rs"
+        )),
+    }
+}
+
+/// What one shipped query is run with.
+struct Ctx<'a> {
+    prom: &'a Prometheus,
+    observed: &'a Observed,
+    /// Flagger's template model (Canary name, namespace, interval, ...).
+    model: &'a BTreeMap<&'a str, &'a str>,
+    grafana_vars: &'a BTreeMap<&'a str, &'a str>,
+}
+
+/// Fill in, run and check one shipped query; `Ok` is a summary of what it returned.
+fn run_one(s: &Shipped, version: Option<&str>, ctx: &Ctx) -> Result<String, String> {
+    match &s.kind {
+        Kind::Argo {
+            args,
+            address,
+            success,
+            failure,
+        } => {
+            let mut values: BTreeMap<String, String> = args
+                .iter()
+                .filter_map(|(n, d)| Some((n.clone(), d.clone()?)))
+                .collect();
+            values.insert("rollout-id".into(), ROLLOUT.into());
+            values.insert("version".into(), version.unwrap_or("").into());
+            values.insert("prometheus-address".into(), ctx.prom.url());
+            for (n, _) in args {
+                if !values.contains_key(n) {
+                    return Err(format!("required arg {n:?} not filled in by the test"));
+                }
+            }
+            let q = argo_render(&s.query, &values)?;
+            let addr = argo_render(address, &values)?;
+            // The query goes to the address the template names, args filled in.
+            let r = Prometheus::query_at(&addr, &q)?;
+            let summary = expect(&s.key, version, &r, ctx.observed)?;
+            let result: Vec<f64> = r.series.iter().map(|s| s.value).collect();
+            let ok = success
+                .as_deref()
+                .map(|c| argo_condition(&argo_render(c, &values)?, &result))
+                .transpose()?;
+            let bad = failure
+                .as_deref()
+                .map(|c| argo_condition(&argo_render(c, &values)?, &result))
+                .transpose()?;
+            // The canary fails every 5th request: it must fail the success rate.
+            // Everything else here is healthy and must pass.
+            let should_fail = s.key == "argo:success-rate" && version == Some("canary");
+            let verdict = match (ok, bad) {
+                (Some(true), Some(false) | None) => "successful",
+                (Some(false) | None, Some(true)) => "failed",
+                _ => "inconclusive",
+            };
+            let want = if should_fail { "failed" } else { "successful" };
+            if verdict != want {
+                return Err(format!(
+                    "measurement {summary} is {verdict} under {success:?} / \
+                         {failure:?}, want {want}"
+                ));
+            }
+            Ok(format!("{summary} -> {verdict}"))
+        }
+        Kind::Flagger => {
+            let vars: BTreeMap<&str, &str> = [("rollout", ROLLOUT), ("version", version.unwrap_or(""))]
+                .into_iter()
+                .collect();
+            let q = flagger_render(&s.query, ctx.model, &vars)?;
+            let r = ctx.prom.query(&q)?;
+            expect(&s.key, version, &r, ctx.observed)
+        }
+        Kind::Grafana => {
+            let q = grafana_render(&s.query, ctx.grafana_vars)?;
+            let r = ctx.prom.query(&q)?;
+            expect(&s.key, version, &r, ctx.observed)
+        }
+        Kind::GrafanaVariable => {
+            let inner = s
+                .query
+                .trim()
+                .strip_prefix("label_values(")
+                .and_then(|q| q.strip_suffix(')'))
+                .ok_or("only label_values(metric, label) variables are proven here")?;
+            let (metric, label) = inner.rsplit_once(',').ok_or("label_values without a metric")?;
+            let values = ctx.prom.label_values(label.trim(), metric.trim())?;
+            if s.key == "grafana-var:rollout" && !values.iter().any(|v| v == ROLLOUT) {
+                return Err(format!("{ROLLOUT} not among {values:?}"));
+            }
+            if values.is_empty() {
+                return Err("no values".into());
+            }
+            Ok(values.join(","))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn report_bin() -> PathBuf {
+    let bin = option_env!("CARGO_BIN_EXE_rollout-report")
+        .or(option_env!("CARGO_BIN_EXE_report"))
+        .expect("the rollout-report binary ([[bin]] in tests/Cargo.toml)");
+    PathBuf::from(bin)
+}
+
+/// The cells of the report's row for `version`.
+fn report_row(text: &str, version: &str) -> Vec<String> {
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(version))
+        .unwrap_or_else(|| panic!("no row for {version} in the report:\n{text}"))
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn every_shipped_query_returns_what_it_should() {
+    let (shipped, uses) = shipped_queries().unwrap_or_else(|e| panic!("{e}"));
+    let files: BTreeSet<&str> = shipped.iter().map(|s| s.file.as_str()).collect();
+    for f in ["analysis.yaml", "flagger-metrics.yaml", "grafana-dashboard.json"] {
+        assert!(files.contains(f), "no queries found in istio/{f}: {files:?}");
+    }
+
+    // A Rollout that uses a shipped AnalysisTemplate passes only args it declares, and all
+    // that have no default.
+    for u in &uses {
+        let Some(Kind::Argo { args, .. }) = shipped
+            .iter()
+            .find(|s| matches!(s.kind, Kind::Argo { .. }) && s.file == "analysis.yaml")
+            .map(|s| &s.kind)
+        else {
+            continue;
+        };
+        if u.template != "rollout-filter-analysis" {
+            continue;
+        }
+        for a in &u.args {
+            assert!(
+                args.iter().any(|(n, _)| n == a),
+                "{}: passes arg {a:?} that rollout-filter-analysis does not declare",
+                u.file
+            );
+        }
+        for (n, default) in args {
+            assert!(
+                default.is_some() || u.args.contains(n),
+                "{}: does not pass required arg {n:?} to rollout-filter-analysis",
+                u.file
+            );
+        }
+    }
+
+    let mut opts = Options::new(CONFIG, &VERSIONS);
+    opts.fail_every = vec![("canary".into(), CANARY_FAIL_EVERY)];
+    let envoy = Envoy::start(&opts).unwrap_or_else(|e| panic!("{e}"));
+    let mut target = Target::envoy("rollout-gateway", envoy.admin);
+    // As Kubernetes service discovery labels the gateway pods' series.
+    target.labels.push(("namespace".into(), "istio-system".into()));
+    let prom = Prometheus::start(&[target], "1s").unwrap_or_else(|e| panic!("{e}"));
+
+    // Scraped once before any traffic, so rate() sees every request from zero.
+    prom.wait_until(
+        "a first scrape of the filter's counters",
+        Duration::from_secs(20),
+        |p| {
+            let r = p.query(&format!("count(rollout_requests_total{{rollout=\"{ROLLOUT}\"}})"))?;
+            Ok(r.series.first().is_some_and(|s| s.value > 0.0))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    let started = Instant::now();
+    let observed = drive(&envoy, Duration::from_secs(6));
+    let total = observed.total();
+    println!(
+        "sent {total} requests in {:.1} s: {:?}",
+        started.elapsed().as_secs_f64(),
+        observed.replies
+    );
+    assert!(observed.requests("canary") > 200 && observed.requests("stable") > 200);
+
+    // Wait until Prometheus has the final counts.
+    let envoy_responses: f64 = envoy
+        .prometheus()
+        .iter()
+        .filter(|s| s.name == "rollout_responses_total")
+        .map(|s| s.value)
+        .sum();
+    assert_eq!(envoy_responses as u64, total, "Envoy counted every response");
+    // Envoy merges histograms when its admin is read (stats_flush_on_admin), after answering:
+    // a scrape shows the merge the previous one triggered. Wait for both to be complete.
+    prom.wait_until("the last scrape", Duration::from_secs(20), |p| {
+        let sum =
+            |q: String| -> Result<f64, String> { Ok(p.query(&q)?.series.first().map_or(-1.0, |s| s.value)) };
+        let sel = format!("rollout=\"{ROLLOUT}\"");
+        Ok(
+            sum(format!("sum(rollout_responses_total{{{sel}}})"))? == envoy_responses
+                && sum(format!(
+                    "sum(rollout_request_duration_milliseconds_count{{{sel}}})"
+                ))? == envoy_responses,
+        )
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    let model: BTreeMap<&str, &str> = [
+        ("name", "checkout"),
+        ("namespace", "shop"),
+        ("target", "checkout"),
+        ("service", "checkout"),
+        ("interval", WINDOW),
+    ]
+    .into_iter()
+    .collect();
+    let grafana_vars: BTreeMap<&str, &str> = [
+        ("rollout", ROLLOUT),
+        ("__rate_interval", WINDOW),
+        ("__interval", "15s"),
+        ("__range", WINDOW),
+    ]
+    .into_iter()
+    .collect();
+
+    let ctx = Ctx {
+        prom: &prom,
+        observed: &observed,
+        model: &model,
+        grafana_vars: &grafana_vars,
+    };
+    let mut failures = Vec::new();
+    let mut table = Vec::new();
+    let mut ran = 0;
+    for s in &shipped {
+        let runs: Vec<Option<&str>> = match s.kind {
+            Kind::Argo { .. } | Kind::Flagger => VERSIONS.iter().map(|v| Some(*v)).collect(),
+            Kind::Grafana | Kind::GrafanaVariable => vec![None],
+        };
+        for version in runs {
+            let label = format!(
+                "{} {}{}",
+                s.file,
+                s.key,
+                version.map(|v| format!(" [{v}]")).unwrap_or_default()
+            );
+            let outcome = run_one(s, version, &ctx);
+            ran += 1;
+            match outcome {
+                Ok(summary) => table.push(format!("ok    {label}: {summary}")),
+                Err(e) => {
+                    table.push(format!("FAIL  {label}: {e}"));
+                    failures.push(format!("{label}: {e}\n  query: {}", s.query.trim()));
+                }
+            }
+        }
+    }
+    println!("{}", table.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {ran} shipped queries did not return what they should:\n{}\nPrometheus log:\n{}",
+        failures.len(),
+        failures.join("\n"),
+        prom.log()
+    );
+    assert!(ran >= 14, "only {ran} query runs");
+
+    // rollout-report reads the same Envoy; its numbers must be Prometheus's, computed over the
+    // raw counters (no rate): success rate and histogram_quantile.
+    let out = Command::new(report_bin())
+        .args(["--admin", &envoy.admin.to_string()])
+        .args([
+            "--min-success",
+            "99.9",
+            "--max-p99-ms",
+            "300",
+            "--min-requests",
+            "50",
+        ])
+        .output()
+        .expect("run rollout-report");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{text}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "abort\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sel = format!("rollout=\"{ROLLOUT}\"");
+    let success = prom
+        .query(&format!(
+            "100 * sum by (version) (rollout_responses_total{{{sel},code_class!~\"5xx|reset\"}}) \
+             / sum by (version) (rollout_responses_total{{{sel}}})"
+        ))
+        .and_then(|r| per_version(&r))
+        .unwrap_or_else(|e| panic!("{e}"));
+    for q in ["0.5", "0.99"] {
+        let p = prom
+            .query(&format!(
+                "histogram_quantile({q}, sum by (version, le) \
+                 (rollout_request_duration_milliseconds_bucket{{{sel}}}))"
+            ))
+            .and_then(|r| per_version(&r))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let col = if q == "0.5" { 9 } else { 10 };
+        for v in VERSIONS {
+            let row = report_row(&text, v);
+            let cell: f64 = row[col].parse().unwrap_or(f64::NAN);
+            near(&format!("report p{q} {v} vs Prometheus"), cell, p[v], 0.006)
+                .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        }
+    }
+    for v in VERSIONS {
+        let row = report_row(&text, v);
+        assert_eq!(row[2], observed.requests(v).to_string(), "{v} requests\n{text}");
+        assert_eq!(row[5], format!("{:.2}%", success[v]), "{v} success\n{text}");
+    }
+    assert!(text.contains("canary: abort: success 8"), "{text}");
+}
+
+#[test]
+fn templates_fill_in_like_the_tools_do() {
+    let args: BTreeMap<String, String> = [("rollout-id", "r"), ("window", "2m")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(
+        argo_render("x{a=\"{{args.rollout-id}}\"}[{{args.window}}]", &args).unwrap(),
+        "x{a=\"r\"}[2m]"
+    );
+    assert!(argo_render("{{args.nope}}", &args).is_err());
+    assert!(
+        argo_render("{{ args.window }}", &args).is_err(),
+        "Argo's tags have no spaces"
+    );
+    let model: BTreeMap<&str, &str> = [("interval", "1m")].into_iter().collect();
+    let vars: BTreeMap<&str, &str> = [("rollout", "r")].into_iter().collect();
+    assert_eq!(
+        flagger_render("x{a=\"{{ variables.rollout }}\"}[{{ interval }}]", &model, &vars).unwrap(),
+        "x{a=\"r\"}[1m]"
+    );
+    assert!(flagger_render("{{ variables.version }}", &model, &vars).is_err());
+    let g: BTreeMap<&str, &str> = [("rollout", "r"), ("__rate_interval", "1m"), ("__interval", "15s")]
+        .into_iter()
+        .collect();
+    assert_eq!(
+        grafana_render(
+            "x{a=\"$rollout\",b=\"${rollout}\"}[$__rate_interval] [$__interval]",
+            &g
+        )
+        .unwrap(),
+        "x{a=\"r\",b=\"r\"}[1m] [15s]"
+    );
+    assert!(grafana_render("x[$__range]", &g).is_err());
+    assert!(argo_condition("result[0] >= 0.99", &[0.995]).unwrap());
+    assert!(!argo_condition("result[0] >= 0.99", &[f64::NAN]).unwrap());
+    assert!(!argo_condition("result[0] < 0.99", &[f64::NAN]).unwrap());
+    assert!(argo_condition("result[0] <= 300", &[4.2]).unwrap());
+    assert!(argo_condition("len(result) == 0 || result[0] > 1", &[1.0]).is_err());
+}
+
+/// The files the test reads exist where the issue ships them.
+#[test]
+fn shipped_files_are_found() {
+    let dir = istio_dir();
+    for f in ["analysis.yaml", "flagger-metrics.yaml", "grafana-dashboard.json"] {
+        assert!(Path::new(&dir.join(f)).is_file(), "missing istio/{f}");
+    }
+    let (shipped, _) = shipped_queries().unwrap_or_else(|e| panic!("{e}"));
+    let keys: BTreeSet<&str> = shipped.iter().map(|s| s.key.as_str()).collect();
+    for k in [
+        "argo:success-rate",
+        "argo:latency-p99",
+        "flagger:rollout-filter-success-rate",
+        "flagger:rollout-filter-latency-p99",
+        "grafana-var:rollout",
+    ] {
+        assert!(keys.contains(k), "{k} not shipped: {keys:?}");
+    }
+}
