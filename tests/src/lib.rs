@@ -211,18 +211,16 @@ impl Envoy {
     }
 
     pub fn admin_get(&self, path: &str) -> Result<String, String> {
-        let url = format!("http://{}{}", self.admin, path);
-        ureq::get(&url)
-            .timeout(Duration::from_secs(10))
-            .call()
-            .map_err(|e| e.to_string())?
-            .into_string()
-            .map_err(|e| e.to_string())
+        self.admin("GET", path)
     }
 
     pub fn admin_post(&self, path: &str) -> Result<String, String> {
+        self.admin("POST", path)
+    }
+
+    fn admin(&self, method: &str, path: &str) -> Result<String, String> {
         let url = format!("http://{}{}", self.admin, path);
-        ureq::post(&url)
+        ureq::request(method, &url)
             .timeout(Duration::from_secs(10))
             .call()
             .map_err(|e| e.to_string())?
