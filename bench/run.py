@@ -1,0 +1,924 @@
+#!/usr/bin/env python3
+"""`make bench`: rollout-filter in a real Envoy against its baselines.
+
+Each row is one Envoy (1 worker: --concurrency 1, --use-dynamic-base-id) built
+from bench/envoy.template.yaml on free 127.0.0.1 ports, started once and kept
+running; rows are measured in turn, interleaved over the rounds
+(a, b, c, ..., a, b, c, ...), each measurement preceded by a warm-up. Plain
+rows are loaded by wrk, mTLS rows by bench/loadgen (wrk and h2load cannot send
+a client certificate). Every load is bounded in time and targets 127.0.0.1.
+
+Before measuring, each Envoy is probed: the route a known key takes (flagd
+vectors: alice -> canary, carol -> stable), whether a traceparent reaches the
+upstream, whether a certificate label decides. A feature the built filter does
+not have is reported in the row's note, never faked: if the filter rejects a
+top-level field of a row's config (bench/configs/*.json), the field is dropped,
+Envoy restarted, and the note says so.
+
+Prints a markdown report and writes it to BENCHMARKS.md (the smoke run writes
+target/bench/BENCHMARKS.smoke.md instead). Python standard library only.
+
+Environment: ENVOY, WASM, NOOP_WASM, BENCH_LOAD (binaries), BENCH_SECONDS (5),
+BENCH_ROUNDS (3), BENCH_WARMUP (1), BENCH_CONNECTIONS (32), BENCH_THREADS (2,
+wrk threads), BENCH_ROWS (comma list of row ids, default all), BENCH_OUT,
+BENCH_CRITERION (1: run the criterion benches when filter/Cargo.toml wires
+them; BENCH_CRITERION_ROOT: in another checkout), BENCH_WASM_OPT (1: also
+measure the module after wasm-opt -O3), BENCH_ALT_WASM (more (c) rows with
+other builds of the filter), BENCH_WASM_RUNTIME, BENCH_NICE (see below).
+`--smoke`: 1 round of 1 s per row, no criterion, never asserts on timing;
+exits non-zero only when the harness itself fails (an Envoy does not start,
+a probe routes wrongly, the load tool reports errors).
+"""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import glob
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+# This run's files (Envoy configs and logs, certificates): private, so runs never share them.
+WORK = ROOT / "target" / "bench" / f"run-{os.getpid()}"
+GIB = 1 << 30
+ROLLOUT_ID = "checkout-2026-11"
+LABEL_URI = f"rollout://{ROLLOUT_ID}?version=canary"
+SPIFFE_ID = "spiffe://bench.local/ns/bench/sa/client"
+SIZE_RELEASE = "rollout-filter (release build)"
+SIZE_OPT = "rollout-filter after `wasm-opt -O3`"
+SIZE_NOOP = "no-op filter (b)"
+SOAK_REQUESTS = 100_000  # the VM memory check spans at least this many requests...
+MEMORY_ROWS = ("f", "c", "d")  # ...in these rows (the budget table)
+# Gauges in which a module reports its own linear memory size.
+INSIDE_MEMORY = re.compile(r"^wasmcustom\.(bench_noop_linear_memory_bytes|rollout_vm_memory_bytes)\b")
+LOAD_KEY = "alice"  # flagd vectors: alice -> canary, carol -> stable (90/10)
+
+
+def env(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+def path_env(name: str, default: str) -> Path:
+    """A path from the environment; relative ones are relative to the repository."""
+    p = Path(env(name, default))
+    return p if p.is_absolute() else ROOT / p
+
+
+SMOKE = "--smoke" in sys.argv[1:]
+ENVOY = env("ENVOY", str(ROOT / ".venv" / "bin" / "envoy"))
+WASM = path_env("WASM", "target/wasm32-wasip1/release/rollout_filter.wasm")
+NOOP_WASM = path_env("NOOP_WASM", "target/wasm32-wasip1/release/bench_noop_filter.wasm")
+LOAD = path_env("BENCH_LOAD", "target/release/rollout-bench-load")
+SECONDS = int(env("BENCH_SECONDS", "1" if SMOKE else "5"))
+ROUNDS = int(env("BENCH_ROUNDS", "1" if SMOKE else "3"))
+WARMUP = int(env("BENCH_WARMUP", "1"))
+CONNECTIONS = int(env("BENCH_CONNECTIONS", "32"))
+THREADS = int(env("BENCH_THREADS", "2"))
+# BENCH_NICE=-10 (root only): run Envoy and the load tools at a higher priority than the rest of a
+# shared machine. Off by default.
+NICE = ["nice", "-n", os.environ["BENCH_NICE"]] if os.environ.get("BENCH_NICE") else []
+# The wasm runtime of every wasm row. The PyPI Envoy 1.40 build has V8 only: wamr and wasmtime
+# fail with "Envoy was compiled without support for it".
+RUNTIME = env("BENCH_WASM_RUNTIME", "envoy.wasm.runtime.v8")
+CRITERION = env("BENCH_CRITERION", "0" if SMOKE else "1") == "1"
+WASM_OPT = env("BENCH_WASM_OPT", "1") == "1"
+OUT = path_env("BENCH_OUT", "target/bench/BENCHMARKS.smoke.md" if SMOKE else "BENCHMARKS.md")
+LOCK = ROOT / "target" / "bench" / ".lock"
+LOCK_WAIT_S = 1200
+
+
+@dataclass
+class Row:
+    id: str
+    title: str
+    filter: str  # none | lua | noop | rollout | rollout-opt | rollout-altN (a key of wasm_files)
+    tls: bool = False
+    config: str | None = None  # file under bench/configs/
+    expect_split: bool = False  # the row routes alice -> canary, carol -> stable
+    probe_cert: bool = False
+    # Filled while running:
+    envoy: "Envoy | None" = None
+    notes: list[str] = field(default_factory=list)
+    failed: str | None = None
+    rps: list[float] = field(default_factory=list)
+    p50_us: list[float] = field(default_factory=list)
+    p99_us: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)  # Envoy CPU time per request
+    mem_start: list[int] | None = None
+    mem_end: list[int] | None = None
+    rq_start: int = 0
+    rq_end: int = 0
+    missing: str | None = None  # a feature the row is meant to measure is not in the build
+
+    @property
+    def baselines(self) -> tuple[str, str]:
+        return ("a-mtls", "b-mtls") if self.tls else ("a", "b")
+
+    def label(self) -> str:
+        return f"({self.id})"
+
+
+ROWS = [
+    Row("a", "no filter, header-match routing", "none"),
+    Row("b", "no-op Rust proxy-wasm filter", "noop"),
+    Row("c", "rollout-filter, sticky-hash path", "rollout", config="c-sticky.json", expect_split=True),
+    Row("c-opt", "(c) with the wasm-opt -O3 module", "rollout-opt", config="c-sticky.json", expect_split=True),
+    Row("e", "Lua: same header hash + route header", "lua", expect_split=True),
+    Row("f", "rollout-filter, full product (metrics + trace)", "rollout", config="f-full.json", expect_split=True),
+    Row("a-mtls", "(a) over mTLS", "none", tls=True),
+    Row("b-mtls", "(b) over mTLS", "noop", tls=True),
+    Row("c-mtls", "(c) over mTLS (same-TLS hash path)", "rollout", tls=True, config="c-mtls.json", expect_split=True),
+    Row("d", "rollout-filter, certificate-label path (mTLS)", "rollout", tls=True, config="d-cert-label.json",
+        expect_split=True, probe_cert=True),
+]
+# BENCH_ALT_WASM=path[,path...]: more rows, (c) with other builds of the filter (profile or
+# code experiments), named (c-alt1), (c-alt2)... and placed after (c-opt).
+ALT_WASMS = [Path(p).resolve() for p in os.environ.get("BENCH_ALT_WASM", "").split(",") if p.strip()]
+for i, alt in enumerate(ALT_WASMS, 1):
+    ROWS.insert(3 + i, Row(f"c-alt{i}", f"(c) with {alt.name} (BENCH_ALT_WASM)", f"rollout-alt{i}",
+                           config="c-sticky.json", expect_split=True))
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def run(cmd: list[str], timeout: float, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+# ---------------------------------------------------------------- certificates
+
+
+def make_pki(d: Path) -> dict[str, Path]:
+    """A throwaway CA, a server certificate for localhost and a client certificate
+    whose first URI SAN is the rollout label."""
+    d.mkdir(parents=True, exist_ok=True)
+    p = {n: d / n for n in ("ca.pem", "ca.key", "server.pem", "server.key", "client.pem", "client.key")}
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    steps = [
+        ["openssl", "req", "-x509", *ec, "-keyout", p["ca.key"], "-out", p["ca.pem"], "-days", "3",
+         "-subj", "/CN=rollout-bench CA", "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+    ]
+    exts = {
+        "server": "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        "client": f"subjectAltName=URI:{LABEL_URI},URI:{SPIFFE_ID},DNS:bench-client.local\n"
+        "extendedKeyUsage=clientAuth\n",
+    }
+    for who, ext in exts.items():
+        (d / f"{who}.ext").write_text("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n" + ext)
+        steps.append(["openssl", "req", *ec, "-keyout", p[f"{who}.key"], "-out", d / f"{who}.csr",
+                      "-subj", f"/CN=rollout-bench {who}"])
+        steps.append(["openssl", "x509", "-req", "-in", d / f"{who}.csr", "-CA", p["ca.pem"], "-CAkey", p["ca.key"],
+                      "-CAcreateserial", "-days", "3", "-out", p[f"{who}.pem"], "-extfile", d / f"{who}.ext"])
+    for s in steps:
+        r = run([str(x) for x in s], 30)
+        if r.returncode != 0:
+            raise SystemExit(f"openssl failed: {' '.join(map(str, s))}\n{r.stderr}")
+    return p
+
+
+# ---------------------------------------------------------------- wasm
+
+
+def wasm_sections(path: Path) -> dict[str, int]:
+    """Sizes of a module's custom sections (name, producers, target_features...)."""
+    b = path.read_bytes()
+    out: dict[str, int] = {}
+
+    def leb(i: int) -> tuple[int, int]:
+        v = shift = 0
+        while True:
+            byte = b[i]
+            i += 1
+            v |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return v, i
+
+    i = 8
+    while i < len(b):
+        sid = b[i]
+        size, j = leb(i + 1)
+        if sid == 0:
+            nlen, k = leb(j)
+            name = b[k:k + nlen].decode("utf-8", "replace")
+            out[name] = out.get(name, 0) + size
+        i = j + size
+    return out
+
+
+# What rustc emits for wasm32-wasip1 today. wasm-opt 108 reads the features from the module's
+# target_features section, which `strip = "symbols"` removes; then they must be named.
+WASM_FEATURES = ["--enable-bulk-memory", "--enable-sign-ext", "--enable-mutable-globals",
+                 "--enable-nontrapping-float-to-int", "--enable-multivalue", "--enable-reference-types"]
+
+
+def wasm_opt(src: Path, dst: Path) -> str | None:
+    exe = shutil.which("wasm-opt")
+    if not exe:
+        return "wasm-opt not installed (Debian package binaryen)"
+    r = run([exe, "-O3", str(src), "-o", str(dst)], 300)
+    if r.returncode != 0:
+        r = run([exe, "-O3", *WASM_FEATURES, str(src), "-o", str(dst)], 300)
+    if r.returncode != 0:
+        return f"wasm-opt -O3 failed: {r.stderr.strip()[-300:]}"
+    return None
+
+
+# ---------------------------------------------------------------- envoy
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def http_filters(row: Row, filter_config: dict | None, wasm_files: dict[str, Path]) -> list:
+    router = {"name": "envoy.filters.http.router",
+              "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+    if row.filter == "none":
+        return [router]
+    if row.filter == "lua":
+        lua = {"name": "envoy.filters.http.lua",
+               "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                                "default_source_code": {"filename": str(BENCH / "lua" / "rollout.lua")}}}
+        return [lua, router]
+    name = "bench-noop" if row.filter == "noop" else "rollout-filter"
+    wasm = {
+        "name": name,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": name,
+                "root_id": name,
+                # A VM that dies must show up as errors, not as a silently skipped filter.
+                "failure_policy": "FAIL_CLOSED",
+                "vm_config": {"vm_id": name, "runtime": RUNTIME,
+                              "code": {"local": {"filename": str(wasm_files[row.filter])}}},
+                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                  "value": json.dumps(filter_config or {})},
+            },
+        },
+    }
+    return [wasm, router]
+
+
+def render(row: Row, ports: list[int], filter_config: dict | None, wasm_files: dict[str, Path],
+           pki: dict[str, Path]) -> str:
+    tpl = (BENCH / "envoy.template.yaml").read_text()
+    ts = "# plain TCP"
+    if row.tls:
+        ts = "transport_socket: " + json.dumps({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                "require_client_certificate": True,
+                "common_tls_context": {
+                    "tls_certificates": [{"certificate_chain": {"filename": str(pki["server.pem"])},
+                                          "private_key": {"filename": str(pki["server.key"])}}],
+                    "validation_context": {"trusted_ca": {"filename": str(pki["ca.pem"])}},
+                },
+            },
+        })
+    subst = {
+        "@FRONT_PORT@": str(ports[0]), "@STABLE_PORT@": str(ports[1]), "@CANARY_PORT@": str(ports[2]),
+        "@HTTP_FILTERS@": json.dumps(http_filters(row, filter_config, wasm_files)),
+        "@TRANSPORT_SOCKET@": ts,
+    }
+    for k, v in subst.items():
+        tpl = tpl.replace(k, v)
+    return tpl
+
+
+class Envoy:
+    def __init__(self, row: Row, yaml_text: str, front_port: int):
+        self.dir = WORK / row.id
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.cfg = self.dir / "envoy.yaml"
+        self.cfg.write_text(yaml_text)
+        self.admin_file = self.dir / "admin.txt"
+        self.log_file = self.dir / "envoy.log"
+        self.front_port = front_port
+        self.admin = ""
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 40) -> str | None:
+        """Starts Envoy; None when ready, else why not."""
+        for f in (self.admin_file, self.log_file):
+            f.unlink(missing_ok=True)
+        self.proc = subprocess.Popen(
+            [*NICE, ENVOY, "-c", str(self.cfg), "--concurrency", "1", "--use-dynamic-base-id", "-l", "warning",
+             "--admin-address-path", str(self.admin_file), "--log-path", str(self.log_file)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                return f"Envoy exited with {self.proc.returncode}"
+            if not self.admin and self.admin_file.exists():
+                self.admin = self.admin_file.read_text().strip()
+            if self.admin:
+                try:
+                    if self.admin_get("/ready").strip() == "LIVE":
+                        return None
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        self.stop()
+        return "Envoy not ready in time"
+
+    def log_text(self) -> str:
+        try:
+            return self.log_file.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def admin_get(self, path: str) -> str:
+        with urllib.request.urlopen(f"http://{self.admin}{path}", timeout=5) as r:
+            return r.read().decode()
+
+    def stats(self) -> dict[str, int]:
+        out = {}
+        for line in self.admin_get("/stats").splitlines():
+            k, _, v = line.rpartition(": ")
+            if v.strip().isdigit():
+                out[k] = int(v)
+        return out
+
+    def vm_memory(self) -> list[int]:
+        """Linear memory of each wasm VM in this process, in bytes.
+
+        Envoy 1.40 publishes no per-VM memory stat (only wasm.<runtime>.created/
+        active). V8 reserves 8 GiB of address space per wasm32 memory and makes
+        the first memory.size * 64 KiB of it read-write, leaving the rest as one
+        PROT_NONE mapping; so each such mapping of >= 4 GiB gives a VM's current
+        size as (reservation rounded to GiB) - (guard size)."""
+        out: list[int] = []
+        assert self.proc is not None
+        if RUNTIME != "envoy.wasm.runtime.v8":
+            return out  # the reading below knows V8's layout only
+        with open(f"/proc/{self.proc.pid}/maps") as f:
+            for line in f:
+                parts = line.split()
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                if parts[1] == "---p" and len(parts) == 5 and hi - lo >= 4 * GIB:
+                    guard = hi - lo
+                    size = -(-guard // GIB) * GIB - guard
+                    if size % 65536 == 0:
+                        out.append(size)
+        return out
+
+    def cpu_ns(self) -> int:
+        """CPU time used so far by all of Envoy's threads (schedstat: ns on CPU)."""
+        assert self.proc is not None
+        total = 0
+        for stat in glob.glob(f"/proc/{self.proc.pid}/task/*/schedstat"):
+            try:
+                total += int(Path(stat).read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass  # a thread that just ended
+        return total
+
+    def requests(self) -> int:
+        return self.stats().get("http.front.downstream_rq_total", 0)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+# ---------------------------------------------------------------- probes
+
+
+def request(row: Row, pki: dict[str, Path], path: str, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
+    assert row.envoy is not None
+    conn = http.client.HTTPConnection("127.0.0.1", row.envoy.front_port, timeout=5)
+    if row.tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(str(pki["ca.pem"]))
+        ctx.load_cert_chain(str(pki["client.pem"]), str(pki["client.key"]))
+        # HTTPConnection sends over a socket it is given: TLS to 127.0.0.1, verified as localhost.
+        conn.sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", row.envoy.front_port), 5),
+                                    server_hostname="localhost")
+    try:
+        conn.request("GET", path, headers=headers)
+        r = conn.getresponse()
+        r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}
+    finally:
+        conn.close()
+
+
+TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def vector_keys(n: int) -> list[tuple[str, str]]:
+    """(key, version under the 90/10 split) from the flagd vectors, printable ASCII keys only."""
+    v = json.loads((ROOT / "tests" / "vectors" / "flagd.json").read_text())
+    assert v["rolloutId"] == ROLLOUT_ID
+    ok = [(c["key"], c["90-10"]) for c in v["cases"]
+          if c["key"] and c["key"].isascii() and c["key"].isprintable() and c["key"] == c["key"].strip()]
+    canary = [k for k in ok if k[1] == "canary"]
+    stable = [k for k in ok if k[1] == "stable"]
+    return canary[: n // 2] + stable[: n - min(len(canary), n // 2)]
+
+
+def probe(row: Row, pki: dict[str, Path]) -> None:
+    """What this Envoy really does, recorded in the row (failures and notes)."""
+    def served_by(key: str) -> str | None:
+        status, h = request(row, pki, "/", {"x-user-id": key})
+        if status != 200:
+            raise OSError(f"GET / (x-user-id: {key}) answered {status}")
+        return h.get("x-served-by")
+
+    if row.probe_cert:
+        # carol is stable by the sticky hash: only the certificate's label can send her to canary.
+        got = served_by("carol")
+        if got == "canary":
+            row.notes.append("certificate label decides (carol, sticky-stable, went canary)")
+        elif got == "stable":
+            row.missing = "certificate labels not in this build"
+            row.notes.append("certificate labels NOT active in this build (the sticky hash decided): "
+                             "this row is (c-mtls) plus whatever certificate config was accepted")
+        else:
+            row.failed = f"probe: carol served by {got!r}"
+        return
+    cases = vector_keys(40) if row.expect_split else [("alice", "stable"), ("carol", "stable")]
+    wrong = [(k, want, got) for k, want in cases if (got := served_by(k)) != want]
+    if wrong:
+        row.failed = f"probe routing differs from the flagd vectors for {len(wrong)}/{len(cases)} keys, e.g. {wrong[0]}"
+        return
+    if row.filter.startswith("rollout"):
+        status, h = request(row, pki, "/__probe", {"x-user-id": "alice"})
+        on = bool(TRACEPARENT.match(h.get("x-probe-traceparent", "")))
+        if row.id == "f":
+            if on:
+                row.notes.append("trace injected (a traceparent reached the upstream)")
+            else:
+                row.missing = "trace not yet integrated"
+                row.notes.append("= metrics only; trace not yet integrated (no traceparent upstream)")
+        elif on:
+            row.notes.append("trace injection is ON in this row")
+
+
+# ---------------------------------------------------------------- load
+
+
+def parse_duration_us(s: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", s)
+    if not m:
+        raise ValueError(s)
+    return float(m.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6, "m": 60e6}[m.group(2)]
+
+
+def load(row: Row, pki: dict[str, Path], seconds: int) -> dict:
+    assert row.envoy is not None
+    port = row.envoy.front_port
+    if row.tls:
+        cmd = [*NICE, str(LOAD), "--addr", f"127.0.0.1:{port}", "--seconds", str(seconds), "--connections",
+               str(CONNECTIONS), "--header", f"x-user-id: {LOAD_KEY}", "--ca", str(pki["ca.pem"]),
+               "--cert", str(pki["client.pem"]), "--key", str(pki["client.key"])]
+        r = run(cmd, seconds + 30)
+        if r.returncode != 0:
+            return {"error": f"rollout-bench-load: {r.stderr.strip()[:300]}"}
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+        if res["errors"] or res["non_2xx"]:
+            res["error"] = f"{res['errors']} errors, {res['non_2xx']} non-2xx"
+        return res
+    cmd = [*NICE, "wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency",
+           "-H", f"x-user-id: {LOAD_KEY}", f"http://127.0.0.1:{port}/"]
+    r = run(cmd, seconds + 30)
+    out = r.stdout
+    res: dict = {}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if r.returncode != 0 or not m:
+        return {"error": f"wrk failed: {(r.stderr or out).strip()[:300]}"}
+    res["rps"] = float(m.group(1))
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}%\s+(\S+)", out, re.M)
+        res[f"p{pct}_us"] = parse_duration_us(m.group(1)) if m else float("nan")
+    bad = []
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        bad.append(f"{m.group(1)} non-2xx/3xx")
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m and any(int(x) for x in m.groups()[:3]):
+        bad.append(f"socket errors: {m.group(0)}")
+    elif m and int(m.group(4)):
+        res["warning"] = f"{m.group(4)} requests over wrk's 2 s timeout"
+    if bad:
+        res["error"] = "; ".join(bad)
+    return res
+
+
+# ---------------------------------------------------------------- start rows
+
+
+def start_row(row: Row, wasm_files: dict[str, Path], pki: dict[str, Path]) -> None:
+    cfg = json.loads((BENCH / "configs" / row.config).read_text()) if row.config else None
+    for attempt in range(6):
+        ports = free_ports(3)
+        envoy = Envoy(row, render(row, ports, cfg, wasm_files, pki), ports[0])
+        why = envoy.start()
+        if why is None:
+            row.envoy = envoy
+            return
+        text = envoy.log_text()
+        envoy.stop()
+        m = re.search(r"invalid configuration: (.*)", text)
+        if m and cfg is not None:
+            err = m.group(1).strip()
+            u = re.match(r"^(\w+): unknown field `(\w+)`", err)
+            if u and u.group(1) == u.group(2) and u.group(2) in cfg:
+                key = u.group(2)
+                del cfg[key]
+                row.notes.append(f"config field `{key}` rejected by this build (dropped)")
+                continue
+            row.failed = f"filter rejected bench/configs/{row.config}: {err}"
+            return
+        if "ddress already in use" in text and attempt < 5:
+            continue
+        tail = "\n".join(text.strip().splitlines()[-5:])
+        row.failed = f"{why}; log: {tail[:600]}"
+        return
+
+
+# ---------------------------------------------------------------- criterion
+
+
+def criterion() -> tuple[list[tuple[str, float, float, float]], str | None]:
+    # BENCH_CRITERION_ROOT: run them in another checkout of the workspace (default: this one).
+    root = Path(env("BENCH_CRITERION_ROOT", str(ROOT)))
+    cargo_toml = (root / "filter" / "Cargo.toml").read_text()
+    if not re.search(r'\[\[bench\]\]\s*\nname\s*=\s*"core"', cargo_toml):
+        return [], "filter/Cargo.toml does not wire filter/benches/core.rs yet ([[bench]] name = \"core\")"
+    crit = root / "target" / "criterion"
+    shutil.rmtree(crit, ignore_errors=True)
+    log("criterion: cargo bench -p rollout-filter --bench core")
+    r = run(["cargo", "bench", "-p", "rollout-filter", "--bench", "core", "--", "--warm-up-time", "1",
+             "--measurement-time", "3", "--noplot"], 900, cwd=root,
+            env={k: v for k, v in os.environ.items() if k != "CARGO_TARGET_DIR"})
+    if r.returncode != 0:
+        return [], f"cargo bench failed: {r.stderr.strip()[-600:]}"
+    out = []
+    for est in sorted(glob.glob(str(crit / "**" / "new" / "estimates.json"), recursive=True)):
+        meta = json.loads((Path(est).parent / "benchmark.json").read_text())
+        mean = json.loads(Path(est).read_text())["mean"]
+        ci = mean["confidence_interval"]
+        out.append((meta["full_id"], mean["point_estimate"], ci["lower_bound"], ci["upper_bound"]))
+    return out, None
+
+
+# ---------------------------------------------------------------- report
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+
+    def out(cmd: list[str]) -> str:
+        try:
+            return run(cmd, 20, cwd=ROOT).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return "?"
+
+    ev = re.search(r"version: [0-9a-f]+/([0-9][0-9.]*)/", out([ENVOY, "--version"]))
+    head = out(["git", "rev-parse", "--short", "HEAD"])
+    dirty = out(["git", "status", "--porcelain", "--untracked-files=no"])
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu,
+        "nproc": str(os.cpu_count()),
+        "kernel": f"{platform.system()} {platform.release()}",
+        "envoy": ev.group(1) if ev else "?",
+        "rustc": out(["rustc", "--version"]),
+        "wrk": (out(["wrk", "--version"]) or "?").splitlines()[0].split(" [")[0] if shutil.which("wrk") else "?",
+        "commit": head + (" + uncommitted changes" if dirty else ""),
+        "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def fmt_us(us: float) -> str:
+    return f"{us / 1000:.2f} ms" if us >= 1000 else f"{us:.0f} µs"
+
+
+def mem_cell(row: Row) -> str:
+    if not row.mem_start:
+        return "–"
+    s = "/".join(f"{b // 1024}" for b in row.mem_start)
+    e = "/".join(f"{b // 1024}" for b in (row.mem_end or []))
+    return f"{s} → {e} KiB over {row.rq_end - row.rq_start:,} req"
+
+
+def report(rows: list[Row], m: dict[str, str], sizes: dict[str, int], sections: dict[str, int],
+           opt_err: str | None, crit: list, crit_err: str | None, load_end: str) -> str:
+    by = {r.id: r for r in rows}
+    med = {r.id: statistics.median(r.rps) for r in rows if r.rps and not r.failed}
+    cpu = {r.id: statistics.median(r.cpu_us) for r in rows if r.cpu_us and not r.failed}
+    L: list[str] = []
+    L.append("# rollout-filter benchmarks\n")
+    L.append("Written by `make bench` (`bench/run.py`); do not edit by hand. "
+             + ("**Smoke run: 1 round of ~1 s per row, numbers are meaningless.**" if SMOKE else "") + "\n")
+    L.append(f"- Date: {m['date']}; commit {m['commit']}")
+    L.append(f"- Machine: {m['cpu']}, {m['nproc']} CPUs, {m['kernel']}; load average {m['load']} at start, "
+             f"{load_end} at end (the machine may be shared: compare rows, not runs)")
+    L.append(f"- Envoy {m['envoy']} (1 worker, `--concurrency 1`), wasm runtime `{RUNTIME}`, {m['rustc']}, "
+             f"{m['wrk']}")
+    L.append(f"- Load: {ROUNDS} round(s), rows interleaved, {WARMUP} s warm-up + {SECONDS} s measured per row "
+             f"per round, {CONNECTIONS} keep-alive connections, `x-user-id: {LOAD_KEY}` on every request, "
+             f"all on 127.0.0.1. Plain rows: `wrk -t{THREADS} -c{CONNECTIONS}`; mTLS rows: "
+             "`bench/loadgen` (rustls, one thread per connection; wrk/h2load cannot present a client "
+             "certificate), so mTLS rows compare only with mTLS rows.")
+    L.append("- Backends are listeners of the same Envoy answering with `direct_response`, as in "
+             "`envoy-config/envoy.yaml`; the worker does front + backend work.\n")
+    L.append("| row | configuration | req/s median | min–max | p50 | p99 | × (a) | × (b) | "
+             "Envoy CPU/req | CPU × (b) | wasm VM linear memory start → end | notes |")
+    L.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|---|")
+    for r in rows:
+        a, b = r.baselines
+        if r.failed or not r.rps:
+            L.append(f"| {r.label()} | {r.title} | – | – | – | – | – | – | – | – | – | FAILED: {r.failed or 'no data'} |")
+            continue
+        ra = f"{med[r.id] / med[a]:.2f}" if a in med else "–"
+        rb = f"{med[r.id] / med[b]:.2f}" if b in med else "–"
+        c_req = f"{cpu[r.id]:.1f} µs" if r.id in cpu else "–"
+        c_b = f"{cpu[b] / cpu[r.id]:.2f}" if b in cpu and r.id in cpu else "–"
+        L.append(f"| {r.label()} | {r.title} | {med[r.id]:,.0f} | {min(r.rps):,.0f}–{max(r.rps):,.0f} | "
+                 f"{fmt_us(statistics.median(r.p50_us))} | {fmt_us(statistics.median(r.p99_us))} | {ra} | {rb} | "
+                 f"{c_req} | {c_b} | {mem_cell(r)} | {'; '.join(r.notes)} |")
+    L.append("\n× (a), × (b): median req/s over the same-transport baseline ((a)/(b) for plain rows, "
+             "(a-mtls)/(b-mtls) for mTLS rows). p50/p99: median over rounds of each round's percentile. "
+             "Envoy CPU/req: CPU time of all Envoy threads (/proc/PID/task/*/schedstat) per request served "
+             "while measuring, median over rounds; CPU × (b) = (b)'s CPU/req over this row's, the req/s ratio "
+             "one fully available core would give, and much less sensitive than req/s to other load on the "
+             "machine. "
+             "VM memory: each wasm VM of the process (Envoy 1.40 has no per-VM memory stat; read from V8's "
+             "read-write part of each wasm memory reservation in /proc/PID/maps), after the first warm-up "
+             "and after the last round, with the requests served in between.\n")
+
+    # Budget
+    L.append("## Budget\n")
+    L.append("| goal | measured | verdict |")
+    L.append("|---|---|---|")
+
+    def ratio_line(goal: str, num: str, den: str, need: float) -> None:
+        if num in med and den in med and by[num].missing:
+            x = med[num] / med[den]
+            L.append(f"| {goal} | {x:.3f}, but {by[num].missing} | not measurable yet |")
+        elif num in med and den in med:
+            x = med[num] / med[den]
+            lo = min(by[num].rps) / max(by[den].rps)
+            hi = max(by[num].rps) / min(by[den].rps)
+            v = "meets" if x >= need else "misses"
+            if lo < need <= hi:
+                v += " (round ranges straddle the goal: noisy)"
+            by_cpu = ""
+            if num in cpu and den in cpu:
+                y = cpu[den] / cpu[num]
+                by_cpu = f"; by Envoy CPU/request {y:.3f} ({'meets' if y >= need else 'misses'})"
+            L.append(f"| {goal} | req/s {x:.3f} (rounds {lo:.2f}–{hi:.2f}){by_cpu} | {v} |")
+        else:
+            L.append(f"| {goal} | not measured | – |")
+
+    ratio_line("(f) ≥ 0.95 × (b) req/s", "f", "b", 0.95)
+    ratio_line("(f) ≥ 1.0 × (e) req/s", "f", "e", 1.0)
+    ratio_line("(d) within 3 % of (c-mtls): ≥ 0.97 ×", "d", "c-mtls", 0.97)
+    lim = 400 * 1000
+    sz = sizes.get(SIZE_RELEASE, 0)
+    opt_note = f" ({sizes[SIZE_OPT]:,} B after wasm-opt -O3)" if SIZE_OPT in sizes else ""
+    L.append(f"| `.wasm` ≤ 400 KB (400,000 B) | {sz:,} B{opt_note} | {'meets' if 0 < sz <= lim else 'misses'} |")
+    for rid in MEMORY_ROWS:
+        r = by.get(rid)
+        if r and r.mem_start and r.mem_end is not None:
+            n = r.rq_end - r.rq_start
+            flat = r.mem_start == r.mem_end
+            v = ("flat" if flat else "GREW") + ("" if n >= 100_000 else f" (only {n:,} requests: run longer)")
+            L.append(f"| VM linear memory flat over 100,000 requests ({r.label()}) | {mem_cell(r)} | {v} |")
+    core = [c for c in crit if c[0].startswith("decide/")]
+    if core:
+        worst = max(core, key=lambda c: c[1])
+        L.append(f"| pure decision core < 1 µs on the host | slowest `{worst[0]}` {worst[1]:,.0f} ns | "
+                 f"{'meets' if worst[1] < 1000 else 'misses'} |")
+    else:
+        L.append(f"| pure decision core < 1 µs on the host | {crit_err or 'not run'} | – |")
+
+    # wasm sizes
+    L.append("\n## Module size\n")
+    L.append("| module | bytes |")
+    L.append("|---|--:|")
+    for k, v in sizes.items():
+        L.append(f"| {k} | {v:,} |")
+    if sections:
+        L.append("\nCustom sections of the release rollout-filter module: "
+                 + ", ".join(f"`{k}` {v:,} B" for k, v in sorted(sections.items(), key=lambda x: -x[1])) + ".")
+    if opt_err:
+        L.append(f"\nwasm-opt: {opt_err}")
+    elif "c-opt" in by:
+        r = by["c-opt"]
+        L.append(f"\nThe wasm-opt -O3 module {'loads and routes correctly in Envoy (row (c-opt))' if not r.failed and r.rps else 'FAILED in Envoy: ' + str(r.failed)}.")
+
+    # criterion
+    L.append("\n## Host micro-benchmarks (criterion, `filter/benches/core.rs`)\n")
+    if crit:
+        L.append("| benchmark | mean | 95 % CI |")
+        L.append("|---|--:|--:|")
+        for name, mean, lo, hi in crit:
+            L.append(f"| `{name}` | {mean:,.1f} ns | {lo:,.1f}–{hi:,.1f} ns |")
+    else:
+        L.append(f"Not run: {crit_err or 'BENCH_CRITERION=0'}.")
+    L.append("\nReproduce: `make bench` (BENCH_SECONDS, BENCH_ROUNDS, BENCH_ROWS, BENCH_CONNECTIONS tune it); "
+             "`make bench-smoke` is the 1-second version `make test` runs.")
+    return "\n".join(L) + "\n"
+
+
+# ---------------------------------------------------------------- main
+
+
+def lock() -> object:
+    """One bench at a time on this machine: two would measure each other."""
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    f = open(LOCK, "a+")
+    deadline = time.time() + LOCK_WAIT_S
+    told = False
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return f
+        except BlockingIOError:
+            if time.time() > deadline:
+                raise SystemExit(f"another bench run still holds {LOCK} after {LOCK_WAIT_S} s")
+            if not told:
+                log(f"waiting for another bench run to finish ({LOCK})")
+                told = True
+            time.sleep(1)
+
+
+def main() -> int:
+    os.chdir(ROOT)
+    held = lock()  # noqa: F841 (released when the process ends)
+    WORK.mkdir(parents=True, exist_ok=True)
+    wanted = [x.strip() for x in env("BENCH_ROWS", "").split(",") if x.strip()]
+    rows = [r for r in ROWS if not wanted or r.id in wanted]
+    if not WASM_OPT:
+        rows = [r for r in rows if r.filter != "rollout-opt"]
+    for exe, what in ((ENVOY, "ENVOY"), (str(WASM), "WASM"), (str(NOOP_WASM), "NOOP_WASM"), (str(LOAD), "BENCH_LOAD")):
+        if not Path(exe).exists():
+            log(f"missing {what}: {exe} (run through `make bench`)")
+            return 2
+    if not shutil.which("wrk"):
+        log("missing wrk (Debian package wrk)")
+        return 2
+    m = machine()
+    log(f"{len(rows)} rows x {ROUNDS} round(s) x ({WARMUP}+{SECONDS}) s; load average {m['load']}")
+
+    pki = make_pki(WORK / "pki")
+    wasm_files = {"noop": NOOP_WASM, "rollout": WASM}
+    for i, alt in enumerate(ALT_WASMS, 1):
+        wasm_files[f"rollout-alt{i}"] = alt
+    sizes = {SIZE_RELEASE: WASM.stat().st_size, SIZE_NOOP: NOOP_WASM.stat().st_size}
+    for i, alt in enumerate(ALT_WASMS, 1):
+        sizes[f"(c-alt{i}): {alt}"] = alt.stat().st_size
+    sections = wasm_sections(WASM)
+    opt_err = None
+    if WASM_OPT:
+        opt = WORK / "rollout_filter.opt.wasm"
+        opt_err = wasm_opt(WASM, opt)
+        if opt_err is None:
+            sizes[SIZE_OPT] = opt.stat().st_size
+            wasm_files["rollout-opt"] = opt
+        else:
+            for r in rows:
+                if r.filter == "rollout-opt":
+                    r.failed = opt_err
+
+    try:
+        for r in rows:
+            if r.failed:
+                continue
+            log(f"start {r.label()} {r.title}")
+            start_row(r, wasm_files, pki)
+            if r.envoy and not r.failed:
+                try:
+                    probe(r, pki)
+                except (OSError, http.client.HTTPException, ssl.SSLError) as e:
+                    r.failed = f"probe failed: {e}"
+            if r.failed:
+                log(f"  {r.label()} FAILED: {r.failed}")
+        live = [r for r in rows if r.envoy and not r.failed]
+        for rnd in range(1, ROUNDS + 1):
+            for r in live:
+                if r.failed:
+                    continue
+                assert r.envoy is not None
+                if WARMUP > 0:
+                    load(r, pki, WARMUP)
+                if rnd == 1:
+                    r.rq_start = r.envoy.requests()
+                    if r.filter != "none" and r.filter != "lua":
+                        r.mem_start = r.envoy.vm_memory()
+                cpu0, rq0 = r.envoy.cpu_ns(), r.envoy.requests()
+                res = load(r, pki, SECONDS)
+                cpu1, rq1 = r.envoy.cpu_ns(), r.envoy.requests()
+                if rq1 > rq0:
+                    res["cpu_us"] = (cpu1 - cpu0) / 1000 / (rq1 - rq0)
+                if "error" in res:
+                    r.failed = f"round {rnd}: {res['error']}"
+                    log(f"  {r.label()} FAILED: {r.failed}")
+                    continue
+                r.rps.append(res["rps"])
+                r.p50_us.append(res["p50_us"])
+                r.p99_us.append(res["p99_us"])
+                if "warning" in res:
+                    r.notes.append(f"round {rnd}: {res['warning']}")
+                if "cpu_us" in res:
+                    r.cpu_us.append(res["cpu_us"])
+                log(f"round {rnd} {r.label():9} {res['rps']:>9,.0f} req/s  p50 {fmt_us(res['p50_us'])}  "
+                    f"p99 {fmt_us(res['p99_us'])}  Envoy CPU {res.get('cpu_us', float('nan')):.1f} µs/req")
+        for r in live:
+            if r.failed or r.envoy is None:
+                continue
+            # The memory check wants >= 100,000 requests between its two readings: top up
+            # (after the measurements, bounded in time) where the rounds served fewer.
+            if not SMOKE and r.id in MEMORY_ROWS and r.mem_start and r.rps:
+                spent = 0
+                while (short := SOAK_REQUESTS - (r.envoy.requests() - r.rq_start)) > 0 and spent < 120:
+                    secs = min(60, max(1, int(short / statistics.median(r.rps)) + 1))
+                    log(f"memory soak {r.label()}: {short:,} more requests ({secs} s)")
+                    if "error" in load(r, pki, secs):
+                        break
+                    spent += secs
+            st = r.envoy.stats()
+            r.rq_end = st.get("http.front.downstream_rq_total", 0)
+            if r.filter != "none" and r.filter != "lua":
+                r.mem_end = r.envoy.vm_memory()
+                if not r.mem_start:
+                    r.notes.append("no wasm memory reservation found in /proc/PID/maps")
+            # The modules' own memory.size gauges (last VM to write wins), to check the /proc reading.
+            inside = {k: v for k, v in st.items() if INSIDE_MEMORY.match(k)}
+            for k, v in inside.items():
+                same = "matches a VM" if r.mem_end and v in r.mem_end else "DIFFERS from the /proc reading"
+                r.notes.append(f"gauge {k.split(';')[0].removeprefix('wasmcustom.')}: {v // 1024} KiB ({same})")
+            if r.filter.startswith("rollout"):
+                seen = sum(v for k, v in st.items() if k.startswith("wasmcustom.rollout_requests_total"))
+                total = st.get("http.front.downstream_rq_total", 0)
+                if seen < total:
+                    r.notes.append(f"filter counted {seen:,} of {total:,} requests")
+            if r.filter == "lua" and st.get("http.front.lua.errors", 0):
+                r.failed = f"Lua script errors: {st['http.front.lua.errors']}"
+    finally:
+        for r in rows:
+            if r.envoy:
+                r.envoy.stop()
+
+    crit, crit_err = criterion() if CRITERION else ([], "BENCH_CRITERION=0" if not SMOKE else "smoke run")
+    load_end = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    text = report(rows, m, sizes, sections, opt_err, crit, crit_err, load_end)
+    print(text)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(text)
+    log(f"wrote {OUT.relative_to(ROOT) if OUT.is_relative_to(ROOT) else OUT}")
+    failures = [f"{r.label()}: {r.failed}" for r in rows if r.failed]
+    if failures:
+        log("harness failures (Envoy configs and logs kept in "
+            f"{WORK.relative_to(ROOT)}):\n  " + "\n  ".join(failures))
+        return 1
+    shutil.rmtree(WORK, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+//! Host micro-benchmarks of the pure core (issue 7): what one request costs
+//! before any proxy-wasm host call. `make bench` runs them and puts the means
+//! in BENCHMARKS.md; `cargo bench -p rollout-filter --bench core` alone works too.
+//!
+//! Budget: a full decision for a request well under 1 µs.
+
+// Setup works on constants; a failure there is a broken bench, not a result.
+#![allow(clippy::expect_used)]
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use rollout_filter::config::Config;
+use rollout_filter::decision::{decide, Peer, RequestView};
+use rollout_filter::identity::{parse_certificate, LabelCache};
+use rollout_filter::split;
+use rollout_filter::trace::{self, TraceSettings};
+
+/// The product configuration of `bench/configs/f-full.json` (trace on) plus
+/// certificate labels, so every path below is configured as in production.
+const CONFIG: &str = r#"{
+  "rolloutId": "checkout-2026-11",
+  "versions": [ { "name": "stable", "weight": 90 }, { "name": "canary", "weight": 10 } ],
+  "routeHeader": "x-rollout-version",
+  "stickyKeys": [ { "header": "x-user-id" }, { "cookie": "uid" }, { "sourceAddress": true } ],
+  "override": { "header": "x-rollout-pin", "query": "rollout-version" },
+  "trace": { "enabled": true },
+  "certificate": { "source": "auto" }
+}"#;
+
+/// A P-256 client certificate with the URI SAN label
+/// `rollout://checkout-2026-11?version=canary`, a SPIFFE ID and a DNS SAN
+/// (made by `bench/run.py`'s openssl steps; its validity dates do not matter here).
+const CLIENT_PEM: &[u8] = b"-----BEGIN CERTIFICATE-----
+MIICIzCCAcmgAwIBAgIUQhjzUfq5lCKM6rCY1M+7TSEcI6IwCgYIKoZIzj0EAwIw
+GzEZMBcGA1UEAwwQcm9sbG91dC1iZW5jaCBDQTAeFw0yNjExMjYwNDAyMjhaFw0y
+NjExMjkwNDAyMjhaMB8xHTAbBgNVBAMMFHJvbGxvdXQtYmVuY2ggY2xpZW50MFkw
+EwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEoyXNWM85OsTHompazyhjkHiRGCZzPHk5
+7RDBZMlGxweekzH4qoW1arMyeGX4L4pI8jrULtD24i0ogrDrfcy35KOB5jCB4zAJ
+BgNVHRMEAjAAMA4GA1UdDwEB/wQEAwIHgDBxBgNVHREEajBohilyb2xsb3V0Oi8v
+Y2hlY2tvdXQtMjAyNi0xMT92ZXJzaW9uPWNhbmFyeYYnc3BpZmZlOi8vYmVuY2gu
+bG9jYWwvbnMvYmVuY2gvc2EvY2xpZW50ghJiZW5jaC1jbGllbnQubG9jYWwwEwYD
+VR0lBAwwCgYIKwYBBQUHAwIwHQYDVR0OBBYEFManB6zxOkFohl4RSLmWcrY8rFLr
+MB8GA1UdIwQYMBaAFOOY4LYNkrNUd5pb8gNWitPbdY6zMAoGCCqGSM49BAMCA0gA
+MEUCIHAzG8+scv/2cUI3BFXKUak39v7MFHpW6NXVlCiKUYWrAiEAmnPY82cK3O4Q
+ilqBaT7EdBMwLLYPu15oM2/zHIp64bY=
+-----END CERTIFICATE-----
+";
+
+/// A request as the host glue sees it: headers looked up by a linear scan,
+/// as in Envoy's header map.
+struct Request<'a> {
+    headers: &'a [(&'a str, &'a [u8])],
+    source: &'a [u8],
+}
+
+fn lookup<'a>(headers: &[(&str, &'a [u8])], name: &str) -> &'a [u8] {
+    headers
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(&[][..], |(_, v)| *v)
+}
+
+impl RequestView for Request<'_> {
+    fn header(&mut self, name: &str) -> Option<&[u8]> {
+        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+    }
+
+    fn source_address(&mut self) -> Option<&[u8]> {
+        Some(self.source)
+    }
+
+    fn random_u32(&mut self) -> u32 {
+        0x9e37_79b9
+    }
+}
+
+/// Typical browser-ish request headers; `extra` go last, where a scan finds them latest.
+fn headers<'a>(extra: &[(&'a str, &'a [u8])]) -> Vec<(&'a str, &'a [u8])> {
+    let mut h: Vec<(&str, &[u8])> = vec![
+        (":authority", b"shop.example.com"),
+        (":path", b"/checkout/cart?step=2"),
+        (":method", b"GET"),
+        (":scheme", b"https"),
+        (
+            "user-agent",
+            b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36",
+        ),
+        ("accept", b"text/html,application/xhtml+xml"),
+        ("accept-encoding", b"gzip, deflate, br"),
+        ("x-request-id", b"4bf92f35-77b3-4da6-a3ce-929d0e0e4736"),
+        ("x-forwarded-proto", b"https"),
+    ];
+    h.extend_from_slice(extra);
+    h
+}
+
+fn bench_decide(c: &mut Criterion) {
+    let cfg = Config::from_json(CONFIG.as_bytes()).expect("bench config");
+    let mut g = c.benchmark_group("decide");
+
+    let h = headers(&[("x-user-id", b"user-4711")]);
+    g.bench_function("sticky_header", |b| {
+        b.iter(|| {
+            let mut req = Request {
+                headers: &h,
+                source: b"10.1.2.3:51234",
+            };
+            black_box(decide(black_box(&cfg), &mut req, None))
+        })
+    });
+
+    let h = headers(&[("cookie", b"theme=dark; lang=en; uid=user-4711; _ga=GA1.2.3")]);
+    g.bench_function("sticky_cookie", |b| {
+        b.iter(|| {
+            let mut req = Request {
+                headers: &h,
+                source: b"10.1.2.3:51234",
+            };
+            black_box(decide(black_box(&cfg), &mut req, None))
+        })
+    });
+
+    let h = headers(&[]);
+    g.bench_function("source_address", |b| {
+        b.iter(|| {
+            let mut req = Request {
+                headers: &h,
+                source: b"10.1.2.3:51234",
+            };
+            black_box(decide(black_box(&cfg), &mut req, None))
+        })
+    });
+
+    // The whole pure part of a request in the full product (f): decide, then
+    // the trace context to send upstream with this version's tracestate member.
+    let h = headers(&[
+        ("x-user-id", b"user-4711"),
+        (
+            "traceparent",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+        ("tracestate", b"congo=t61rcWkgMzE"),
+    ]);
+    let random = [0x5au8; 24];
+    g.bench_function("full_request_with_trace", |b| {
+        b.iter(|| {
+            let mut req = Request {
+                headers: &h,
+                source: b"10.1.2.3:51234",
+            };
+            let d = decide(black_box(&cfg), &mut req, None);
+            let parent = lookup(&h, "traceparent");
+            let state = lookup(&h, "tracestate");
+            let member = cfg.trace.member_values.get(d.version).map_or("", |m| m.as_str());
+            black_box(trace::propagate(
+                &[parent],
+                &[state],
+                member,
+                &cfg.trace.settings,
+                random,
+            ))
+        })
+    });
+
+    // The certificate's meaning comes from the per-worker cache; deciding with it.
+    let cert = parse_certificate(CLIENT_PEM, None).expect("bench certificate");
+    let peer = Peer::from_cert(&cfg, &cert);
+    assert!(
+        peer.pin.is_some(),
+        "the bench certificate's label must pin a version"
+    );
+    let h = headers(&[("x-user-id", b"user-4711")]);
+    g.bench_function("certificate_label", |b| {
+        b.iter(|| {
+            let mut req = Request {
+                headers: &h,
+                source: b"10.1.2.3:51234",
+            };
+            black_box(decide(black_box(&cfg), &mut req, Some(black_box(&peer))))
+        })
+    });
+    g.finish();
+}
+
+fn bench_split(c: &mut Criterion) {
+    let mut g = c.benchmark_group("split");
+    let (weights, total) = ([90u32, 10], 100u32);
+    g.bench_function("flagd_bucket", |b| {
+        b.iter(|| {
+            let h = split::hash(black_box(b"checkout-2026-11"), black_box(b"user-4711"));
+            black_box(split::pick(h, black_box(&weights), total))
+        })
+    });
+    g.finish();
+}
+
+fn bench_trace(c: &mut Criterion) {
+    let settings = TraceSettings::default();
+    let random = [0x5au8; 24];
+    let mut g = c.benchmark_group("trace");
+    let parent: &[u8] = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let state: &[u8] = b"congo=t61rcWkgMzE,rojo=00f067aa0ba902b7";
+    g.bench_function("propagate_continue", |b| {
+        b.iter(|| {
+            black_box(trace::propagate(
+                black_box(&[parent]),
+                black_box(&[state]),
+                "checkout-2026-11:canary",
+                &settings,
+                random,
+            ))
+        })
+    });
+    g.bench_function("propagate_new_trace", |b| {
+        b.iter(|| {
+            black_box(trace::propagate(
+                black_box(&[]),
+                black_box(&[]),
+                "checkout-2026-11:canary",
+                &settings,
+                random,
+            ))
+        })
+    });
+    g.finish();
+}
+
+fn bench_identity(c: &mut Criterion) {
+    let cfg = Config::from_json(CONFIG.as_bytes()).expect("bench config");
+    let mut g = c.benchmark_group("identity");
+    // What a worker does the first time it sees a certificate.
+    g.bench_function("parse_certificate_cold", |b| {
+        b.iter(|| {
+            let cert = parse_certificate(black_box(CLIENT_PEM), None).expect("parses");
+            black_box(Peer::from_cert(&cfg, &cert))
+        })
+    });
+    // Every later request: a lookup by SHA-256 digest in a cache holding 256 peers.
+    let mut cache: LabelCache<Peer> = LabelCache::new(1024);
+    let peer = Peer::from_cert(&cfg, &parse_certificate(CLIENT_PEM, None).expect("parses"));
+    let digest = |i: u32| -> Vec<u8> {
+        let mut d = format!("{:064x}", u64::from(i) * 0x9e37_79b9_7f4a_7c15).into_bytes();
+        d.truncate(64);
+        d
+    };
+    for i in 0..256 {
+        cache.insert(digest(i), peer.clone());
+    }
+    let key = digest(77);
+    g.bench_function("label_cache_hit", |b| {
+        b.iter(|| black_box(cache.get(black_box(&key))).is_some())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_decide, bench_split, bench_trace, bench_identity);
+criterion_main!(benches);

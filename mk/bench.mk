@@ -1,0 +1,27 @@
+# `make bench` / `make bench-smoke` (issue 7). Included from the main Makefile,
+# which defines build, envoy, targets, ENVOY and WASM. Driver: bench/run.py.
+#
+#   make bench        3 interleaved rounds of 5 s per row, criterion benches,
+#                     writes BENCHMARKS.md (BENCH_SECONDS/BENCH_ROUNDS/BENCH_ROWS tune it)
+#   make bench-smoke  1 round of 1 s per row, checks the harness works, never
+#                     asserts on timing; writes target/bench/BENCHMARKS.smoke.md
+
+BENCH_NOOP_WASM := target/wasm32-wasip1/release/bench_noop_filter.wasm
+BENCH_LOAD      := target/release/rollout-bench-load
+BENCH_ENV        = ENVOY="$(ENVOY)" WASM="$(WASM)" NOOP_WASM="$(BENCH_NOOP_WASM)" BENCH_LOAD="$(BENCH_LOAD)"
+
+.PHONY: bench bench-smoke bench-tools
+
+# The no-op baseline filter (row b) and the mTLS load client.
+bench-tools: targets
+	cargo build --release --target wasm32-wasip1 -p bench-noop-filter
+	cargo build --release -p rollout-bench-load
+
+bench: build envoy bench-tools
+	$(BENCH_ENV) python3 bench/run.py
+
+bench-smoke: build envoy bench-tools
+	$(BENCH_ENV) python3 bench/run.py --smoke
+
+# `make test` runs the smoke so the harness cannot rot (timing is never asserted).
+test: bench-smoke
