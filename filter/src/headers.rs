@@ -45,6 +45,7 @@ impl<'a> SerializedMap<'a> {
     }
 }
 
+#[derive(Clone)]
 pub struct Pairs<'a> {
     buf: &'a [u8],
     index: usize,
@@ -83,21 +84,33 @@ fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
     ]))
 }
 
-/// Serialize pairs the way the host does (for tests and benchmarks).
+/// Serialize pairs the way the host does.
 pub fn serialize(pairs: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
-    for (k, v) in pairs {
-        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    serialize_pairs(pairs.iter().map(|(k, v)| (k.as_bytes(), *v)))
+}
+
+/// Serialize (name, value) pairs in the host's format, for one `set_header_map_pairs` call.
+pub fn serialize_pairs<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone) -> Vec<u8> {
+    let (count, bytes) = pairs.clone().fold((0usize, 0usize), |(n, b), (k, v)| {
+        (n + 1, b + k.len() + v.len() + 2)
+    });
+    let mut out = Vec::with_capacity(4 + count * 8 + bytes);
+    out.extend_from_slice(&len32(count).to_le_bytes());
+    for (k, v) in pairs.clone() {
+        out.extend_from_slice(&len32(k.len()).to_le_bytes());
+        out.extend_from_slice(&len32(v.len()).to_le_bytes());
     }
     for (k, v) in pairs {
-        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(k);
         out.push(0);
         out.extend_from_slice(v);
         out.push(0);
     }
     out
+}
+
+fn len32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]
@@ -120,6 +133,14 @@ mod tests {
         assert_eq!(m.get_all("x").collect::<Vec<_>>(), vec![&b"1"[..], &b""[..]]);
         assert_eq!(m.get("nope"), None);
         assert_eq!(m.iter().count(), 4);
+    }
+
+    #[test]
+    fn serialize_round_trips() {
+        let pairs: Vec<(&[u8], &[u8])> = vec![(b":path", b"/"), (b"a", b""), (b"a", b"\xff")];
+        let buf = serialize_pairs(pairs.iter().copied());
+        assert_eq!(SerializedMap::new(&buf).iter().collect::<Vec<_>>(), pairs);
+        assert_eq!(serialize_pairs(std::iter::empty()), vec![0, 0, 0, 0]);
     }
 
     #[test]

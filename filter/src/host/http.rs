@@ -11,7 +11,7 @@ use proxy_wasm::types::{Action, MapType};
 use super::root::Shared;
 use crate::config::CertSource;
 use crate::decision::{self, Peer, RequestView};
-use crate::headers::SerializedMap;
+use crate::headers::{self, SerializedMap};
 use crate::identity::{self, CertReject};
 use crate::keys;
 use crate::metrics::CodeClass;
@@ -51,6 +51,7 @@ extern "C" {
     // Declared here rather than through the SDK, whose wrapper copies every
     // pair into a String and panics on an unexpected status.
     fn proxy_get_header_map_pairs(map_type: u32, return_data: *mut *mut u8, return_size: *mut usize) -> u32;
+    fn proxy_set_header_map_pairs(map_type: u32, data: *const u8, size: usize) -> u32;
 }
 
 /// The whole request header map in the host's serialized form: one host call.
@@ -150,9 +151,18 @@ fn peer(shared: &Shared, req: &HostRequest) -> Option<Rc<Result<Peer, CertReject
     Some(entry)
 }
 
-fn set_request_header(name: &str, value: &str) {
-    if let Err(e) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value)) {
-        log::warn!("cannot set request header {name}: {e:?}");
+/// Replace the whole request header map with `serialized` (the host's format).
+fn set_request_header_map(serialized: &[u8]) {
+    // SAFETY: the host only reads `serialized.len()` bytes from the pointer.
+    let status = unsafe {
+        proxy_set_header_map_pairs(
+            MapType::HttpRequestHeaders as u32,
+            serialized.as_ptr(),
+            serialized.len(),
+        )
+    };
+    if status != 0 {
+        log::warn!("cannot write the request headers: status {status}");
     }
 }
 
@@ -193,30 +203,8 @@ impl HttpContext for Http {
             log::debug!("ignored input: {}", r.as_str());
             shared.count(shared.reject_slot_decision(r));
         }
-        // An override from a caller that may not use it never reaches the upstream.
-        if let (true, Some(name)) = (d.strip_override_header(), &cfg.r#override.header) {
-            if let Err(e) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
-                log::warn!("cannot remove {name}: {e:?}");
-            }
-        }
-        if let (true, Some(name)) = (d.strip_override_query(), &cfg.r#override.query) {
-            let stripped = req
-                .path()
-                .and_then(|p| keys::strip_query_param(p, name.as_bytes()));
-            if let Some(path) = stripped {
-                if let Err(e) =
-                    hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, ":path", Some(&path))
-                {
-                    log::warn!("cannot rewrite :path: {e:?}");
-                }
-            }
-        }
-
         let version = cfg.versions.get(d.version).map_or("", |v| v.name.as_str());
-        // Replaces every value a client sent: the route is ours to choose.
-        set_request_header(&cfg.route_header, version);
-        set_request_header(&cfg.rollout_id_header, &cfg.rollout_id);
-
+        let mut trace_out = None;
         if cfg.trace.enabled {
             let map = req.map();
             let parents: Vec<&[u8]> = map.get_all("traceparent").collect();
@@ -231,12 +219,46 @@ impl HttpContext for Http {
                 log::debug!("trace context: {} x{n}", r.as_str());
                 shared.count_n(shared.reject_slot_trace(r), u64::from(n));
             }
-            set_request_header("traceparent", &p.traceparent);
-            set_request_header("tracestate", &p.tracestate);
             if cfg.response_headers.trace_id.is_some() {
                 self.trace_id = Some(p.trace_id_hex().to_string());
             }
+            trace_out = Some(p);
         }
+
+        // An override from a caller that may not use it never reaches the upstream.
+        let strip_header = d
+            .strip_override_header()
+            .then_some(())
+            .and(cfg.r#override.header.as_deref());
+        let new_path = match (d.strip_override_query(), &cfg.r#override.query) {
+            (true, Some(name)) => req
+                .path()
+                .and_then(|p| keys::strip_query_param(p, name.as_bytes())),
+            _ => None,
+        };
+        // Every header we own is replaced, whatever the client sent, and all writes go to
+        // the host in one call: each host call costs more than the work around it.
+        let mut ours: Vec<(&str, &[u8])> = vec![
+            (cfg.route_header.as_str(), version.as_bytes()),
+            (cfg.rollout_id_header.as_str(), cfg.rollout_id.as_bytes()),
+        ];
+        if let Some(p) = &trace_out {
+            ours.push(("traceparent", p.traceparent.as_bytes()));
+            ours.push(("tracestate", p.tracestate.as_bytes()));
+        }
+        let map = req.map();
+        let kept = map.iter().filter_map(|(k, v)| {
+            if ours.iter().any(|(o, _)| o.as_bytes() == k) || strip_header.is_some_and(|h| h.as_bytes() == k)
+            {
+                return None;
+            }
+            match (&new_path, k) {
+                (Some(path), b":path") => Some((k, path.as_slice())),
+                _ => Some((k, v)),
+            }
+        });
+        let serialized = headers::serialize_pairs(kept.chain(ours.iter().map(|(k, v)| (k.as_bytes(), *v))));
+        set_request_header_map(&serialized);
 
         if shared.explicit_route_clear.get()
             && hostcalls::call_foreign_function("clear_route_cache", None).is_err()
