@@ -228,8 +228,15 @@ impl Envoy {
             .map_err(|e| e.to_string())
     }
 
-    /// Every counter and gauge from `/stats`, by full name.
+    /// Every counter and gauge from `/stats`, by full name. Waits first for the filter's
+    /// counters, which reach Envoy every 100 ms.
     pub fn stats(&self) -> BTreeMap<String, u64> {
+        settle();
+        self.stats_now()
+    }
+
+    /// `/stats` as it is now, for Envoy's own stats (the filter's may lag 100 ms).
+    pub fn stats_now(&self) -> BTreeMap<String, u64> {
         let body = self.admin_get("/stats?usedonly=false").unwrap_or_default();
         body.lines()
             .filter_map(|l| {
@@ -249,6 +256,7 @@ impl Envoy {
 
     /// `/stats/prometheus` samples as (name, labels, value).
     pub fn prometheus(&self) -> Vec<Sample> {
+        settle();
         parse_prometheus(&self.admin_get("/stats/prometheus").unwrap_or_default())
     }
 
@@ -280,6 +288,11 @@ impl Drop for Envoy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Long enough for the filter's 100 ms counter flush to have run since the last request.
+pub fn settle() {
+    std::thread::sleep(Duration::from_millis(250));
 }
 
 /// A keep-alive HTTP client for the tests.

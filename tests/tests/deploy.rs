@@ -132,7 +132,7 @@ impl IstioEnvoy {
 
     fn ecds_stat(&self, name: &str) -> u64 {
         let key = format!("extension_config_discovery.http_filter.{RESOURCE}.{name}");
-        self.envoy.stats().get(&key).copied().unwrap_or(0)
+        self.envoy.stats_now().get(&key).copied().unwrap_or(0)
     }
 
     fn wait_stat(&self, name: &str, at_least: u64) {
@@ -334,6 +334,7 @@ fn istio_shaped_config_loads_the_filter_by_ecds_with_istio_stats() {
     assert_eq!(ie.envoy.metric(&sticky_canary), u64::from(counts["canary"]));
 
     // ... and the stats tags turn the name-encoded labels into Prometheus labels.
+    rollout_e2e::settle();
     let prom = ie.envoy.admin_get("/stats/prometheus").expect("prometheus");
     let line = prom
         .lines()

@@ -877,18 +877,21 @@ fn every_shipped_query_returns_what_it_should() {
 
     // rollout-report reads the same Envoy; its numbers must be Prometheus's, computed over the
     // raw counters (no rate): success rate and histogram_quantile.
-    let out = Command::new(report_bin())
-        .args(["--admin", &envoy.admin.to_string()])
-        .args([
-            "--min-success",
-            "99.9",
-            "--max-p99-ms",
-            "300",
-            "--min-requests",
-            "50",
-        ])
-        .output()
-        .expect("run rollout-report");
+    let out = {
+        rollout_e2e::settle();
+        Command::new(report_bin())
+    }
+    .args(["--admin", &envoy.admin.to_string()])
+    .args([
+        "--min-success",
+        "99.9",
+        "--max-p99-ms",
+        "300",
+        "--min-requests",
+        "50",
+    ])
+    .output()
+    .expect("run rollout-report");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     println!("{text}");
     assert_eq!(

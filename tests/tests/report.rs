@@ -27,11 +27,14 @@ fn report(envoy: &Envoy, args: &[&str]) -> (Option<i32>, String, String) {
         status,
         stdout,
         stderr,
-    } = Command::new(report_bin())
-        .args(["--admin", &envoy.admin.to_string()])
-        .args(args)
-        .output()
-        .expect("run rollout-report");
+    } = {
+        rollout_e2e::settle();
+        Command::new(report_bin())
+    }
+    .args(["--admin", &envoy.admin.to_string()])
+    .args(args)
+    .output()
+    .expect("run rollout-report");
     (
         status.code(),
         String::from_utf8_lossy(&stdout).into_owned(),

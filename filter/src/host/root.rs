@@ -24,6 +24,9 @@ pub struct Shared {
     /// Cleared after the host says it has no `clear_route_cache`; Envoy then
     /// clears the cache itself on header changes (ABI 0.2.1).
     pub explicit_route_clear: Cell<bool>,
+    /// Counts not yet handed to the host, by slot: flushed every tick, so a request
+    /// costs no metric host calls for its counters.
+    pending: Vec<Cell<u64>>,
     /// What each peer certificate means, by digest: parsed once per worker.
     pub peers: RefCell<LabelCache<Rc<Result<Peer, CertReject>>>>,
 }
@@ -34,9 +37,19 @@ impl Shared {
     }
 
     pub fn count_n(&self, slot: usize, n: u64) {
-        if let Some(id) = self.metric_ids.get(slot) {
-            if let Err(e) = hostcalls::increment_metric(*id, i64::try_from(n).unwrap_or(i64::MAX)) {
-                log::debug!("increment_metric failed: {e:?}");
+        if let Some(c) = self.pending.get(slot) {
+            c.set(c.get().saturating_add(n));
+        }
+    }
+
+    /// Hand every pending count to the host.
+    pub fn flush(&self) {
+        for (c, id) in self.pending.iter().zip(&self.metric_ids) {
+            let n = c.take();
+            if n > 0 {
+                if let Err(e) = hostcalls::increment_metric(*id, i64::try_from(n).unwrap_or(i64::MAX)) {
+                    log::debug!("increment_metric failed: {e:?}");
+                }
             }
         }
     }
@@ -104,12 +117,25 @@ fn reject_reasons() -> Vec<String> {
     out
 }
 
+/// How often counters are handed to Envoy: what `/stats` may lag behind.
+const FLUSH_PERIOD: std::time::Duration = std::time::Duration::from_millis(100);
+/// The memory gauge is refreshed once a second.
+const MEMORY_EVERY_TICKS: u32 = 10;
+
 #[derive(Default)]
 pub struct Root {
     shared: Option<Rc<Shared>>,
+    ticks: u32,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_done(&mut self) -> bool {
+        if let Some(shared) = &self.shared {
+            shared.flush();
+        }
+        true
+    }
+}
 
 impl RootContext for Root {
     fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
@@ -172,10 +198,14 @@ impl RootContext for Root {
                 .join(" ")
         );
         let cache_size = cfg.certificate.as_ref().map_or(1, |c| c.cache_size);
-        if let Err(e) = hostcalls::set_tick_period(std::time::Duration::from_secs(1)) {
-            log::debug!("no tick: rollout_vm_memory_bytes will not refresh ({e:?})");
+        if let Err(e) = hostcalls::set_tick_period(FLUSH_PERIOD) {
+            log::warn!("no tick: counters reach Envoy only on reconfigure ({e:?})");
+        }
+        if let Some(old) = self.shared.take() {
+            old.flush();
         }
         self.shared = Some(Rc::new(Shared {
+            pending: (0..metric_ids.len()).map(|_| Cell::new(0)).collect(),
             peers: RefCell::new(LabelCache::new(cache_size)),
             cfg,
             layout,
@@ -188,7 +218,11 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         if let Some(shared) = &self.shared {
-            shared.record(shared.layout.memory_slot(), linear_memory_bytes());
+            shared.flush();
+            self.ticks = self.ticks.wrapping_add(1);
+            if self.ticks % MEMORY_EVERY_TICKS == 1 {
+                shared.record(shared.layout.memory_slot(), linear_memory_bytes());
+            }
         }
     }
 

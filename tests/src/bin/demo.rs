@@ -140,6 +140,7 @@ fn run() -> Result<(), String> {
         elapsed.as_secs_f64()
     );
     println!();
+    rollout_e2e::settle();
     print_report()?;
     drop(envoy);
     if sticky_ok != REPEATED_USERS.len() || unexpected > 0 {
