@@ -227,10 +227,12 @@ impl Config {
     /// Parse and validate. The error names the JSON path and the reason.
     pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
         let de = &mut serde_json::Deserializer::from_slice(bytes);
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            ConfigError::new(path, e.into_inner().to_string())
+        let raw: RawConfig = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
+            let path = one_line(&e.path().to_string());
+            ConfigError::new(path, one_line(&e.into_inner().to_string()))
         })?;
+        // Only whitespace may follow the object.
+        de.end().map_err(|e| ConfigError::new("", e.to_string()))?;
         Self::validate(raw)
     }
 
@@ -464,6 +466,13 @@ impl Config {
     }
 }
 
+/// Echoed field names may hold control characters; the log line stays one line.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+        .collect()
+}
+
 fn check_rollout_id(id: &str) -> Result<(), ConfigError> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
     if id.is_empty() || id.len() > MAX_ROLLOUT_ID_LEN || !id.chars().all(ok_char) {
@@ -654,6 +663,28 @@ mod tests {
                 "config {json}\n  got:  {got}\n  want: {want}"
             );
         }
+    }
+
+    #[test]
+    fn only_whitespace_may_follow_the_object() {
+        let ok = r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}]}"#;
+        assert!(Config::from_json(format!(" {ok} \n\t").as_bytes()).is_ok());
+        for bad in [format!("{ok} x"), format!("{ok}{ok}"), format!("{ok},")] {
+            assert!(err(&bad).starts_with("trailing characters"), "{bad}: {}", err(&bad));
+        }
+    }
+
+    #[test]
+    fn errors_stay_on_one_line() {
+        for json in [
+            r#"{"\n":1}"#,
+            r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"trace":{"x\r\n[critical] y":1}}"#,
+            r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"stickyKeys":[{"a\nb":"x"}]}"#,
+        ] {
+            let msg = err(json);
+            assert!(!msg.contains(['\n', '\r']), "{json}: {msg:?}");
+        }
+        assert!(err(r#"{"\n":1}"#).starts_with("\\n: unknown field `\\n`"));
     }
 
     #[test]

@@ -1,0 +1,221 @@
+//! `Config::from_json` on arbitrary bytes.
+//!
+//! Invariants, beyond "no panic":
+//! - an accepted config is internally consistent (1..=16 versions, weights sum
+//!   to `total_weight` in 1..=i32::MAX, one valid tracestate member per version,
+//!   lowercase header names, the route header never doubles as another one);
+//! - it re-validates identically: the same JSON re-serialized by serde_json
+//!   (formatting and key order do not matter), and the config's own canonical
+//!   form (normalized names, defaults spelled out) both parse to an equal config;
+//! - a rejected config has a one-line, non-empty message.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use rollout_filter::config::{Config, StickyKey, MAX_TOTAL_WEIGHT, MAX_VERSIONS};
+use rollout_filter::decision::weights_with_share;
+use rollout_filter::split;
+use rollout_filter::trace;
+use serde_json::{json, Map, Value};
+
+/// config.rs escapes the field names it echoes, so errors are always one line.
+const ALLOW_ECHOED_CONTROL_CHARS: bool = false;
+
+fuzz_target!(|data: &[u8]| {
+    let cfg = match Config::from_json(data) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(!msg.is_empty(), "empty error for {data:?}");
+            // Echoed field names are escaped (fuzz/regressions/config/newline-in-*):
+            // the message Envoy logs is always one line.
+            let known_issue = ALLOW_ECHOED_CONTROL_CHARS && data.contains(&b'\\');
+            assert!(
+                known_issue || !msg.contains(['\n', '\r']),
+                "multi-line error: {msg:?}"
+            );
+            return;
+        }
+    };
+    check_consistent(&cfg);
+    check_split(&cfg, data);
+
+    // Same JSON, re-serialized: must parse to the same config.
+    // An accepted config is exactly one JSON value (trailing bytes are refused:
+    // fuzz/regressions/config/trailing-garbage).
+    let value: Value = serde_json::Deserializer::from_slice(data)
+        .into_iter()
+        .next()
+        .expect("accepted config is JSON")
+        .expect("accepted config is JSON");
+    let again = serde_json::to_vec(&value).expect("serializable");
+    let cfg2 = Config::from_json(&again).expect("re-serialized config is rejected");
+    assert_eq!(cfg, cfg2, "re-serialized JSON parses differently");
+
+    // The canonical form of what was accepted, merged over the input so that
+    // what this target cannot spell (trusted peer patterns, the certificate
+    // section, newer options) is carried over verbatim.
+    let mut merged = value;
+    merge(&mut merged, Value::Object(canonical(&cfg)));
+    let canon = serde_json::to_vec(&merged).expect("serializable");
+    let cfg3 = Config::from_json(&canon).unwrap_or_else(|e| {
+        panic!(
+            "canonical form rejected: {e}\n{}",
+            String::from_utf8_lossy(&canon)
+        )
+    });
+    assert_eq!(cfg, cfg3, "canonical form parses differently");
+});
+
+fn check_consistent(c: &Config) {
+    let n = c.versions.len();
+    assert!((1..=MAX_VERSIONS).contains(&n));
+    assert_eq!(c.weights, c.versions.iter().map(|v| v.weight).collect::<Vec<_>>());
+    let sum: u64 = c.weights.iter().map(|w| u64::from(*w)).sum();
+    assert_eq!(sum, u64::from(c.total_weight));
+    assert!((1..=MAX_TOTAL_WEIGHT).contains(&sum));
+    for (i, v) in c.versions.iter().enumerate() {
+        assert_eq!(
+            c.version_index(v.name.as_bytes()),
+            Some(i),
+            "duplicate version {:?}",
+            v.name
+        );
+    }
+    assert_eq!(c.trace.member_values.len(), n);
+    assert!(trace::is_valid_key(&c.trace.settings.key));
+    for (m, v) in c.trace.member_values.iter().zip(&c.versions) {
+        assert_eq!(*m, format!("{}:{}", c.rollout_id, v.name));
+        assert!(trace::is_valid_member_value(m));
+        assert!(c.trace.settings.key.len() + 1 + m.len() <= 256);
+    }
+    let lower = |h: &str| {
+        assert!(
+            !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && !b.is_ascii_uppercase()),
+            "{h:?}"
+        );
+    };
+    lower(&c.route_header);
+    lower(&c.rollout_id_header);
+    for h in c
+        .r#override
+        .header
+        .iter()
+        .chain(&c.response_headers.version)
+        .chain(&c.response_headers.trace_id)
+    {
+        lower(h);
+    }
+    for reserved in ["traceparent", "tracestate", &c.route_header] {
+        assert_ne!(c.rollout_id_header, reserved);
+        assert_ne!(c.r#override.header.as_deref(), Some(reserved));
+    }
+    let ov = &c.r#override;
+    assert_eq!(
+        c.needs_peer,
+        c.certificate.is_some()
+            || !ov.trusted_peers.is_empty()
+            || c.sticky_keys.contains(&StickyKey::PeerIdentity)
+    );
+    if let Some(cert) = &c.certificate {
+        assert!((1..=65_536).contains(&cert.cache_size));
+    }
+    for (i, k) in c.sticky_keys.iter().enumerate() {
+        assert!(!c.sticky_keys[..i].contains(k), "duplicate sticky key {k:?}");
+        if let StickyKey::Header(h) = k {
+            lower(h);
+        }
+    }
+}
+
+/// The split over any accepted weights: `pick` lands on a version with
+/// weight, and a certificate label's share (`weights_with_share`) is exact.
+fn check_split(c: &Config, data: &[u8]) {
+    let seed = data.iter().fold(0u32, |h, b| h.rotate_left(5) ^ u32::from(*b));
+    for hash in [0, u32::MAX, seed, split::hash(c.rollout_id.as_bytes(), data)] {
+        let i = split::pick(hash, &c.weights, c.total_weight);
+        assert!(c.weights[i] > 0, "pick chose weight-0 version {i}");
+        let target = hash as usize % c.weights.len();
+        let percent = (seed % 101) as u8;
+        let (w, total) = weights_with_share(&c.weights, target, percent);
+        assert_eq!(w.iter().sum::<u64>(), total);
+        let others = u64::from(c.total_weight) - u64::from(c.weights[target]);
+        if others > 0 {
+            assert_eq!(
+                w[target] * 100,
+                u64::from(percent) * total,
+                "label share is not {percent}%"
+            );
+        }
+        let j = split::pick(hash, &w, total);
+        assert!(w[j] > 0, "pick chose a version without share");
+    }
+}
+
+/// Objects merge key by key, anything else is replaced.
+fn merge(into: &mut Value, from: Value) {
+    match (into, from) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                match a.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        a.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// The known fields of `c` as JSON, every default spelled out.
+fn canonical(c: &Config) -> Map<String, Value> {
+    let sticky: Vec<Value> = c
+        .sticky_keys
+        .iter()
+        .map(|k| match k {
+            StickyKey::Header(h) => json!({ "header": h }),
+            StickyKey::Cookie(n) => json!({ "cookie": n }),
+            StickyKey::SourceAddress => json!({ "sourceAddress": true }),
+            StickyKey::PeerIdentity => json!({ "peerIdentity": true }),
+        })
+        .collect();
+    let mut ov = Map::new();
+    if let Some(h) = &c.r#override.header {
+        ov.insert("header".into(), json!(h));
+    }
+    if let Some(q) = &c.r#override.query {
+        ov.insert("query".into(), json!(q));
+    }
+    let mut rh = Map::new();
+    if let Some(h) = &c.response_headers.version {
+        rh.insert("version".into(), json!(h));
+    }
+    if let Some(h) = &c.response_headers.trace_id {
+        rh.insert("traceId".into(), json!(h));
+    }
+    let versions: Vec<Value> = c
+        .versions
+        .iter()
+        .map(|v| json!({ "name": v.name, "weight": v.weight }))
+        .collect();
+    let v = json!({
+        "rolloutId": c.rollout_id,
+        "versions": versions,
+        "routeHeader": c.route_header,
+        "stickyKeys": sticky,
+        "override": ov,
+        "trace": {
+            "enabled": c.trace.enabled,
+            "newSpan": c.trace.settings.new_span,
+            "sampled": c.trace.settings.sampled,
+            "tracestateKey": c.trace.settings.key,
+        },
+        "rolloutIdHeader": c.rollout_id_header,
+        "responseHeaders": rh,
+    });
+    match v {
+        Value::Object(m) => m,
+        _ => unreachable!(),
+    }
+}
