@@ -469,7 +469,13 @@ impl Config {
 /// Echoed field names may hold control characters; the log line stays one line.
 fn one_line(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
         .collect()
 }
 
@@ -670,7 +676,11 @@ mod tests {
         let ok = r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}]}"#;
         assert!(Config::from_json(format!(" {ok} \n\t").as_bytes()).is_ok());
         for bad in [format!("{ok} x"), format!("{ok}{ok}"), format!("{ok},")] {
-            assert!(err(&bad).starts_with("trailing characters"), "{bad}: {}", err(&bad));
+            assert!(
+                err(&bad).starts_with("trailing characters"),
+                "{bad}: {}",
+                err(&bad)
+            );
         }
     }
 
