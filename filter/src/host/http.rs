@@ -21,7 +21,6 @@ pub struct Http {
     shared: Option<Rc<Shared>>,
     /// Set once the request is decided; responses are counted only then.
     version: Option<usize>,
-    start_ns: u64,
     status: Option<u16>,
     /// Kept only when a trace-id response header is configured.
     trace_id: Option<String>,
@@ -32,18 +31,20 @@ impl Http {
         Http {
             shared,
             version: None,
-            start_ns: 0,
             status: None,
             trace_id: None,
         }
     }
 }
 
-fn now_ns() -> u64 {
-    hostcalls::get_current_time()
+/// `request.duration` (int64 nanoseconds) in whole milliseconds: from the first byte of
+/// the request to the end of the stream, measured by Envoy, so no clock reads of ours.
+fn request_duration_ms() -> Option<u64> {
+    let raw = hostcalls::get_property(vec!["request", "duration"])
         .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .flatten()?;
+    let ns = i64::from_le_bytes(raw.get(..8)?.try_into().ok()?);
+    Some(u64::try_from(ns).unwrap_or(0) / 1_000_000)
 }
 
 #[link(wasm_import_module = "env")]
@@ -173,7 +174,6 @@ impl HttpContext for Http {
         let Some(shared) = self.shared.as_deref() else {
             return Action::Continue;
         };
-        self.start_ns = now_ns();
         let cfg = &shared.cfg;
         let mut req = HostRequest {
             headers: request_header_map(),
@@ -304,7 +304,9 @@ impl HttpContext for Http {
                 shared.count(shared.layout.local_reply_slot(version));
             }
         }
-        let elapsed_ms = now_ns().saturating_sub(self.start_ns) / 1_000_000;
-        shared.record(shared.layout.duration_slot(version), elapsed_ms);
+        match request_duration_ms() {
+            Some(ms) => shared.record(shared.layout.duration_slot(version), ms),
+            None => log::debug!("no request.duration; duration not recorded"),
+        }
     }
 }
