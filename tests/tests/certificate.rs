@@ -310,3 +310,36 @@ fn sha256_hex(data: &[u8]) -> String {
         .unwrap()
         .to_string()
 }
+
+#[test]
+fn plain_http_callers_have_no_certificate_and_no_trust() {
+    let envoy =
+        Envoy::start(&Options::new(config("auto"), &["stable", "canary"])).unwrap_or_else(|e| panic!("{e}"));
+    let a = rollout_e2e::agent();
+    for (user, version) in [("alice", "canary"), ("carol", "stable")] {
+        let r = get(
+            &a,
+            &envoy.url("/"),
+            &[("x-user-id", user), ("x-rollout-pin", "stable")],
+        )
+        .unwrap();
+        assert_eq!((r.status, r.version()), (200, version));
+        assert_eq!(r.seen.unwrap().header("x-rollout-pin"), None);
+    }
+    assert_eq!(
+        count(
+            &envoy,
+            "rollout_rejected_total",
+            "reason=untrusted_override_header"
+        ),
+        2
+    );
+    assert_eq!(
+        count(
+            &envoy,
+            "rollout_requests_total",
+            "version=canary;source=certificate"
+        ),
+        0
+    );
+}

@@ -107,10 +107,8 @@ fn property(path: &[&str]) -> Option<Vec<u8>> {
 /// parsed once. `None` without a verified client certificate.
 fn peer(shared: &Shared, req: &HostRequest) -> Option<Rc<Result<Peer, CertReject>>> {
     let cfg = &shared.cfg;
-    // `connection.mtls` is true only when the client presented a certificate the listener verified.
-    if property(&["connection", "mtls"]).as_deref() != Some(&[1u8][..]) {
-        return None;
-    }
+    // The digest exists exactly when `connection.mtls` is true (the peer presented a
+    // certificate, which the listener's validation context verified): one read, not two.
     let digest = property(&["connection", "sha256_peer_certificate_digest"])?;
     if let Some(hit) = shared.peers.borrow().get(&digest) {
         return Some(hit.clone());
