@@ -223,45 +223,34 @@ pub fn decide(cfg: &Config, req: &mut impl RequestView, peer: Option<&Peer>) -> 
     let mut rejected = Rejections::default();
     let trusted = cfg.r#override.trust_everyone || peer.is_some_and(|p| p.trusted);
 
-    if let Some(name) = &cfg.r#override.header {
-        if !trusted {
-            if req.header(name).is_some() {
-                rejected.add(Reject::UntrustedOverrideHeader);
-            }
-        } else if let Some(value) = req.header(name) {
-            match cfg.version_index(value.trim_ascii()) {
-                Some(version) => {
-                    return Decision {
-                        version,
-                        source: Source::OverrideHeader,
-                        rejected,
-                    }
-                }
-                None => rejected.add(Reject::UnknownOverrideHeader),
-            }
-        }
+    // Each override: absent, or the configured version it names (None: no such version).
+    let header = cfg
+        .r#override
+        .header
+        .as_deref()
+        .and_then(|n| req.header(n))
+        .map(|v| cfg.version_index(v.trim_ascii()));
+    let by_header = (
+        Source::OverrideHeader,
+        Reject::UntrustedOverrideHeader,
+        Reject::UnknownOverrideHeader,
+    );
+    if let Some(d) = apply_override(header, trusted, by_header, &mut rejected) {
+        return d;
     }
-    if let Some(name) = &cfg.r#override.query {
-        if !trusted {
-            if req
-                .path()
-                .and_then(|p| keys::query_param(p, name.as_bytes()))
-                .is_some()
-            {
-                rejected.add(Reject::UntrustedOverrideQuery);
-            }
-        } else if let Some(value) = req.path().and_then(|p| keys::query_param(p, name.as_bytes())) {
-            match cfg.version_index(value) {
-                Some(version) => {
-                    return Decision {
-                        version,
-                        source: Source::OverrideQuery,
-                        rejected,
-                    }
-                }
-                None => rejected.add(Reject::UnknownOverrideQuery),
-            }
-        }
+    let query = cfg
+        .r#override
+        .query
+        .as_deref()
+        .and_then(|n| req.path().and_then(|p| keys::query_param(p, n.as_bytes())))
+        .map(|v| cfg.version_index(v));
+    let by_query = (
+        Source::OverrideQuery,
+        Reject::UntrustedOverrideQuery,
+        Reject::UnknownOverrideQuery,
+    );
+    if let Some(d) = apply_override(query, trusted, by_query, &mut rejected) {
+        return d;
     }
 
     if let Some(version) = peer.and_then(|p| p.pin) {
@@ -285,6 +274,28 @@ pub fn decide(cfg: &Config, req: &mut impl RequestView, peer: Option<&Peer>) -> 
         source,
         rejected,
     }
+}
+
+/// An override present on the request: from an untrusted caller it is rejected (and
+/// stripped by the glue); from a trusted one it decides if it names a configured version.
+fn apply_override(
+    found: Option<Option<usize>>,
+    trusted: bool,
+    (source, untrusted, unknown): (Source, Reject, Reject),
+    rejected: &mut Rejections,
+) -> Option<Decision> {
+    match found? {
+        _ if !trusted => rejected.add(untrusted),
+        Some(version) => {
+            return Some(Decision {
+                version,
+                source,
+                rejected: *rejected,
+            })
+        }
+        None => rejected.add(unknown),
+    }
+    None
 }
 
 /// The bucketing hash of the first configured sticky key present (and non-empty).

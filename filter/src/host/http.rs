@@ -83,12 +83,12 @@ impl HostRequest {
 
 impl RequestView for HostRequest {
     fn header(&mut self, name: &str) -> Option<&[u8]> {
-        SerializedMap::new(&self.headers).get(name)
+        self.map().get(name)
     }
 
     fn source_address(&mut self) -> Option<&[u8]> {
         if self.source.is_none() {
-            self.source = Some(hostcalls::get_property(vec!["source", "address"]).ok().flatten());
+            self.source = Some(property(&["source", "address"]));
         }
         self.source.as_ref().and_then(|s| s.as_deref())
     }
@@ -214,10 +214,11 @@ impl HttpContext for Http {
         }
 
         // An override from a caller that may not use it never reaches the upstream.
-        let strip_header = d
-            .strip_override_header()
-            .then_some(())
-            .and(cfg.r#override.header.as_deref());
+        let strip_header = cfg
+            .r#override
+            .header
+            .as_deref()
+            .filter(|_| d.strip_override_header());
         let new_path = match (d.strip_override_query(), &cfg.r#override.query) {
             (true, Some(name)) => req
                 .path()
