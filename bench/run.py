@@ -22,8 +22,9 @@ Environment: ENVOY, WASM, NOOP_WASM, BENCH_LOAD (binaries), BENCH_SECONDS (5),
 BENCH_ROUNDS (3), BENCH_WARMUP (1), BENCH_CONNECTIONS (32), BENCH_THREADS (2,
 wrk threads), BENCH_ROWS (comma list of row ids, default all), BENCH_OUT,
 BENCH_CRITERION (1: run the criterion benches when filter/Cargo.toml wires
-them; BENCH_CRITERION_ROOT: in another checkout), BENCH_WASM_OPT (1: also
-measure the module after wasm-opt -O3), BENCH_ALT_WASM (more (c) rows with
+them; BENCH_CRITERION_ROOT: in another checkout), BENCH_SPEED (1: also
+measure SPEED_WASM, the opt-level 3 build, as row (c-o3); RAW_WASM is the shipped
+build before wasm-opt, for the size table), BENCH_ALT_WASM (more (c) rows with
 other builds of the filter), BENCH_WASM_RUNTIME, BENCH_NICE (see below).
 `--smoke`: 1 round of 1 s per row, no criterion, never asserts on timing;
 exits non-zero only when the harness itself fails (an Envoy does not start,
@@ -59,8 +60,9 @@ GIB = 1 << 30
 ROLLOUT_ID = "checkout-2026-11"
 LABEL_URI = f"rollout://{ROLLOUT_ID}?version=canary"
 SPIFFE_ID = "spiffe://bench.local/ns/bench/sa/client"
-SIZE_RELEASE = "rollout-filter (release build)"
-SIZE_OPT = "rollout-filter after `wasm-opt -O3`"
+SIZE_RELEASE = "rollout-filter, shipped (`make build`: opt-level z, then wasm-opt -O3)"
+SIZE_RAW = "rollout-filter, opt-level z before wasm-opt"
+SIZE_SPEED = "rollout-filter, opt-level 3 (row (c-o3), not shipped)"
 SIZE_NOOP = "no-op filter (b)"
 SOAK_REQUESTS = 100_000  # the VM memory check spans at least this many requests...
 MEMORY_ROWS = ("f", "c", "d")  # ...in these rows (the budget table)
@@ -81,7 +83,7 @@ def path_env(name: str, default: str) -> Path:
 
 SMOKE = "--smoke" in sys.argv[1:]
 ENVOY = env("ENVOY", str(ROOT / ".venv" / "bin" / "envoy"))
-WASM = path_env("WASM", "target/wasm32-wasip1/release/rollout_filter.wasm")
+WASM = path_env("WASM", "target/rollout-filter.wasm")
 NOOP_WASM = path_env("NOOP_WASM", "target/wasm32-wasip1/release/bench_noop_filter.wasm")
 LOAD = path_env("BENCH_LOAD", "target/release/rollout-bench-load")
 SECONDS = int(env("BENCH_SECONDS", "1" if SMOKE else "5"))
@@ -92,11 +94,18 @@ THREADS = int(env("BENCH_THREADS", "2"))
 # BENCH_NICE=-10 (root only): run Envoy and the load tools at a higher priority than the rest of a
 # shared machine. Off by default.
 NICE = ["nice", "-n", os.environ["BENCH_NICE"]] if os.environ.get("BENCH_NICE") else []
+# BENCH_PIN=1 (default with 2+ CPUs and taskset): Envoy on the last CPU, the load tool on the others,
+# so the two never take turns on one core and the scheduler does not move them.
+_PIN = env("BENCH_PIN", "1") == "1" and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+PIN_ENVOY = ["taskset", "-c", str((os.cpu_count() or 1) - 1)] if _PIN else []
+PIN_LOAD = ["taskset", "-c", f"0-{(os.cpu_count() or 1) - 2}"] if _PIN else []
 # The wasm runtime of every wasm row. The PyPI Envoy 1.40 build has V8 only: wamr and wasmtime
 # fail with "Envoy was compiled without support for it".
 RUNTIME = env("BENCH_WASM_RUNTIME", "envoy.wasm.runtime.v8")
 CRITERION = env("BENCH_CRITERION", "0" if SMOKE else "1") == "1"
-WASM_OPT = env("BENCH_WASM_OPT", "1") == "1"
+SPEED = env("BENCH_SPEED", "0" if SMOKE else "1") == "1"
+SPEED_WASM = path_env("SPEED_WASM", "target/wasm32-wasip1/release/rollout_filter.wasm")
+RAW_WASM = path_env("RAW_WASM", "target/wasm32-wasip1/filter/rollout_filter.wasm")
 OUT = path_env("BENCH_OUT", "target/bench/BENCHMARKS.smoke.md" if SMOKE else "BENCHMARKS.md")
 LOCK = ROOT / "target" / "bench" / ".lock"
 LOCK_WAIT_S = 1200
@@ -106,9 +115,10 @@ LOCK_WAIT_S = 1200
 class Row:
     id: str
     title: str
-    filter: str  # none | lua | noop | rollout | rollout-opt | rollout-altN (a key of wasm_files)
+    filter: str  # none | lua | noop | rollout | rollout-speed | rollout-altN (a key of wasm_files)
     tls: bool = False
     config: str | None = None  # file under bench/configs/
+    probe: str | None = None  # no-op filter only: `<call>*<n>`, host calls it makes per request
     expect_split: bool = False  # the row routes alice -> canary, carol -> stable
     probe_cert: bool = False
     # Filled while running:
@@ -137,7 +147,8 @@ ROWS = [
     Row("a", "no filter, header-match routing", "none"),
     Row("b", "no-op Rust proxy-wasm filter", "noop"),
     Row("c", "rollout-filter, sticky-hash path", "rollout", config="c-sticky.json", expect_split=True),
-    Row("c-opt", "(c) with the wasm-opt -O3 module", "rollout-opt", config="c-sticky.json", expect_split=True),
+    Row("c-o3", "(c) with the opt-level 3 build (speed over size; not shipped)", "rollout-speed",
+        config="c-sticky.json", expect_split=True),
     Row("e", "Lua: same header hash + route header", "lua", expect_split=True),
     Row("f", "rollout-filter, full product (metrics + trace)", "rollout", config="f-full.json", expect_split=True),
     Row("a-mtls", "(a) over mTLS", "none", tls=True),
@@ -147,8 +158,19 @@ ROWS = [
         expect_split=True, probe_cert=True),
 ]
 # BENCH_ALT_WASM=path[,path...]: more rows, (c) with other builds of the filter (profile or
-# code experiments), named (c-alt1), (c-alt2)... and placed after (c-opt).
+# code experiments), named (c-alt1), (c-alt2)... and placed after (c-o3).
 ALT_WASMS = [Path(p).resolve() for p in os.environ.get("BENCH_ALT_WASM", "").split(",") if p.strip()]
+# BENCH_HOSTCALLS=1: rows (h-<call>), the no-op filter making one kind of host call HOSTCALL_REPEAT
+# times per request, to price each call the filter makes against (b).
+HOSTCALL_REPEAT = int(env("BENCH_HOSTCALL_REPEAT", "10"))
+HOSTCALLS = ("header_pairs", "get_header", "set_header", "clear_route_cache", "property_duration",
+             "property_source", "counter", "histogram", "response_status")
+# How many of each the filter makes per request in rows (c) and (f) (counters are batched per tick).
+HOSTCALLS_PER_REQUEST = {"header_pairs": (1, 1), "set_header": (2, 4), "clear_route_cache": (1, 1),
+                         "response_status": (1, 1), "property_duration": (1, 1), "histogram": (1, 1)}
+if env("BENCH_HOSTCALLS", "1") == "1":
+    ROWS += [Row(f"h-{c}", f"(b) + {HOSTCALL_REPEAT} × {c} per request", "noop", probe=f"{c}*{HOSTCALL_REPEAT}")
+             for c in HOSTCALLS]
 for i, alt in enumerate(ALT_WASMS, 1):
     ROWS.insert(3 + i, Row(f"c-alt{i}", f"(c) with {alt.name} (BENCH_ALT_WASM)", f"rollout-alt{i}",
                            config="c-sticky.json", expect_split=True))
@@ -224,24 +246,6 @@ def wasm_sections(path: Path) -> dict[str, int]:
     return out
 
 
-# What rustc emits for wasm32-wasip1 today. wasm-opt 108 reads the features from the module's
-# target_features section, which `strip = "symbols"` removes; then they must be named.
-WASM_FEATURES = ["--enable-bulk-memory", "--enable-sign-ext", "--enable-mutable-globals",
-                 "--enable-nontrapping-float-to-int", "--enable-multivalue", "--enable-reference-types"]
-
-
-def wasm_opt(src: Path, dst: Path) -> str | None:
-    exe = shutil.which("wasm-opt")
-    if not exe:
-        return "wasm-opt not installed (Debian package binaryen)"
-    r = run([exe, "-O3", str(src), "-o", str(dst)], 300)
-    if r.returncode != 0:
-        r = run([exe, "-O3", *WASM_FEATURES, str(src), "-o", str(dst)], 300)
-    if r.returncode != 0:
-        return f"wasm-opt -O3 failed: {r.stderr.strip()[-300:]}"
-    return None
-
-
 # ---------------------------------------------------------------- envoy
 
 
@@ -280,7 +284,7 @@ def http_filters(row: Row, filter_config: dict | None, wasm_files: dict[str, Pat
                 "vm_config": {"vm_id": name, "runtime": RUNTIME,
                               "code": {"local": {"filename": str(wasm_files[row.filter])}}},
                 "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
-                                  "value": json.dumps(filter_config or {})},
+                                  "value": f"probe:{row.probe}" if row.probe else json.dumps(filter_config or {})},
             },
         },
     }
@@ -331,7 +335,7 @@ class Envoy:
         for f in (self.admin_file, self.log_file):
             f.unlink(missing_ok=True)
         self.proc = subprocess.Popen(
-            [*NICE, ENVOY, "-c", str(self.cfg), "--concurrency", "1", "--use-dynamic-base-id", "-l", "warning",
+            [*NICE, *PIN_ENVOY, ENVOY, "-c", str(self.cfg), "--concurrency", "1", "--use-dynamic-base-id", "-l", "warning",
              "--admin-address-path", str(self.admin_file), "--log-path", str(self.log_file)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
         deadline = time.time() + timeout
@@ -503,7 +507,7 @@ def load(row: Row, pki: dict[str, Path], seconds: int) -> dict:
     assert row.envoy is not None
     port = row.envoy.front_port
     if row.tls:
-        cmd = [*NICE, str(LOAD), "--addr", f"127.0.0.1:{port}", "--seconds", str(seconds), "--connections",
+        cmd = [*NICE, *PIN_LOAD, str(LOAD), "--addr", f"127.0.0.1:{port}", "--seconds", str(seconds), "--connections",
                str(CONNECTIONS), "--header", f"x-user-id: {LOAD_KEY}", "--ca", str(pki["ca.pem"]),
                "--cert", str(pki["client.pem"]), "--key", str(pki["client.key"])]
         r = run(cmd, seconds + 30)
@@ -513,7 +517,7 @@ def load(row: Row, pki: dict[str, Path], seconds: int) -> dict:
         if res["errors"] or res["non_2xx"]:
             res["error"] = f"{res['errors']} errors, {res['non_2xx']} non-2xx"
         return res
-    cmd = [*NICE, "wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency",
+    cmd = [*NICE, *PIN_LOAD, "wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency",
            "-H", f"x-user-id: {LOAD_KEY}", f"http://127.0.0.1:{port}/"]
     r = run(cmd, seconds + 30)
     out = r.stdout
@@ -645,7 +649,7 @@ def mem_cell(row: Row) -> str:
 
 
 def report(rows: list[Row], m: dict[str, str], sizes: dict[str, int], sections: dict[str, int],
-           opt_err: str | None, crit: list, crit_err: str | None, load_end: str) -> str:
+           crit: list, crit_err: str | None, load_end: str) -> str:
     by = {r.id: r for r in rows}
     med = {r.id: statistics.median(r.rps) for r in rows if r.rps and not r.failed}
     cpu = {r.id: statistics.median(r.cpu_us) for r in rows if r.cpu_us and not r.failed}
@@ -719,7 +723,7 @@ def report(rows: list[Row], m: dict[str, str], sizes: dict[str, int], sections: 
     ratio_line("(d) within 3 % of (c-mtls): ≥ 0.97 ×", "d", "c-mtls", 0.97)
     lim = 400 * 1000
     sz = sizes.get(SIZE_RELEASE, 0)
-    opt_note = f" ({sizes[SIZE_OPT]:,} B after wasm-opt -O3)" if SIZE_OPT in sizes else ""
+    opt_note = f" (rustc alone: {sizes[SIZE_RAW]:,} B)" if SIZE_RAW in sizes else ""
     L.append(f"| `.wasm` ≤ 400 KB (400,000 B) | {sz:,} B{opt_note} | {'meets' if 0 < sz <= lim else 'misses'} |")
     for rid in MEMORY_ROWS:
         r = by.get(rid)
@@ -736,6 +740,31 @@ def report(rows: list[Row], m: dict[str, str], sizes: dict[str, int], sections: 
     else:
         L.append(f"| pure decision core < 1 µs on the host | {crit_err or 'not run'} | – |")
 
+    # host call prices
+    hrows = [r for r in rows if r.probe]
+    if hrows and "b" in cpu:
+        L.append("\n## What each host call costs\n")
+        L.append(f"Rows (h-…): the no-op filter (b) making one kind of host call {HOSTCALL_REPEAT} times per "
+                 "request. Price = (row's Envoy CPU/req − (b)'s) / "
+                 f"{HOSTCALL_REPEAT}. These are warm prices (the same call repeated back to back); spread over "
+                 "a real request, each call also pays cache misses, so the filter's real cost is higher.\n")
+        L.append("| call | Envoy CPU/req | price per call | per request in (c) | in (f) |")
+        L.append("|---|--:|--:|--:|--:|")
+        tot_c = tot_f = 0.0
+        for r in hrows:
+            call = r.probe.split("*")[0]
+            if r.id not in cpu:
+                L.append(f"| `{call}` | – | – | – | – |")
+                continue
+            price = (cpu[r.id] - cpu["b"]) / HOSTCALL_REPEAT
+            nc, nf = HOSTCALLS_PER_REQUEST.get(call, (0, 0))
+            tot_c += nc * price
+            tot_f += nf * price
+            L.append(f"| `{call}` | {cpu[r.id]:.1f} µs | {price:.2f} µs | {nc} | {nf} |")
+        gaps = [f"{x}: {cpu[x] - cpu['b']:.1f} µs measured" for x in ("c", "f") if x in cpu]
+        L.append(f"\nSum of warm prices: (c) {tot_c:.1f} µs, (f) {tot_f:.1f} µs per request over (b)"
+                 + (f" ({'; '.join(gaps)})." if gaps else "."))
+
     # wasm sizes
     L.append("\n## Module size\n")
     L.append("| module | bytes |")
@@ -743,13 +772,11 @@ def report(rows: list[Row], m: dict[str, str], sizes: dict[str, int], sections: 
     for k, v in sizes.items():
         L.append(f"| {k} | {v:,} |")
     if sections:
-        L.append("\nCustom sections of the release rollout-filter module: "
+        L.append("\nCustom sections of the shipped rollout-filter module: "
                  + ", ".join(f"`{k}` {v:,} B" for k, v in sorted(sections.items(), key=lambda x: -x[1])) + ".")
-    if opt_err:
-        L.append(f"\nwasm-opt: {opt_err}")
-    elif "c-opt" in by:
-        r = by["c-opt"]
-        L.append(f"\nThe wasm-opt -O3 module {'loads and routes correctly in Envoy (row (c-opt))' if not r.failed and r.rps else 'FAILED in Envoy: ' + str(r.failed)}.")
+    if "c" in cpu and "c-o3" in cpu:
+        L.append(f"\nSpeed given up for size: the opt-level 3 build (c-o3) used {cpu['c-o3']:.1f} µs of Envoy CPU "
+                 f"per request, the shipped build (c) {cpu['c']:.1f} µs ({cpu['c'] / cpu['c-o3']:.3f} ×).")
 
     # criterion
     L.append("\n## Host micro-benchmarks (criterion, `filter/benches/core.rs`)\n")
@@ -793,8 +820,8 @@ def main() -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     wanted = [x.strip() for x in env("BENCH_ROWS", "").split(",") if x.strip()]
     rows = [r for r in ROWS if not wanted or r.id in wanted]
-    if not WASM_OPT:
-        rows = [r for r in rows if r.filter != "rollout-opt"]
+    if not SPEED:
+        rows = [r for r in rows if r.filter != "rollout-speed"]
     for exe, what in ((ENVOY, "ENVOY"), (str(WASM), "WASM"), (str(NOOP_WASM), "NOOP_WASM"), (str(LOAD), "BENCH_LOAD")):
         if not Path(exe).exists():
             log(f"missing {what}: {exe} (run through `make bench`)")
@@ -813,17 +840,16 @@ def main() -> int:
     for i, alt in enumerate(ALT_WASMS, 1):
         sizes[f"(c-alt{i}): {alt}"] = alt.stat().st_size
     sections = wasm_sections(WASM)
-    opt_err = None
-    if WASM_OPT:
-        opt = WORK / "rollout_filter.opt.wasm"
-        opt_err = wasm_opt(WASM, opt)
-        if opt_err is None:
-            sizes[SIZE_OPT] = opt.stat().st_size
-            wasm_files["rollout-opt"] = opt
+    if RAW_WASM.exists():
+        sizes[SIZE_RAW] = RAW_WASM.stat().st_size
+    if SPEED:
+        if SPEED_WASM.exists():
+            sizes[SIZE_SPEED] = SPEED_WASM.stat().st_size
+            wasm_files["rollout-speed"] = SPEED_WASM
         else:
             for r in rows:
-                if r.filter == "rollout-opt":
-                    r.failed = opt_err
+                if r.filter == "rollout-speed":
+                    r.failed = f"not built: {SPEED_WASM} (`make bench` builds it)"
 
     try:
         for r in rows:
@@ -906,7 +932,7 @@ def main() -> int:
 
     crit, crit_err = criterion() if CRITERION else ([], "BENCH_CRITERION=0" if not SMOKE else "smoke run")
     load_end = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    text = report(rows, m, sizes, sections, opt_err, crit, crit_err, load_end)
+    text = report(rows, m, sizes, sections, crit, crit_err, load_end)
     print(text)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(text)

@@ -8,16 +8,22 @@
 
 BENCH_NOOP_WASM := target/wasm32-wasip1/release/bench_noop_filter.wasm
 BENCH_LOAD      := target/release/rollout-bench-load
-BENCH_ENV        = ENVOY="$(ENVOY)" WASM="$(WASM)" NOOP_WASM="$(BENCH_NOOP_WASM)" BENCH_LOAD="$(BENCH_LOAD)"
+# Row (c-o3): the filter built for speed (opt-level 3, no wasm-opt), to price the size profile.
+BENCH_SPEED_WASM := target/wasm32-wasip1/release/rollout_filter.wasm
+BENCH_ENV        = ENVOY="$(ENVOY)" WASM="$(WASM)" RAW_WASM="$(WASM_RAW)" NOOP_WASM="$(BENCH_NOOP_WASM)" \
+                   BENCH_LOAD="$(BENCH_LOAD)" SPEED_WASM="$(BENCH_SPEED_WASM)"
 
-.PHONY: bench bench-smoke bench-tools
+.PHONY: bench bench-smoke bench-tools bench-speed-wasm
 
 # The no-op baseline filter (row b) and the mTLS load client.
 bench-tools: targets
 	cargo build --release --target wasm32-wasip1 -p bench-noop-filter
 	cargo build --release -p rollout-bench-load
 
-bench: build envoy bench-tools
+bench-speed-wasm: targets
+	cargo build --release --target wasm32-wasip1 -p rollout-filter
+
+bench: build envoy bench-tools bench-speed-wasm
 	$(BENCH_ENV) python3 bench/run.py
 
 bench-smoke: build envoy bench-tools

@@ -142,7 +142,7 @@ def render(src: Path, dst: Path, sha: str) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--wasm", type=Path, default=ROOT / "target/wasm32-wasip1/release/rollout_filter.wasm")
+    ap.add_argument("--wasm", type=Path, default=ROOT / "target/rollout-filter.wasm")
     ap.add_argument("--out", type=Path, default=ROOT / "target/oci")
     ap.add_argument("--tar", type=Path, default=ROOT / "target/rollout-filter-oci.tar")
     ap.add_argument("--tag", default="0.1.0")

@@ -42,7 +42,7 @@ pub fn trap_wasm_path() -> PathBuf {
 pub fn wasm_path() -> PathBuf {
     match std::env::var_os("ROLLOUT_WASM") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => workspace_root().join("target/wasm32-wasip1/release/rollout_filter.wasm"),
+        _ => workspace_root().join("target/rollout-filter.wasm"),
     }
 }
 

@@ -80,7 +80,7 @@ fn bootstrap(ecds_dir: &Path, stable: &Echo, canary: &Echo) -> String {
 fn ecds(version: u32, config: &str) -> String {
     let text = replace_once(
         &read(ECDS_FILE),
-        "filename: target/wasm32-wasip1/release/rollout_filter.wasm",
+        "filename: target/rollout-filter.wasm",
         &format!("filename: \"{}\"", wasm_path().display()),
     );
     let text = replace_once(

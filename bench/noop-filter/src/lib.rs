@@ -4,26 +4,86 @@
 //! Once per VM, at configure time (never per request), it records its own
 //! linear memory size in the gauge `bench_noop_linear_memory_bytes`, which lets
 //! `bench/run.py` check its outside reading of VM memory against the inside one.
+//!
+//! With the configuration `probe:<call>*<n>` (the `h-*` rows of `BENCH_HOSTCALLS=1`)
+//! it makes one kind of host call `n` times per request, so the bench can price
+//! each host call the real filter makes against this same no-op.
 
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::ContextType;
+use proxy_wasm::types::{Action, ContextType, MapType, MetricType};
 
 proxy_wasm::main! {{
-    proxy_wasm::set_root_context(|_| Box::new(NoopRoot));
+    proxy_wasm::set_root_context(|_| Box::new(NoopRoot::default()));
 }}
 
-struct NoopRoot;
+#[derive(Clone, Copy, Default)]
+enum Call {
+    #[default]
+    None,
+    HeaderPairs,
+    GetHeader,
+    SetHeader,
+    ClearRouteCache,
+    PropertyDuration,
+    PropertySource,
+    Counter,
+    Histogram,
+    ResponseStatus,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Probe {
+    call: Call,
+    repeat: u32,
+    counter: u32,
+    histogram: u32,
+}
+
+#[derive(Default)]
+struct NoopRoot {
+    probe: Probe,
+}
 
 impl Context for NoopRoot {}
 
 impl RootContext for NoopRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         record_linear_memory();
+        let config = hostcalls::get_buffer(proxy_wasm::types::BufferType::PluginConfiguration, 0, usize::MAX)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let Some(spec) = std::str::from_utf8(&config)
+            .ok()
+            .and_then(|s| s.strip_prefix("probe:"))
+        else {
+            return true;
+        };
+        let (name, n) = spec.split_once('*').unwrap_or((spec, "1"));
+        let call = match name {
+            "header_pairs" => Call::HeaderPairs,
+            "get_header" => Call::GetHeader,
+            "set_header" => Call::SetHeader,
+            "clear_route_cache" => Call::ClearRouteCache,
+            "property_duration" => Call::PropertyDuration,
+            "property_source" => Call::PropertySource,
+            "counter" => Call::Counter,
+            "histogram" => Call::Histogram,
+            "response_status" => Call::ResponseStatus,
+            _ => return false,
+        };
+        self.probe = Probe {
+            call,
+            repeat: n.parse().unwrap_or(1),
+            counter: hostcalls::define_metric(MetricType::Counter, "bench_probe_counter").unwrap_or(0),
+            histogram: hostcalls::define_metric(MetricType::Histogram, "bench_probe_histogram").unwrap_or(0),
+        };
         true
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(NoopHttp))
+        Some(Box::new(NoopHttp(self.probe)))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -31,16 +91,45 @@ impl RootContext for NoopRoot {
     }
 }
 
-struct NoopHttp;
+struct NoopHttp(Probe);
 
 impl Context for NoopHttp {}
 
-impl HttpContext for NoopHttp {}
+impl HttpContext for NoopHttp {
+    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        let p = self.0;
+        for _ in 0..p.repeat {
+            match p.call {
+                Call::None | Call::ResponseStatus => {}
+                Call::HeaderPairs => drop(hostcalls::get_map_bytes(MapType::HttpRequestHeaders)),
+                Call::GetHeader => drop(hostcalls::get_map_value(MapType::HttpRequestHeaders, "x-user-id")),
+                Call::SetHeader => drop(hostcalls::set_map_value(
+                    MapType::HttpRequestHeaders,
+                    "x-probe",
+                    Some("v"),
+                )),
+                Call::ClearRouteCache => drop(hostcalls::call_foreign_function("clear_route_cache", None)),
+                Call::PropertyDuration => drop(hostcalls::get_property(vec!["request", "duration"])),
+                Call::PropertySource => drop(hostcalls::get_property(vec!["source", "address"])),
+                Call::Counter => drop(hostcalls::increment_metric(p.counter, 1)),
+                Call::Histogram => drop(hostcalls::record_metric(p.histogram, 3)),
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        if let Call::ResponseStatus = self.0.call {
+            for _ in 0..self.0.repeat {
+                drop(hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status"));
+            }
+        }
+        Action::Continue
+    }
+}
 
 #[cfg(target_arch = "wasm32")]
 fn record_linear_memory() {
-    use proxy_wasm::hostcalls;
-    use proxy_wasm::types::MetricType;
     let bytes = core::arch::wasm32::memory_size(0) as u64 * 65536;
     if let Ok(id) = hostcalls::define_metric(MetricType::Gauge, "bench_noop_linear_memory_bytes") {
         let _ = hostcalls::record_metric(id, bytes);
