@@ -25,7 +25,8 @@ BENCH_CRITERION (1: run the criterion benches when filter/Cargo.toml wires
 them; BENCH_CRITERION_ROOT: in another checkout), BENCH_SPEED (1: also
 measure SPEED_WASM, the opt-level 3 build, as row (c-o3); RAW_WASM is the shipped
 build before wasm-opt, for the size table), BENCH_ALT_WASM (more (c) rows with
-other builds of the filter), BENCH_WASM_RUNTIME, BENCH_NICE (see below).
+other builds of the filter), BENCH_WASM_RUNTIME, BENCH_NICE, BENCH_PIN (see below),
+CORE_WASM_O3 / CORE_WASM_SHIPPED (bench/core-wasm built both ways: timed in Node's V8).
 `--smoke`: 1 round of 1 s per row, no criterion, never asserts on timing;
 exits non-zero only when the harness itself fails (an Envoy does not start,
 a probe routes wrongly, the load tool reports errors).
@@ -106,6 +107,8 @@ CRITERION = env("BENCH_CRITERION", "0" if SMOKE else "1") == "1"
 SPEED = env("BENCH_SPEED", "0" if SMOKE else "1") == "1"
 SPEED_WASM = path_env("SPEED_WASM", "target/wasm32-wasip1/release/rollout_filter.wasm")
 RAW_WASM = path_env("RAW_WASM", "target/wasm32-wasip1/filter/rollout_filter.wasm")
+CORE_WASM_O3 = os.environ.get("CORE_WASM_O3")
+CORE_WASM_SHIPPED = os.environ.get("CORE_WASM_SHIPPED")
 OUT = path_env("BENCH_OUT", "target/bench/BENCHMARKS.smoke.md" if SMOKE else "BENCHMARKS.md")
 LOCK = ROOT / "target" / "bench" / ".lock"
 LOCK_WAIT_S = 1200
@@ -648,8 +651,26 @@ def mem_cell(row: Row) -> str:
     return f"{s} → {e} KiB over {row.rq_end - row.rq_start:,} req"
 
 
+def core_wasm() -> tuple[dict[str, dict[str, int]], str | None]:
+    """ns per request of the pure per-request work in Node's V8, by export and build."""
+    if not (CORE_WASM_O3 and CORE_WASM_SHIPPED):
+        return {}, "CORE_WASM_O3 / CORE_WASM_SHIPPED not set (`make bench` sets them)"
+    node = shutil.which("node")
+    if not node:
+        return {}, "node not installed"
+    out: dict[str, dict[str, int]] = {}
+    for export in ("run", "run_decide", "run_trace"):
+        r = run([node, str(BENCH / "core-wasm" / "run.mjs"), f"o3={CORE_WASM_O3}", f"shipped={CORE_WASM_SHIPPED}"],
+                300, env={**os.environ, "CORE_WASM_EXPORT": export})
+        if r.returncode != 0:
+            return out, f"node failed: {r.stderr.strip()[-300:]}"
+        out[export] = json.loads(r.stdout)
+    return out, None
+
+
 def report(rows: list[Row], m: dict[str, str], sizes: dict[str, int], sections: dict[str, int],
-           crit: list, crit_err: str | None, load_end: str) -> str:
+           crit: list, crit_err: str | None, load_end: str,
+           core: dict[str, dict[str, int]] | None = None, core_err: str | None = None) -> str:
     by = {r.id: r for r in rows}
     med = {r.id: statistics.median(r.rps) for r in rows if r.rps and not r.failed}
     cpu = {r.id: statistics.median(r.cpu_us) for r in rows if r.cpu_us and not r.failed}
@@ -777,6 +798,20 @@ def report(rows: list[Row], m: dict[str, str], sizes: dict[str, int], sections: 
     if "c" in cpu and "c-o3" in cpu:
         L.append(f"\nSpeed given up for size: the opt-level 3 build (c-o3) used {cpu['c-o3']:.1f} µs of Envoy CPU "
                  f"per request, the shipped build (c) {cpu['c']:.1f} µs ({cpu['c'] / cpu['c-o3']:.3f} ×).")
+
+    L.append("\n## The filter's own code in V8 (`bench/core-wasm`, Node.js)\n")
+    if core:
+        L.append("The pure per-request work as the glue runs it (header map lookups, decision, trace context), "
+                 "compiled to wasm with each profile and timed in Node's V8, best of 15 rounds of 20,000 "
+                 "requests; no host calls, so this is the whole difference between (c) and (c-o3).\n")
+        L.append("| work | opt-level 3 | shipped (opt-level z + wasm-opt -O3) |")
+        L.append("|---|--:|--:|")
+        what = {"run": "full request (f): decide + trace", "run_decide": "decide only (c)",
+                "run_trace": "trace context only"}
+        for k, v in core.items():
+            L.append(f"| {what.get(k, k)} | {v.get('o3', 0):,} ns | {v.get('shipped', 0):,} ns |")
+    else:
+        L.append(f"Not run: {core_err}.")
 
     # criterion
     L.append("\n## Host micro-benchmarks (criterion, `filter/benches/core.rs`)\n")
@@ -932,7 +967,8 @@ def main() -> int:
 
     crit, crit_err = criterion() if CRITERION else ([], "BENCH_CRITERION=0" if not SMOKE else "smoke run")
     load_end = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    text = report(rows, m, sizes, sections, crit, crit_err, load_end)
+    core, core_err = core_wasm() if not SMOKE else ({}, "smoke run")
+    text = report(rows, m, sizes, sections, crit, crit_err, load_end, core, core_err)
     print(text)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(text)

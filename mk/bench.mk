@@ -10,6 +10,9 @@ BENCH_NOOP_WASM := target/wasm32-wasip1/release/bench_noop_filter.wasm
 BENCH_LOAD      := target/release/rollout-bench-load
 # Row (c-o3): the filter built for speed (opt-level 3, no wasm-opt), to price the size profile.
 BENCH_SPEED_WASM := target/wasm32-wasip1/release/rollout_filter.wasm
+# The filter's pure per-request work as wasm, built both ways and timed in Node's V8.
+CORE_WASM_O3      := target/wasm32-unknown-unknown/release/bench_core_wasm.wasm
+CORE_WASM_SHIPPED := target/bench/bench_core_wasm.shipped.wasm
 BENCH_ENV        = ENVOY="$(ENVOY)" WASM="$(WASM)" RAW_WASM="$(WASM_RAW)" NOOP_WASM="$(BENCH_NOOP_WASM)" \
                    BENCH_LOAD="$(BENCH_LOAD)" SPEED_WASM="$(BENCH_SPEED_WASM)"
 
@@ -20,11 +23,15 @@ bench-tools: targets
 	cargo build --release --target wasm32-wasip1 -p bench-noop-filter
 	cargo build --release -p rollout-bench-load
 
-bench-speed-wasm: targets
+bench-speed-wasm: targets binaryen
 	cargo build --release --target wasm32-wasip1 -p rollout-filter
+	cargo build --release --target wasm32-unknown-unknown -p bench-core-wasm
+	cargo build --profile filter --target wasm32-unknown-unknown -p bench-core-wasm
+	@mkdir -p target/bench
+	$(WASM_OPT) target/wasm32-unknown-unknown/filter/bench_core_wasm.wasm -o $(CORE_WASM_SHIPPED)
 
 bench: build envoy bench-tools bench-speed-wasm
-	$(BENCH_ENV) python3 bench/run.py
+	$(BENCH_ENV) CORE_WASM_O3="$(CORE_WASM_O3)" CORE_WASM_SHIPPED="$(CORE_WASM_SHIPPED)" python3 bench/run.py
 
 bench-smoke: build envoy bench-tools
 	$(BENCH_ENV) python3 bench/run.py --smoke

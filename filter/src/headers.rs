@@ -56,6 +56,8 @@ pub struct Pairs<'a> {
 impl<'a> Iterator for Pairs<'a> {
     type Item = (&'a [u8], &'a [u8]);
 
+    // Called per header per lookup: kept inline even in the size-optimized build.
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         if self.index >= self.count {
             return None;
@@ -74,6 +76,7 @@ impl<'a> Iterator for Pairs<'a> {
     }
 }
 
+#[inline(always)]
 fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
     let b = buf.get(at..at.checked_add(4)?)?;
     Some(u32::from_le_bytes([

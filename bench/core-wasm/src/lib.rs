@@ -1,0 +1,139 @@
+//! The filter's pure per-request work, as the host glue runs it, compiled to wasm:
+//! read the serialized request header map, decide, build the trace context.
+//! `bench/core-wasm/run.mjs` times `run` in Node's V8 (the engine Envoy runs the
+//! filter in) for each build profile, so the size profile's speed cost is
+//! measured without Envoy's host calls and without the noise of a loaded proxy.
+
+use std::hint::black_box;
+use std::sync::OnceLock;
+
+use rollout_filter::config::Config;
+use rollout_filter::decision::{decide, RequestView};
+use rollout_filter::headers::{serialize, SerializedMap};
+use rollout_filter::trace;
+
+/// The full product's configuration (`bench/configs/f-full.json`).
+const CONFIG: &str = r#"{
+  "rolloutId": "checkout-2026-11",
+  "versions": [ { "name": "stable", "weight": 90 }, { "name": "canary", "weight": 10 } ],
+  "routeHeader": "x-rollout-version",
+  "stickyKeys": [ { "header": "x-user-id" }, { "cookie": "uid" }, { "sourceAddress": true } ],
+  "override": { "header": "x-rollout-pin", "query": "rollout-version" },
+  "trace": { "enabled": true }
+}"#;
+
+struct Setup {
+    cfg: Config,
+    headers: Vec<u8>,
+}
+
+fn setup() -> Option<&'static Setup> {
+    static SETUP: OnceLock<Option<Setup>> = OnceLock::new();
+    SETUP
+        .get_or_init(|| {
+            let cfg = Config::from_json(CONFIG.as_bytes()).ok()?;
+            let headers = serialize(&[
+                (":authority", b"shop.example.com"),
+                (":path", b"/checkout/cart?step=2"),
+                (":method", b"GET"),
+                (":scheme", b"https"),
+                (
+                    "user-agent",
+                    b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36",
+                ),
+                ("accept", b"text/html,application/xhtml+xml"),
+                ("accept-encoding", b"gzip, deflate, br"),
+                ("x-request-id", b"4bf92f35-77b3-4da6-a3ce-929d0e0e4736"),
+                ("x-forwarded-proto", b"https"),
+                ("x-user-id", b"user-4711"),
+                (
+                    "traceparent",
+                    b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
+                ("tracestate", b"congo=t61rcWkgMzE"),
+            ]);
+            Some(Setup { cfg, headers })
+        })
+        .as_ref()
+}
+
+struct Request<'a>(SerializedMap<'a>);
+
+impl RequestView for Request<'_> {
+    fn header(&mut self, name: &str) -> Option<&[u8]> {
+        self.0.get(name)
+    }
+
+    fn source_address(&mut self) -> Option<&[u8]> {
+        Some(b"10.1.2.3:51234")
+    }
+
+    fn random_u32(&mut self) -> u32 {
+        0x9e37_79b9
+    }
+}
+
+/// `n` requests of the full product's pure work; returns a checksum so none is optimized away.
+/// 0 means the setup failed (the runner treats it as an error).
+#[no_mangle]
+pub extern "C" fn run(n: u32) -> u32 {
+    let Some(s) = setup() else { return 0 };
+    let mut sum: u32 = 1;
+    for i in 0..n {
+        // A fresh copy per request, as the glue receives one from the host.
+        let buf = black_box(s.headers.clone());
+        let map = SerializedMap::new(&buf);
+        let mut req = Request(map);
+        let d = decide(&s.cfg, &mut req, None);
+        let parents: Vec<&[u8]> = map.get_all("traceparent").collect();
+        let states: Vec<&[u8]> = map.get_all("tracestate").collect();
+        let member = s
+            .cfg
+            .trace
+            .member_values
+            .get(d.version)
+            .map_or("", String::as_str);
+        let mut random = [0u8; 24];
+        random[0] = i as u8;
+        let p = trace::propagate(&parents, &states, member, &s.cfg.trace.settings, random);
+        sum = sum
+            .wrapping_add(d.version as u32)
+            .wrapping_add(p.traceparent.len() as u32)
+            .wrapping_add(p.tracestate.len() as u32);
+    }
+    sum
+}
+
+/// Only the decision (header lookups, sticky key, flagd bucket).
+#[no_mangle]
+pub extern "C" fn run_decide(n: u32) -> u32 {
+    let Some(s) = setup() else { return 0 };
+    let mut sum: u32 = 1;
+    for _ in 0..n {
+        let mut req = Request(SerializedMap::new(black_box(&s.headers)));
+        sum = sum.wrapping_add(decide(&s.cfg, &mut req, None).version as u32 + 1);
+    }
+    sum
+}
+
+/// Only the trace context (parse the incoming one, emit ours).
+#[no_mangle]
+pub extern "C" fn run_trace(n: u32) -> u32 {
+    let Some(s) = setup() else { return 0 };
+    let mut sum: u32 = 1;
+    let parent: &[u8] = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let state: &[u8] = b"congo=t61rcWkgMzE";
+    for i in 0..n {
+        let mut random = [0u8; 24];
+        random[0] = i as u8;
+        let p = trace::propagate(
+            &[black_box(parent)],
+            &[black_box(state)],
+            "canary",
+            &s.cfg.trace.settings,
+            random,
+        );
+        sum = sum.wrapping_add(p.traceparent.len() as u32);
+    }
+    sum
+}
