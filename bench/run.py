@@ -174,6 +174,9 @@ HOSTCALLS_PER_REQUEST = {"header_pairs": (1, 1), "set_header": (2, 4), "clear_ro
 if env("BENCH_HOSTCALLS", "1") == "1":
     ROWS += [Row(f"h-{c}", f"(b) + {HOSTCALL_REPEAT} × {c} per request", "noop", probe=f"{c}*{HOSTCALL_REPEAT}")
              for c in HOSTCALLS]
+    # The floor: the no-op filter making exactly the host calls of (c) / (f), with none of the logic.
+    ROWS += [Row("h-seq_c", "(b) + exactly the host calls of (c), no logic", "noop", probe="seq_c*1"),
+             Row("h-seq_f", "(b) + exactly the host calls of (f), no logic", "noop", probe="seq_f*1")]
 for i, alt in enumerate(ALT_WASMS, 1):
     ROWS.insert(3 + i, Row(f"c-alt{i}", f"(c) with {alt.name} (BENCH_ALT_WASM)", f"rollout-alt{i}",
                            config="c-sticky.json", expect_split=True))
@@ -479,6 +482,8 @@ def probe(row: Row, pki: dict[str, Path]) -> None:
             row.failed = f"probe: carol served by {got!r}"
         return
     cases = vector_keys(40) if row.expect_split else [("alice", "stable"), ("carol", "stable")]
+    if row.probe and row.probe.startswith("seq_"):
+        cases = [("alice", "canary"), ("carol", "canary")]  # it sets the route header to canary
     wrong = [(k, want, got) for k, want in cases if (got := served_by(k)) != want]
     if wrong:
         row.failed = f"probe routing differs from the flagd vectors for {len(wrong)}/{len(cases)} keys, e.g. {wrong[0]}"
@@ -741,6 +746,10 @@ def report(rows: list[Row], m: dict[str, str], sizes: dict[str, int], sections: 
 
     ratio_line("(f) ≥ 0.95 × (b) req/s", "f", "b", 0.95)
     ratio_line("(f) ≥ 1.0 × (e) req/s", "f", "e", 1.0)
+    for rid, of in (("h-seq_f", "f"), ("h-seq_c", "c")):
+        if rid in cpu and "b" in cpu and of in cpu:
+            L.append(f"| floor: ({of})'s host calls alone, no logic ({rid}) | Envoy CPU/request {cpu['b'] / cpu[rid]:.3f} × (b);"
+                     f" ({of}) itself {cpu['b'] / cpu[of]:.3f} × (b) | the best any filter making these calls can do |")
     ratio_line("(d) within 3 % of (c-mtls): ≥ 0.97 ×", "d", "c-mtls", 0.97)
     lim = 400 * 1000
     sz = sizes.get(SIZE_RELEASE, 0)
@@ -762,7 +771,7 @@ def report(rows: list[Row], m: dict[str, str], sizes: dict[str, int], sections: 
         L.append(f"| pure decision core < 1 µs on the host | {crit_err or 'not run'} | – |")
 
     # host call prices
-    hrows = [r for r in rows if r.probe]
+    hrows = [r for r in rows if r.probe and not r.probe.startswith("seq_")]
     if hrows and "b" in cpu:
         L.append("\n## What each host call costs\n")
         L.append(f"Rows (h-…): the no-op filter (b) making one kind of host call {HOSTCALL_REPEAT} times per "

@@ -7,7 +7,9 @@
 //!
 //! With the configuration `probe:<call>*<n>` (the `h-*` rows of `BENCH_HOSTCALLS=1`)
 //! it makes one kind of host call `n` times per request, so the bench can price
-//! each host call the real filter makes against this same no-op.
+//! each host call the real filter makes against this same no-op. `probe:seq_c` and
+//! `probe:seq_f` make exactly the host calls rollout-filter makes in rows (c) and (f),
+//! in the same callbacks, with none of its logic: the floor for those features.
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -30,6 +32,10 @@ enum Call {
     Counter,
     Histogram,
     ResponseStatus,
+    /// The host calls of rollout-filter's row (c); with `trace`, of row (f).
+    Sequence {
+        trace: bool,
+    },
 }
 
 #[derive(Clone, Copy, Default)]
@@ -71,6 +77,8 @@ impl RootContext for NoopRoot {
             "counter" => Call::Counter,
             "histogram" => Call::Histogram,
             "response_status" => Call::ResponseStatus,
+            "seq_c" => Call::Sequence { trace: false },
+            "seq_f" => Call::Sequence { trace: true },
             _ => return false,
         };
         self.probe = Probe {
@@ -101,6 +109,32 @@ impl HttpContext for NoopHttp {
         for _ in 0..p.repeat {
             match p.call {
                 Call::None | Call::ResponseStatus => {}
+                Call::Sequence { trace } => {
+                    let _ = hostcalls::get_map_bytes(MapType::HttpRequestHeaders);
+                    let _ = hostcalls::set_map_value(
+                        MapType::HttpRequestHeaders,
+                        "x-rollout-version",
+                        Some("canary"),
+                    );
+                    let _ = hostcalls::set_map_value(
+                        MapType::HttpRequestHeaders,
+                        "x-rollout-id",
+                        Some("checkout-2026-11"),
+                    );
+                    if trace {
+                        let _ = hostcalls::set_map_value(
+                            MapType::HttpRequestHeaders,
+                            "traceparent",
+                            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03"),
+                        );
+                        let _ = hostcalls::set_map_value(
+                            MapType::HttpRequestHeaders,
+                            "tracestate",
+                            Some("rollout=canary"),
+                        );
+                    }
+                    let _ = hostcalls::call_foreign_function("clear_route_cache", None);
+                }
                 Call::HeaderPairs => drop(hostcalls::get_map_bytes(MapType::HttpRequestHeaders)),
                 Call::GetHeader => drop(hostcalls::get_map_value(MapType::HttpRequestHeaders, "x-user-id")),
                 Call::SetHeader => drop(hostcalls::set_map_value(
@@ -119,12 +153,22 @@ impl HttpContext for NoopHttp {
     }
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        if let Call::Sequence { .. } = self.0.call {
+            let _ = hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status");
+        }
         if let Call::ResponseStatus = self.0.call {
             for _ in 0..self.0.repeat {
-                drop(hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status"));
+                let _ = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status");
             }
         }
         Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        if let Call::Sequence { .. } = self.0.call {
+            let _ = hostcalls::get_property(vec!["request", "duration"]);
+            let _ = hostcalls::record_metric(self.0.histogram, 3);
+        }
     }
 }
 
