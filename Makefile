@@ -30,7 +30,8 @@ targets:
 # wasm-opt from Debian's binaryen package.
 binaryen:
 	@command -v wasm-opt >/dev/null || { command -v apt-get >/dev/null && \
-	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -q binaryen; } || \
+	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ) && $$sudo apt-get update -q && \
+	  $$sudo apt-get install -y -q binaryen; } || \
 	  { echo "wasm-opt not found: install binaryen (Debian/Ubuntu: apt-get install binaryen)"; exit 1; }
 
 $(WASM): $(shell find filter/src -name '*.rs') filter/Cargo.toml Cargo.toml Cargo.lock | targets binaryen

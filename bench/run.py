@@ -26,7 +26,9 @@ them; BENCH_CRITERION_ROOT: in another checkout), BENCH_SPEED (1: also
 measure SPEED_WASM, the opt-level 3 build, as row (c-o3); RAW_WASM is the shipped
 build before wasm-opt, for the size table), BENCH_ALT_WASM (more (c) rows with
 other builds of the filter), BENCH_WASM_RUNTIME, BENCH_NICE, BENCH_PIN (see below),
-CORE_WASM_O3 / CORE_WASM_SHIPPED (bench/core-wasm built both ways: timed in Node's V8).
+CORE_WASM_O3 / CORE_WASM_SHIPPED (bench/core-wasm built both ways: timed in Node's V8;
+CORE_WASM_ROUNDS), BENCH_HOSTCALLS (1: the h-* rows that price each host call and the floor
+rows), BENCH_HOSTCALL_REPEAT (10: calls per request in the h-* rows).
 `--smoke`: 1 round of 1 s per row, no criterion, never asserts on timing;
 exits non-zero only when the harness itself fails (an Envoy does not start,
 a probe routes wrongly, the load tool reports errors).
@@ -97,9 +99,10 @@ THREADS = int(env("BENCH_THREADS", "2"))
 NICE = ["nice", "-n", os.environ["BENCH_NICE"]] if os.environ.get("BENCH_NICE") else []
 # BENCH_PIN=1 (default with 2+ CPUs and taskset): Envoy on the last CPU, the load tool on the others,
 # so the two never take turns on one core and the scheduler does not move them.
-_PIN = env("BENCH_PIN", "1") == "1" and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
-PIN_ENVOY = ["taskset", "-c", str((os.cpu_count() or 1) - 1)] if _PIN else []
-PIN_LOAD = ["taskset", "-c", f"0-{(os.cpu_count() or 1) - 2}"] if _PIN else []
+_CPUS = sorted(os.sched_getaffinity(0))
+_PIN = env("BENCH_PIN", "1") == "1" and len(_CPUS) >= 2 and shutil.which("taskset") is not None
+PIN_ENVOY = ["taskset", "-c", str(_CPUS[-1])] if _PIN else []
+PIN_LOAD = ["taskset", "-c", ",".join(map(str, _CPUS[:-1]))] if _PIN else []
 # The wasm runtime of every wasm row. The PyPI Envoy 1.40 build has V8 only: wamr and wasmtime
 # fail with "Envoy was compiled without support for it".
 RUNTIME = env("BENCH_WASM_RUNTIME", "envoy.wasm.runtime.v8")
@@ -165,18 +168,23 @@ ROWS = [
 ALT_WASMS = [Path(p).resolve() for p in os.environ.get("BENCH_ALT_WASM", "").split(",") if p.strip()]
 # BENCH_HOSTCALLS=1: rows (h-<call>), the no-op filter making one kind of host call HOSTCALL_REPEAT
 # times per request, to price each call the filter makes against (b).
-HOSTCALL_REPEAT = int(env("BENCH_HOSTCALL_REPEAT", "10"))
+HOSTCALL_REPEAT = max(1, int(env("BENCH_HOSTCALL_REPEAT", "10")))
 HOSTCALLS = ("header_pairs", "get_header", "set_header", "clear_route_cache", "property_duration",
              "property_source", "counter", "histogram", "response_status")
 # How many of each the filter makes per request in rows (c) and (f) (counters are batched per tick).
 HOSTCALLS_PER_REQUEST = {"header_pairs": (1, 1), "set_header": (2, 4), "clear_route_cache": (1, 1),
                          "response_status": (1, 1), "property_duration": (1, 1), "histogram": (1, 1)}
 if env("BENCH_HOSTCALLS", "1") == "1":
+    # The smoke run keeps one priced call and one floor row, enough to keep both probe paths working.
+    if SMOKE:
+        HOSTCALLS = ("header_pairs",)
     ROWS += [Row(f"h-{c}", f"(b) + {HOSTCALL_REPEAT} × {c} per request", "noop", probe=f"{c}*{HOSTCALL_REPEAT}")
              for c in HOSTCALLS]
     # The floor: the no-op filter making exactly the host calls of (c) / (f), with none of the logic.
     ROWS += [Row("h-seq_c", "(b) + exactly the host calls of (c), no logic", "noop", probe="seq_c*1"),
              Row("h-seq_f", "(b) + exactly the host calls of (f), no logic", "noop", probe="seq_f*1")]
+    if SMOKE:
+        ROWS = [r for r in ROWS if r.id != "h-seq_c"]
 for i, alt in enumerate(ALT_WASMS, 1):
     ROWS.insert(3 + i, Row(f"c-alt{i}", f"(c) with {alt.name} (BENCH_ALT_WASM)", f"rollout-alt{i}",
                            config="c-sticky.json", expect_split=True))
@@ -669,7 +677,10 @@ def core_wasm() -> tuple[dict[str, dict[str, int]], str | None]:
                 300, env={**os.environ, "CORE_WASM_EXPORT": export})
         if r.returncode != 0:
             return out, f"node failed: {r.stderr.strip()[-300:]}"
-        out[export] = json.loads(r.stdout)
+        try:
+            out[export] = json.loads(r.stdout)
+        except ValueError:
+            return out, f"node printed no result: {r.stdout.strip()[-200:]}"
     return out, None
 
 
@@ -679,6 +690,7 @@ def report(rows: list[Row], m: dict[str, str], sizes: dict[str, int], sections: 
     by = {r.id: r for r in rows}
     med = {r.id: statistics.median(r.rps) for r in rows if r.rps and not r.failed}
     cpu = {r.id: statistics.median(r.cpu_us) for r in rows if r.cpu_us and not r.failed}
+    cpu = {k: v for k, v in cpu.items() if v > 0}  # 0: schedstat unreadable
     L: list[str] = []
     L.append("# rollout-filter benchmarks\n")
     L.append("Written by `make bench` (`bench/run.py`); do not edit by hand. "
@@ -762,9 +774,9 @@ def report(rows: list[Row], m: dict[str, str], sizes: dict[str, int], sections: 
             flat = r.mem_start == r.mem_end
             v = ("flat" if flat else "GREW") + ("" if n >= 100_000 else f" (only {n:,} requests: run longer)")
             L.append(f"| VM linear memory flat over 100,000 requests ({r.label()}) | {mem_cell(r)} | {v} |")
-    core = [c for c in crit if c[0].startswith("decide/")]
-    if core:
-        worst = max(core, key=lambda c: c[1])
+    decide_benches = [c for c in crit if c[0].startswith("decide/")]
+    if decide_benches:
+        worst = max(decide_benches, key=lambda c: c[1])
         L.append(f"| pure decision core < 1 µs on the host | slowest `{worst[0]}` {worst[1]:,.0f} ns | "
                  f"{'meets' if worst[1] < 1000 else 'misses'} |")
     else:
@@ -811,16 +823,17 @@ def report(rows: list[Row], m: dict[str, str], sizes: dict[str, int], sections: 
     L.append("\n## The filter's own code in V8 (`bench/core-wasm`, Node.js)\n")
     if core:
         L.append("The pure per-request work as the glue runs it (header map lookups, decision, trace context), "
-                 "compiled to wasm with each profile and timed in Node's V8, best of 15 rounds of 20,000 "
-                 "requests; no host calls, so this is the whole difference between (c) and (c-o3).\n")
+                 "compiled to wasm with each profile and timed in Node's V8 (`bench/core-wasm/run.mjs`: best "
+                 "round, rounds interleaved); no host calls. The SDK's dispatch code differs between the builds "
+                 "too and is not in this number.\n")
         L.append("| work | opt-level 3 | shipped (opt-level z + wasm-opt -O3) |")
         L.append("|---|--:|--:|")
         what = {"run": "full request (f): decide + trace", "run_decide": "decide only (c)",
                 "run_trace": "trace context only"}
         for k, v in core.items():
             L.append(f"| {what.get(k, k)} | {v.get('o3', 0):,} ns | {v.get('shipped', 0):,} ns |")
-    else:
-        L.append(f"Not run: {core_err}.")
+    if core_err:
+        L.append(f"\n{'Incomplete' if core else 'Not run'}: {core_err}.")
 
     # criterion
     L.append("\n## Host micro-benchmarks (criterion, `filter/benches/core.rs`)\n")

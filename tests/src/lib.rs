@@ -38,7 +38,7 @@ pub fn trap_wasm_path() -> PathBuf {
     workspace_root().join("target/trap/wasm32-wasip1/release/rollout_filter.wasm")
 }
 
-/// `$ROLLOUT_WASM`, else the release build (`make build`).
+/// `$ROLLOUT_WASM`, else the shipped module (`make build`).
 pub fn wasm_path() -> PathBuf {
     match std::env::var_os("ROLLOUT_WASM") {
         Some(p) if !p.is_empty() => PathBuf::from(p),

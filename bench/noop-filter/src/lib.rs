@@ -1,5 +1,5 @@
 //! The benchmark's row (b): the cost of having any Rust proxy-wasm HTTP filter
-//! at all. Every request callback is the SDK default (`Action::Continue`).
+//! at all. Without a probe configured, every request callback returns at once.
 //!
 //! Once per VM, at configure time (never per request), it records its own
 //! linear memory size in the gauge `bench_noop_linear_memory_bytes`, which lets
@@ -83,7 +83,10 @@ impl RootContext for NoopRoot {
         };
         self.probe = Probe {
             call,
-            repeat: n.parse().unwrap_or(1),
+            repeat: match n.parse() {
+                Ok(n) => n,
+                Err(_) => return false,
+            },
             counter: hostcalls::define_metric(MetricType::Counter, "bench_probe_counter").unwrap_or(0),
             histogram: hostcalls::define_metric(MetricType::Histogram, "bench_probe_histogram").unwrap_or(0),
         };
@@ -110,7 +113,7 @@ impl HttpContext for NoopHttp {
             match p.call {
                 Call::None | Call::ResponseStatus => {}
                 Call::Sequence { trace } => {
-                    let _ = hostcalls::get_map_bytes(MapType::HttpRequestHeaders);
+                    request_header_map();
                     let _ = hostcalls::set_map_value(
                         MapType::HttpRequestHeaders,
                         "x-rollout-version",
@@ -135,7 +138,7 @@ impl HttpContext for NoopHttp {
                     }
                     let _ = hostcalls::call_foreign_function("clear_route_cache", None);
                 }
-                Call::HeaderPairs => drop(hostcalls::get_map_bytes(MapType::HttpRequestHeaders)),
+                Call::HeaderPairs => request_header_map(),
                 Call::GetHeader => drop(hostcalls::get_map_value(MapType::HttpRequestHeaders, "x-user-id")),
                 Call::SetHeader => drop(hostcalls::set_map_value(
                     MapType::HttpRequestHeaders,
@@ -168,6 +171,26 @@ impl HttpContext for NoopHttp {
         if let Call::Sequence { .. } = self.0.call {
             let _ = hostcalls::get_property(vec!["request", "duration"]);
             let _ = hostcalls::record_metric(self.0.histogram, 3);
+        }
+    }
+}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_pairs(map_type: u32, return_data: *mut *mut u8, return_size: *mut usize) -> u32;
+}
+
+/// The request header map in one call, kept as the host wrote it: what rollout-filter's
+/// glue does (the SDK's `get_map_bytes` would also copy every pair).
+fn request_header_map() {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes a pointer to `size` bytes it allocated through our
+    // `proxy_on_memory_allocate` (a Vec allocation of exactly that size), or nothing.
+    unsafe {
+        let status = proxy_get_header_map_pairs(MapType::HttpRequestHeaders as u32, &mut data, &mut size);
+        if status == 0 && !data.is_null() {
+            drop(std::hint::black_box(Vec::from_raw_parts(data, size, size)));
         }
     }
 }
