@@ -110,6 +110,10 @@ CRITERION = env("BENCH_CRITERION", "0" if SMOKE else "1") == "1"
 SPEED = env("BENCH_SPEED", "0" if SMOKE else "1") == "1"
 SPEED_WASM = path_env("SPEED_WASM", "target/wasm32-wasip1/release/rollout_filter.wasm")
 RAW_WASM = path_env("RAW_WASM", "target/wasm32-wasip1/filter/rollout_filter.wasm")
+# BENCH_PERF=1 (default when `perf` works, not in the smoke run): sample each wasm row's Envoy
+# while it is measured and report the share of its CPU spent in JIT-compiled code, i.e. the
+# filter's own wasm. Machine noise scales every part of a row alike; this share does not move with it.
+PERF = env("BENCH_PERF", "0" if SMOKE else "1") == "1" and shutil.which("perf") is not None
 CORE_WASM_O3 = os.environ.get("CORE_WASM_O3")
 CORE_WASM_SHIPPED = os.environ.get("CORE_WASM_SHIPPED")
 OUT = path_env("BENCH_OUT", "target/bench/BENCHMARKS.smoke.md" if SMOKE else "BENCHMARKS.md")
@@ -135,6 +139,7 @@ class Row:
     p50_us: list[float] = field(default_factory=list)
     p99_us: list[float] = field(default_factory=list)
     cpu_us: list[float] = field(default_factory=list)  # Envoy CPU time per request
+    wasm_us: list[float] = field(default_factory=list)  # of which in wasm code (perf samples)
     mem_start: list[int] | None = None
     mem_end: list[int] | None = None
     rq_start: int = 0
@@ -519,6 +524,42 @@ def parse_duration_us(s: str) -> float:
     return float(m.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6, "m": 60e6}[m.group(2)]
 
 
+def perf_start(row: Row, rnd: int, seconds: int) -> tuple[subprocess.Popen, Path] | None:
+    if not PERF or row.envoy is None or row.envoy.proc is None or row.filter in ("none", "lua"):
+        return None
+    out = WORK / f"perf-{row.id}-{rnd}.data"
+    try:
+        proc = subprocess.Popen(["perf", "record", "-q", "-F", "999", "-p", str(row.envoy.proc.pid), "-o", str(out),
+                                 "--", "sleep", str(seconds)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        return None
+    return proc, out
+
+
+def perf_jit_share(started: tuple[subprocess.Popen, Path] | None) -> float | None:
+    """Fraction of the samples in JIT-compiled code (V8's wasm), or None."""
+    if started is None:
+        return None
+    proc, out = started
+    try:
+        proc.wait(timeout=60)
+        r = run(["perf", "report", "-i", str(out), "--no-children", "-g", "none", "--sort", "dso", "-t", "|"], 120)
+    except (subprocess.TimeoutExpired, OSError):
+        return None
+    finally:
+        out.unlink(missing_ok=True)
+    total = jit = 0.0
+    for line in r.stdout.splitlines():
+        parts = [x.strip() for x in line.split("|")]
+        if line.startswith("#") or len(parts) < 2 or not parts[0].endswith("%"):
+            continue
+        share = float(parts[0].rstrip("%"))
+        total += share
+        if parts[1].startswith("[JIT]"):
+            jit += share
+    return jit / total if total > 0 else None
+
+
 def load(row: Row, pki: dict[str, Path], seconds: int) -> dict:
     assert row.envoy is not None
     port = row.envoy.front_port
@@ -684,6 +725,10 @@ def core_wasm() -> tuple[dict[str, dict[str, int]], str | None]:
     return out, None
 
 
+def wasm_cell(r: Row) -> str:
+    return f"{statistics.median(r.wasm_us):.1f} µs" if r.wasm_us else "–"
+
+
 def report(rows: list[Row], m: dict[str, str], sizes: dict[str, int], sections: dict[str, int],
            crit: list, crit_err: str | None, load_end: str,
            core: dict[str, dict[str, int]] | None = None, core_err: str | None = None) -> str:
@@ -708,12 +753,12 @@ def report(rows: list[Row], m: dict[str, str], sizes: dict[str, int], sections: 
     L.append("- Backends are listeners of the same Envoy answering with `direct_response`, as in "
              "`envoy-config/envoy.yaml`; the worker does front + backend work.\n")
     L.append("| row | configuration | req/s median | min–max | p50 | p99 | × (a) | × (b) | "
-             "Envoy CPU/req | CPU × (b) | wasm VM linear memory start → end | notes |")
-    L.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|---|")
+             "Envoy CPU/req | CPU × (b) | of which in wasm | wasm VM linear memory start → end | notes |")
+    L.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|")
     for r in rows:
         a, b = r.baselines
         if r.failed or not r.rps:
-            L.append(f"| {r.label()} | {r.title} | – | – | – | – | – | – | – | – | – | FAILED: {r.failed or 'no data'} |")
+            L.append(f"| {r.label()} | {r.title} | – | – | – | – | – | – | – | – | – | – | FAILED: {r.failed or 'no data'} |")
             continue
         ra = f"{med[r.id] / med[a]:.2f}" if a in med else "–"
         rb = f"{med[r.id] / med[b]:.2f}" if b in med else "–"
@@ -721,13 +766,17 @@ def report(rows: list[Row], m: dict[str, str], sizes: dict[str, int], sections: 
         c_b = f"{cpu[b] / cpu[r.id]:.2f}" if b in cpu and r.id in cpu else "–"
         L.append(f"| {r.label()} | {r.title} | {med[r.id]:,.0f} | {min(r.rps):,.0f}–{max(r.rps):,.0f} | "
                  f"{fmt_us(statistics.median(r.p50_us))} | {fmt_us(statistics.median(r.p99_us))} | {ra} | {rb} | "
-                 f"{c_req} | {c_b} | {mem_cell(r)} | {'; '.join(r.notes)} |")
+                 f"{c_req} | {c_b} | {wasm_cell(r)} | {mem_cell(r)} | {'; '.join(r.notes)} |")
     L.append("\n× (a), × (b): median req/s over the same-transport baseline ((a)/(b) for plain rows, "
              "(a-mtls)/(b-mtls) for mTLS rows). p50/p99: median over rounds of each round's percentile. "
              "Envoy CPU/req: CPU time of all Envoy threads (/proc/PID/task/*/schedstat) per request served "
              "while measuring, median over rounds; CPU × (b) = (b)'s CPU/req over this row's, the req/s ratio "
              "one fully available core would give, and much less sensitive than req/s to other load on the "
              "machine. "
+             "Of which in wasm: the part of that CPU spent in JIT-compiled code (V8's wasm: the filter and "
+             "the proxy-wasm SDK), from `perf record` samples of the row's Envoy while measured, median over "
+             "rounds; machine noise slows every part of a row alike, so this split stays meaningful when "
+             "the totals wander. "
              "VM memory: each wasm VM of the process (Envoy 1.40 has no per-VM memory stat; read from V8's "
              "read-write part of each wasm memory reservation in /proc/PID/maps), after the first warm-up "
              "and after the last round, with the requests served in between.\n")
@@ -819,9 +868,15 @@ def report(rows: list[Row], m: dict[str, str], sizes: dict[str, int], sections: 
     if "c" in cpu and "c-o3" in cpu:
         rr = [x / y for x, y in zip(by["c"].cpu_us, by["c-o3"].cpu_us) if y > 0]
         span = f" (round by round {min(rr):.2f}–{max(rr):.2f})" if rr else ""
+        wasm = ""
+        if by["c"].wasm_us and by["c-o3"].wasm_us:
+            wc, wo = statistics.median(by["c"].wasm_us), statistics.median(by["c-o3"].wasm_us)
+            wasm = (f" Time in wasm code per request (perf samples): (c) {wc:.1f} µs, (c-o3) {wo:.1f} µs, "
+                    f"so the size profile costs about {wc - wo:.1f} µs per request; the rest of any gap between "
+                    "the two rows is spread over Envoy and the kernel alike, i.e. noise.")
         L.append(f"\nSpeed given up for size: rows (c) and (c-o3) differ only in the filter's own code. Envoy "
-                 f"CPU/request of (c) over (c-o3): {cpu['c'] / cpu['c-o3']:.3f}{span}; the timing of that code "
-                 "in V8 below isolates the difference from the machine's noise.")
+                 f"CPU/request of (c) over (c-o3): {cpu['c'] / cpu['c-o3']:.3f}{span}.{wasm} The timing of that "
+                 "code in V8 below isolates it from the machine's noise too.")
 
     L.append("\n## The filter's own code in V8 (`bench/core-wasm`, Node.js)\n")
     if core:
@@ -937,10 +992,14 @@ def main() -> int:
                     if r.filter != "none" and r.filter != "lua":
                         r.mem_start = r.envoy.vm_memory()
                 cpu0, rq0 = r.envoy.cpu_ns(), r.envoy.requests()
+                sampling = perf_start(r, rnd, SECONDS)
                 res = load(r, pki, SECONDS)
                 cpu1, rq1 = r.envoy.cpu_ns(), r.envoy.requests()
                 if rq1 > rq0:
                     res["cpu_us"] = (cpu1 - cpu0) / 1000 / (rq1 - rq0)
+                    share = perf_jit_share(sampling)
+                    if share is not None:
+                        r.wasm_us.append(share * res["cpu_us"])
                 if "error" in res:
                     r.failed = f"round {rnd}: {res['error']}"
                     log(f"  {r.label()} FAILED: {r.failed}")
