@@ -164,10 +164,11 @@ impl IstioEnvoy {
     fn wait_all(&self, keys: usize, want: &str) -> Instant {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let now = Instant::now();
             let seen = self.sweep(keys);
             if seen.iter().all(|v| v == want) {
-                return now;
+                // After the sweep was answered, not before it started: a request sent before
+                // the sweep may have reached Envoy ahead of the update and rightly seen the old weights.
+                return Instant::now();
             }
             assert!(
                 Instant::now() < deadline,
