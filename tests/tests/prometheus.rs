@@ -11,12 +11,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rollout_e2e::prom::{Prometheus, QueryResult, Target};
 use rollout_e2e::{agent, get, workspace_root, Envoy, Options};
 use serde::Deserialize;
+
+mod common;
 
 const ROLLOUT: &str = "checkout-2026-11";
 const CONFIG: &str = r#"{
@@ -709,13 +710,6 @@ fn run_one(s: &Shipped, version: Option<&str>, ctx: &Ctx) -> Result<String, Stri
 
 // ---------------------------------------------------------------------------------------------
 
-fn report_bin() -> PathBuf {
-    let bin = option_env!("CARGO_BIN_EXE_rollout-report")
-        .or(option_env!("CARGO_BIN_EXE_report"))
-        .expect("the rollout-report binary ([[bin]] in tests/Cargo.toml)");
-    PathBuf::from(bin)
-}
-
 /// The cells of the report's row for `version`.
 fn report_row(text: &str, version: &str) -> Vec<String> {
     text.lines()
@@ -877,29 +871,19 @@ fn every_shipped_query_returns_what_it_should() {
 
     // rollout-report reads the same Envoy; its numbers must be Prometheus's, computed over the
     // raw counters (no rate): success rate and histogram_quantile.
-    let out = {
-        rollout_e2e::settle();
-        Command::new(report_bin())
-    }
-    .args(["--admin", &envoy.admin.to_string()])
-    .args([
-        "--min-success",
-        "99.9",
-        "--max-p99-ms",
-        "300",
-        "--min-requests",
-        "50",
-    ])
-    .output()
-    .expect("run rollout-report");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    println!("{text}");
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "abort\n{text}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (code, text, err) = common::report(
+        &envoy,
+        &[
+            "--min-success",
+            "99.9",
+            "--max-p99-ms",
+            "300",
+            "--min-requests",
+            "50",
+        ],
     );
+    println!("{text}");
+    assert_eq!(code, Some(2), "abort\n{text}{err}");
     let sel = format!("rollout=\"{ROLLOUT}\"");
     let success = prom
         .query(&format!(

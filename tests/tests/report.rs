@@ -3,10 +3,12 @@
 //! one is a hold (exit 1) until it has enough requests, then a promote (exit 0).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use rollout_e2e::{agent, get, Echo, Envoy, Options};
+
+mod common;
+use common::{report, report_bin};
 
 const CONFIG: &str = r#"{
   "rolloutId": "checkout-2026-11",
@@ -14,33 +16,6 @@ const CONFIG: &str = r#"{
   "stickyKeys": [ { "header": "x-user-id" } ],
   "override": { "header": "x-rollout-pin", "trustedPeers": ["*"] }
 }"#;
-
-fn report_bin() -> PathBuf {
-    let bin = option_env!("CARGO_BIN_EXE_rollout-report")
-        .or(option_env!("CARGO_BIN_EXE_report"))
-        .expect("the rollout-report binary ([[bin]] in tests/Cargo.toml)");
-    PathBuf::from(bin)
-}
-
-fn report(envoy: &Envoy, args: &[&str]) -> (Option<i32>, String, String) {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = {
-        rollout_e2e::settle();
-        Command::new(report_bin())
-    }
-    .args(["--admin", &envoy.admin.to_string()])
-    .args(args)
-    .output()
-    .expect("run rollout-report");
-    (
-        status.code(),
-        String::from_utf8_lossy(&stdout).into_owned(),
-        String::from_utf8_lossy(&stderr).into_owned(),
-    )
-}
 
 fn row(text: &str, version: &str) -> Vec<String> {
     text.lines()
