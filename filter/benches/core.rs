@@ -75,22 +75,13 @@ impl RequestView for Request<'_> {
     }
 }
 
-/// Typical browser-ish request headers; `extra` go last, where a scan finds them latest.
+include!("common/typical_headers.rs");
+
+type Headers<'a> = &'a [(&'a str, &'a [u8])];
+
+/// [`TYPICAL_HEADERS`], then `extra`.
 fn headers<'a>(extra: &[(&'a str, &'a [u8])]) -> Vec<(&'a str, &'a [u8])> {
-    let mut h: Vec<(&str, &[u8])> = vec![
-        (":authority", b"shop.example.com"),
-        (":path", b"/checkout/cart?step=2"),
-        (":method", b"GET"),
-        (":scheme", b"https"),
-        (
-            "user-agent",
-            b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36",
-        ),
-        ("accept", b"text/html,application/xhtml+xml"),
-        ("accept-encoding", b"gzip, deflate, br"),
-        ("x-request-id", b"4bf92f35-77b3-4da6-a3ce-929d0e0e4736"),
-        ("x-forwarded-proto", b"https"),
-    ];
+    let mut h = TYPICAL_HEADERS.to_vec();
     h.extend_from_slice(extra);
     h
 }
@@ -99,38 +90,27 @@ fn bench_decide(c: &mut Criterion) {
     let cfg = Config::from_json(CONFIG.as_bytes()).expect("bench config");
     let mut g = c.benchmark_group("decide");
 
-    let h = headers(&[("x-user-id", b"user-4711")]);
-    g.bench_function("sticky_header", |b| {
-        b.iter(|| {
-            let mut req = Request {
-                headers: &h,
-                source: b"10.1.2.3:51234",
-            };
-            black_box(decide(black_box(&cfg), &mut req, None))
-        })
-    });
-
-    let h = headers(&[("cookie", b"theme=dark; lang=en; uid=user-4711; _ga=GA1.2.3")]);
-    g.bench_function("sticky_cookie", |b| {
-        b.iter(|| {
-            let mut req = Request {
-                headers: &h,
-                source: b"10.1.2.3:51234",
-            };
-            black_box(decide(black_box(&cfg), &mut req, None))
-        })
-    });
-
-    let h = headers(&[]);
-    g.bench_function("source_address", |b| {
-        b.iter(|| {
-            let mut req = Request {
-                headers: &h,
-                source: b"10.1.2.3:51234",
-            };
-            black_box(decide(black_box(&cfg), &mut req, None))
-        })
-    });
+    // Which sticky key decides: a header, a cookie, or (neither sent) the source address.
+    let sticky: [(&str, Headers); 3] = [
+        ("sticky_header", &[("x-user-id", b"user-4711")]),
+        (
+            "sticky_cookie",
+            &[("cookie", b"theme=dark; lang=en; uid=user-4711; _ga=GA1.2.3")],
+        ),
+        ("source_address", &[]),
+    ];
+    for (name, extra) in sticky {
+        let h = headers(extra);
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut req = Request {
+                    headers: &h,
+                    source: b"10.1.2.3:51234",
+                };
+                black_box(decide(black_box(&cfg), &mut req, None))
+            })
+        });
+    }
 
     // The whole pure part of a request in the full product (f): decide, then
     // the trace context to send upstream with this version's tracestate member.

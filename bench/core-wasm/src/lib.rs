@@ -12,15 +12,10 @@ use rollout_filter::decision::{decide, RequestView};
 use rollout_filter::headers::{serialize, SerializedMap};
 use rollout_filter::trace;
 
-/// The full product's configuration (`bench/configs/f-full.json`).
-const CONFIG: &str = r#"{
-  "rolloutId": "checkout-2026-11",
-  "versions": [ { "name": "stable", "weight": 90 }, { "name": "canary", "weight": 10 } ],
-  "routeHeader": "x-rollout-version",
-  "stickyKeys": [ { "header": "x-user-id" }, { "cookie": "uid" }, { "sourceAddress": true } ],
-  "override": { "header": "x-rollout-pin", "query": "rollout-version" },
-  "trace": { "enabled": true }
-}"#;
+/// The full product's configuration: row (f) of `make bench`.
+const CONFIG: &str = include_str!("../../configs/f-full.json");
+
+include!("../../../filter/benches/common/typical_headers.rs");
 
 struct Setup {
     cfg: Config,
@@ -32,26 +27,16 @@ fn setup() -> Option<&'static Setup> {
     SETUP
         .get_or_init(|| {
             let cfg = Config::from_json(CONFIG.as_bytes()).ok()?;
-            let headers = serialize(&[
-                (":authority", b"shop.example.com"),
-                (":path", b"/checkout/cart?step=2"),
-                (":method", b"GET"),
-                (":scheme", b"https"),
-                (
-                    "user-agent",
-                    b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36",
-                ),
-                ("accept", b"text/html,application/xhtml+xml"),
-                ("accept-encoding", b"gzip, deflate, br"),
-                ("x-request-id", b"4bf92f35-77b3-4da6-a3ce-929d0e0e4736"),
-                ("x-forwarded-proto", b"https"),
-                ("x-user-id", b"user-4711"),
+            let mut pairs = TYPICAL_HEADERS.to_vec();
+            pairs.extend_from_slice(&[
+                ("x-user-id", b"user-4711".as_slice()),
                 (
                     "traceparent",
                     b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
                 ),
                 ("tracestate", b"congo=t61rcWkgMzE"),
             ]);
+            let headers = serialize(&pairs);
             Some(Setup { cfg, headers })
         })
         .as_ref()
