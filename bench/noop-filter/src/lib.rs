@@ -114,27 +114,14 @@ impl HttpContext for NoopHttp {
                 Call::None | Call::ResponseStatus => {}
                 Call::Sequence { trace } => {
                     request_header_map();
-                    let _ = hostcalls::set_map_value(
-                        MapType::HttpRequestHeaders,
-                        "x-rollout-version",
-                        Some("canary"),
-                    );
-                    let _ = hostcalls::set_map_value(
-                        MapType::HttpRequestHeaders,
-                        "x-rollout-id",
-                        Some("checkout-2026-11"),
-                    );
-                    if trace {
-                        let _ = hostcalls::set_map_value(
-                            MapType::HttpRequestHeaders,
-                            "traceparent",
-                            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03"),
-                        );
-                        let _ = hostcalls::set_map_value(
-                            MapType::HttpRequestHeaders,
-                            "tracestate",
-                            Some("rollout=canary"),
-                        );
+                    // (c) writes the route and rollout-id headers; (f) also the trace context.
+                    let owned = if trace {
+                        &SEQUENCE_HEADERS[..]
+                    } else {
+                        &SEQUENCE_HEADERS[..2]
+                    };
+                    for (name, value) in owned {
+                        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
                     }
                     let _ = hostcalls::call_foreign_function("clear_route_cache", None);
                 }
@@ -174,6 +161,17 @@ impl HttpContext for NoopHttp {
         }
     }
 }
+
+/// The request headers rollout-filter owns, in the order it writes them.
+const SEQUENCE_HEADERS: [(&str, &str); 4] = [
+    ("x-rollout-version", "canary"),
+    ("x-rollout-id", "checkout-2026-11"),
+    (
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03",
+    ),
+    ("tracestate", "rollout=canary"),
+];
 
 #[link(wasm_import_module = "env")]
 extern "C" {
