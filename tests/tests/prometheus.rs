@@ -871,17 +871,7 @@ fn every_shipped_query_returns_what_it_should() {
 
     // rollout-report reads the same Envoy; its numbers must be Prometheus's, computed over the
     // raw counters (no rate): success rate and histogram_quantile.
-    let (code, text, err) = common::report(
-        &envoy,
-        &[
-            "--min-success",
-            "99.9",
-            "--max-p99-ms",
-            "300",
-            "--min-requests",
-            "50",
-        ],
-    );
+    let (code, text, err) = common::report(&envoy, common::ABORT_THRESHOLDS);
     println!("{text}");
     assert_eq!(code, Some(2), "abort\n{text}{err}");
     let sel = format!("rollout=\"{ROLLOUT}\"");

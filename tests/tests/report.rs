@@ -53,17 +53,7 @@ fn failing_canary_is_an_abort_with_exact_numbers() {
     let envoy = Envoy::start(&opts).unwrap_or_else(|e| panic!("{e}"));
     let seen = send(&envoy, "f", 600);
 
-    let (code, text, err) = report(
-        &envoy,
-        &[
-            "--min-success",
-            "99.9",
-            "--max-p99-ms",
-            "300",
-            "--min-requests",
-            "50",
-        ],
-    );
+    let (code, text, err) = report(&envoy, common::ABORT_THRESHOLDS);
     println!("{text}{err}");
     assert_eq!(code, Some(2), "abort exits 2\n{text}{err}");
 

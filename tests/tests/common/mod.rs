@@ -6,6 +6,16 @@ use std::process::{Command, Output};
 
 use rollout_e2e::Envoy;
 
+/// Thresholds that a canary failing every 5th request breaks (an abort) and a healthy one meets.
+pub const ABORT_THRESHOLDS: &[&str] = &[
+    "--min-success",
+    "99.9",
+    "--max-p99-ms",
+    "300",
+    "--min-requests",
+    "50",
+];
+
 pub fn report_bin() -> PathBuf {
     let bin = option_env!("CARGO_BIN_EXE_rollout-report")
         .or(option_env!("CARGO_BIN_EXE_report"))
