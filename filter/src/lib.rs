@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod decision;
+pub mod grpc;
 pub mod headers;
 pub mod identity;
 pub mod keys;
