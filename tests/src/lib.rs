@@ -522,6 +522,7 @@ stats_config:
   - {{ tag_name: source, regex: "(;source=([^;]+))" }}
   - {{ tag_name: reason, regex: "(;reason=([^;]+))" }}
   - {{ tag_name: code_class, regex: "(;code_class=([^;]+))" }}
+  - {{ tag_name: grpc_code, regex: "(;grpc_code=([^;]+))" }}
 static_resources:
   listeners:
   - name: front
