@@ -245,7 +245,10 @@ mod tests {
             name(l.reject_slot(1)),
             "rollout_rejected_total;rollout=checkout-2026-11;reason=b"
         );
-        assert_eq!(l.names.len(), 2 * Source::ALL.len() + 2 * 6 + 2 * 19 + 2 + 2 + 2 + 1);
+        assert_eq!(
+            l.names.len(),
+            2 * Source::ALL.len() + 2 * 6 + 2 * 19 + 2 + 2 + 2 + 1
+        );
         assert_eq!(
             name(l.memory_slot()),
             "rollout_vm_memory_bytes;rollout=checkout-2026-11"

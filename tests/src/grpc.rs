@@ -47,7 +47,7 @@ impl Failure {
 
     /// The failure of the `call`th call (1-based) of a server failing every `every`th.
     pub fn of_call(call: u64, every: u64) -> Option<Failure> {
-        (every > 0 && call % every == 0)
+        (every > 0 && call.is_multiple_of(every))
             .then(|| Failure::ROTATION[((call / every - 1) % Failure::ROTATION.len() as u64) as usize])
     }
 }
@@ -132,7 +132,9 @@ async fn serve(sock: tokio::net::TcpStream, name: String, calls: Arc<AtomicU64>,
                     .header("content-type", "application/grpc")
                     .header("x-served-by", name.as_str());
                 if let Some(s) = status {
-                    b = b.header("grpc-status", s).header("grpc-message", "canary%20says%20no");
+                    b = b
+                        .header("grpc-status", s)
+                        .header("grpc-message", "canary%20says%20no");
                 }
                 b.body(()).expect("response")
             };
@@ -209,7 +211,9 @@ impl GrpcClient {
     pub fn connect(addr: SocketAddr) -> Result<GrpcClient, String> {
         let rt = runtime();
         let send = rt.block_on(async {
-            let sock = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+            let sock = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| e.to_string())?;
             let (send, conn) = h2::client::handshake(sock).await.map_err(|e| e.to_string())?;
             tokio::spawn(async move {
                 let _ = conn.await;

@@ -130,7 +130,11 @@ impl Envoy {
             opts.versions
                 .iter()
                 .map(|v| {
-                    let fail = opts.fail_every.iter().find(|(n, _)| n == v).map_or(0, |(_, k)| *k);
+                    let fail = opts
+                        .fail_every
+                        .iter()
+                        .find(|(n, _)| n == v)
+                        .map_or(0, |(_, k)| *k);
                     grpc::GrpcServer::start(v, fail)
                 })
                 .collect()

@@ -62,7 +62,10 @@ fn grpc_canary_failing_every_fifth_call_is_counted_by_code_and_aborted() {
         }
         if r.code == "OK" {
             assert_eq!(r.header("x-served-by"), Some(version.as_str()), "{r:?}");
-            assert!(String::from_utf8_lossy(&r.message).contains("read 12 bytes"), "{r:?}");
+            assert!(
+                String::from_utf8_lossy(&r.message).contains("read 12 bytes"),
+                "{r:?}"
+            );
         }
         canary += u64::from(version == "canary");
         *seen.entry((version.clone(), r.code.clone())).or_default() += 1;
@@ -101,7 +104,10 @@ fn grpc_canary_failing_every_fifth_call_is_counted_by_code_and_aborted() {
                 "rollout_grpc_responses_total;rollout={ROLLOUT};version={v};grpc_code={}",
                 c.as_str()
             ));
-            let want = seen.get(&(v.to_string(), c.as_str().to_string())).copied().unwrap_or(0);
+            let want = seen
+                .get(&(v.to_string(), c.as_str().to_string()))
+                .copied()
+                .unwrap_or(0);
             assert_eq!(n, want, "{v} {}", c.as_str());
         }
         // gRPC calls are judged by code only: none is in the HTTP class counter.
@@ -117,10 +123,17 @@ fn grpc_canary_failing_every_fifth_call_is_counted_by_code_and_aborted() {
         .filter(|c| Failure::of_call(*c, 5) == Some(Failure::ResetBeforeHeaders))
         .count() as u64;
     assert_eq!(
-        metric(&format!("rollout_local_replies_total;rollout={ROLLOUT};version=canary")),
+        metric(&format!(
+            "rollout_local_replies_total;rollout={ROLLOUT};version=canary"
+        )),
         envoy_made
     );
-    assert_eq!(metric(&format!("rollout_local_replies_total;rollout={ROLLOUT};version=stable")), 0);
+    assert_eq!(
+        metric(&format!(
+            "rollout_local_replies_total;rollout={ROLLOUT};version=stable"
+        )),
+        0
+    );
     // The same on Prometheus's side of Envoy, with labels.
     assert_eq!(
         envoy.prom_value(
@@ -150,6 +163,9 @@ fn grpc_canary_failing_every_fifth_call_is_counted_by_code_and_aborted() {
         )),
         "{text}"
     );
-    assert!(text.contains(&format!("grpc codes stable: OK {stable}\n")), "{text}");
+    assert!(
+        text.contains(&format!("grpc codes stable: OK {stable}\n")),
+        "{text}"
+    );
     assert!(text.trim_end().ends_with("verdict: ABORT"), "{text}");
 }

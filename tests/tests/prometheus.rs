@@ -379,7 +379,7 @@ impl Observed {
     fn grpc_calls(&self, version: &str, ok: Option<bool>) -> u64 {
         self.grpc
             .iter()
-            .filter(|((v, c), _)| v == version && ok.is_none_or(|ok| ok == !grpc_failure(c)))
+            .filter(|((v, c), _)| v == version && ok.is_none_or(|ok| ok != grpc_failure(c)))
             .map(|(_, n)| n)
             .sum()
     }
@@ -891,12 +891,10 @@ fn every_shipped_query_returns_what_it_should() {
         let sum =
             |q: String| -> Result<f64, String> { Ok(p.query(&q)?.series.first().map_or(-1.0, |s| s.value)) };
         let sel = format!("rollout=\"{ROLLOUT}\"");
-        Ok(
-            sum(format!("sum({{{RESPONSES},{sel}}})"))? == envoy_responses
-                && sum(format!(
-                    "sum(rollout_request_duration_milliseconds_count{{{sel}}})"
-                ))? == envoy_responses,
-        )
+        Ok(sum(format!("sum({{{RESPONSES},{sel}}})"))? == envoy_responses
+            && sum(format!(
+                "sum(rollout_request_duration_milliseconds_count{{{sel}}})"
+            ))? == envoy_responses)
     })
     .unwrap_or_else(|e| panic!("{e}"));
 

@@ -1022,7 +1022,10 @@ rollout_grpc_responses_total{rollout="r1",version="canary",grpc_code="reset"} 2
         assert_eq!(c.success_pct(), Some(90.0));
         let (v, why) = judge(c, &thresholds(50));
         assert_eq!(v, Verdict::Abort);
-        assert!(why[0].contains("(10 of 100 responses failed: 0 5xx or reset, 10 gRPC calls"), "{why:?}");
+        assert!(
+            why[0].contains("(10 of 100 responses failed: 0 5xx or reset, 10 gRPC calls"),
+            "{why:?}"
+        );
         assert!(grpc_failure("DATA_LOSS") && grpc_failure("missing") && !grpc_failure("OK"));
         assert!(!grpc_failure("CANCELLED") && !grpc_failure("nonsense"));
     }
