@@ -114,6 +114,14 @@ fn fresh_visitors_split_by_weight_on_their_ids_and_returning_ones_stay() {
             counts.get(v).copied().unwrap_or(0)
         );
     }
+    // A label of its own in Prometheus, so new visitors are told from returning ones.
+    assert_eq!(
+        envoy.prom_value(
+            "rollout_requests_total",
+            &[("rollout", ROLLOUT), ("source", "sticky_issued")]
+        ),
+        400.0
+    );
 
     // Returning visitors: same version, no second cookie, counted as plain sticky.
     let mut returned = HashMap::<&str, u64>::new();
