@@ -21,6 +21,7 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use serde::Deserialize;
+use x509_parser::der_parser::asn1_rs::{FromBer, Header};
 
 const MAX_ROLLOUT_ID: usize = 128;
 const MAX_VERSION: usize = 63;
@@ -234,12 +235,12 @@ fn other_name_string(value: &[u8]) -> Option<&str> {
     const EXPLICIT_0: u8 = 0xa0;
     const UTF8_STRING: u8 = 0x0c;
     const IA5_STRING: u8 = 0x16;
-    let (tag, content, rest) = der_tlv(value)?;
+    let (tag, content, rest) = tlv(value)?;
     if !rest.is_empty() {
         return None;
     }
     let (tag, content) = if tag == EXPLICIT_0 {
-        let (tag, content, rest) = der_tlv(content)?;
+        let (tag, content, rest) = tlv(content)?;
         if !rest.is_empty() {
             return None;
         }
@@ -254,29 +255,14 @@ fn other_name_string(value: &[u8]) -> Option<&str> {
     }
 }
 
-/// One DER tag-length-value: (tag byte, content, rest). Single-byte tags and
-/// definite lengths only.
-fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    if tag & 0x1f == 0x1f {
+/// One tag-length-value: (tag byte, content, rest), the header read by asn1-rs as BER (so a
+/// long-form length of a short value is accepted). Single-byte tags and definite lengths only.
+fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (rest, header) = Header::from_ber(input).ok()?;
+    let &[tag] = header.raw_tag()? else {
         return None;
-    }
-    let (&first, mut rest) = rest.split_first()?;
-    let len = if first < 0x80 {
-        usize::from(first)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let mut len = 0usize;
-        for _ in 0..n {
-            let (&b, r) = rest.split_first()?;
-            len = len.checked_mul(256)?.checked_add(usize::from(b))?;
-            rest = r;
-        }
-        len
     };
+    let len = header.length().definite().ok()?;
     if len > rest.len() {
         return None;
     }

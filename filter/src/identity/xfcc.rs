@@ -1,5 +1,8 @@
 //! The peer certificate Envoy forwards in `x-forwarded-client-cert`.
 
+use percent_encoding::percent_decode;
+use sha2::{Digest, Sha256};
+
 use super::certificate::{pem_to_der, MAX_CERT_BYTES};
 
 /// Why no certificate was taken from an XFCC header.
@@ -79,12 +82,14 @@ pub fn xfcc_certificate(header: &[u8], digest_hex: &[u8]) -> Result<Vec<u8>, Xfc
     };
     unique(b"hash")?;
     let encoded = unique(b"cert")?.ok_or(XfccReject::NoCert)?;
-    let pem = percent_decode(encoded).ok_or(XfccReject::BadEncoding)?;
+    // A `%` not followed by two hex digits stays as it is; it is not base64, so the PEM
+    // reading below refuses it (BadEncoding).
+    let pem: Vec<u8> = percent_decode(encoded).collect();
     if pem.len() > MAX_CERT_BYTES {
         return Err(XfccReject::TooLarge);
     }
     let der = pem_to_der(pem.trim_ascii()).ok_or(XfccReject::BadEncoding)?;
-    if !hex_eq(&sha256(&der), digest_hex) {
+    if !hex_eq(&Sha256::digest(&der), digest_hex) {
         return Err(XfccReject::DigestMismatch);
     }
     Ok(pem)
@@ -164,22 +169,6 @@ fn parse_xfcc(header: &[u8]) -> Result<Vec<XfccElement>, XfccReject> {
     Ok(elements)
 }
 
-/// `%XX` decoding; a `%` not followed by two hex digits is an error. `+` is kept.
-fn percent_decode(input: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(input.len());
-    let mut bytes = input.iter();
-    while let Some(&b) = bytes.next() {
-        if b == b'%' {
-            let hi = hex_value(*bytes.next()?)?;
-            let lo = hex_value(*bytes.next()?)?;
-            out.push(hi << 4 | lo);
-        } else {
-            out.push(b);
-        }
-    }
-    Some(out)
-}
-
 fn hex_value(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
@@ -198,81 +187,16 @@ fn hex_eq(bytes: &[u8], hex: &[u8]) -> bool {
         })
 }
 
-/// SHA-256 (FIPS 180-4), for checking an XFCC certificate against its digest.
-fn sha256(data: &[u8]) -> [u8; 32] {
-    const K: [u32; 64] = [
-        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-        0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-        0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-        0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-        0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-        0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-        0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-    ];
-    let mut h: [u32; 8] = [
-        0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
-    ];
-    let bit_len = (data.len() as u64).wrapping_mul(8);
-    let mut msg = Vec::with_capacity(data.len() + 72);
-    msg.extend_from_slice(data);
-    msg.push(0x80);
-    while msg.len() % 64 != 56 {
-        msg.push(0);
-    }
-    msg.extend_from_slice(&bit_len.to_be_bytes());
-    for block in msg.chunks_exact(64) {
-        // Rolling message schedule: w[0] is W_t, w[i] is W_{t+i}.
-        let mut w = [0u32; 16];
-        for (word, bytes) in w.iter_mut().zip(block.chunks_exact(4)) {
-            *word = <[u8; 4]>::try_from(bytes).map(u32::from_be_bytes).unwrap_or(0);
-        }
-        let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut hh] = h;
-        for k in K {
-            let wt = w[0];
-            let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
-            let ch = (e & f) ^ (!e & g);
-            let t1 = hh
-                .wrapping_add(s1)
-                .wrapping_add(ch)
-                .wrapping_add(k)
-                .wrapping_add(wt);
-            let s0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
-            let maj = (a & b) ^ (a & c) ^ (b & c);
-            let t2 = s0.wrapping_add(maj);
-            hh = g;
-            g = f;
-            f = e;
-            e = d.wrapping_add(t1);
-            d = c;
-            c = b;
-            b = a;
-            a = t1.wrapping_add(t2);
-
-            let (w1, w14) = (w[1], w[14]);
-            let sigma0 = w1.rotate_right(7) ^ w1.rotate_right(18) ^ (w1 >> 3);
-            let sigma1 = w14.rotate_right(17) ^ w14.rotate_right(19) ^ (w14 >> 10);
-            let next = sigma1.wrapping_add(w[9]).wrapping_add(sigma0).wrapping_add(wt);
-            w.rotate_left(1);
-            w[15] = next;
-        }
-        for (hv, v) in h.iter_mut().zip([a, b, c, d, e, f, g, hh]) {
-            *hv = hv.wrapping_add(v);
-        }
-    }
-    let mut out = [0u8; 32];
-    for (chunk, v) in out.chunks_exact_mut(4).zip(h) {
-        chunk.copy_from_slice(&v.to_be_bytes());
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::identity::fixtures::*;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn sha256(data: &[u8]) -> Vec<u8> {
+        Sha256::digest(data).to_vec()
+    }
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -459,6 +383,6 @@ mod tests {
             xfcc_certificate(b"Hash=;Cert=x", b""),
             Err(XfccReject::HashMismatch)
         );
-        assert_eq!(percent_decode(b"a%2Bb+c%2f"), Some(b"a+b+c/".to_vec()));
+        assert_eq!(percent_decode(b"a%2Bb+c%2f").collect::<Vec<u8>>(), b"a+b+c/");
     }
 }
