@@ -1,5 +1,5 @@
 //! Certificates and helpers shared by the identity tests (made by the
-//! generator in `filter/testdata/`).
+//! generator `filter/testdata/gen.sh`).
 
 use super::{parse_certificate, parse_oid, Label, LabelOid, PeerCert};
 
