@@ -67,8 +67,8 @@ wasm-bindgen:
 	@if [ "$$($(CARGO_BIN)/wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $$2}')" != "$(WBG_VERSION)" ]; then \
 	  cargo install wasm-bindgen-cli --version $(WBG_VERSION); fi
 
-run: build envoy report-bin
-	cargo run --quiet -p rollout-e2e --bin rollout-demo
+run: build envoy
+	cargo run --quiet -p rollout-cli --bin rollout-demo
 
 fmt-check:
 	cargo fmt --all -- --check
@@ -79,6 +79,7 @@ lint: targets
 
 unit:
 	cargo test -p rollout-filter
+	cargo test -p rollout-cli
 
 wasm-test: targets wasm-bindgen
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(CARGO_BIN)/wasm-bindgen-test-runner \
