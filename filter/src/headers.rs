@@ -3,6 +3,17 @@
 //! each name and value followed by a NUL byte. One host call fetches the whole
 //! map; every lookup after that is a scan over borrowed bytes.
 
+/// What to do with one request header on the way upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderChange {
+    /// Leave every value exactly as it came (or absent).
+    Keep,
+    /// Remove every value.
+    Remove,
+    /// Replace every value with this one.
+    Set(Vec<u8>),
+}
+
 /// A view over a serialized header map. Malformed input reads as fewer headers,
 /// never as an error or a panic.
 #[derive(Clone, Copy)]
