@@ -328,7 +328,7 @@ fn new_span_checks_tracestate_as_the_w3c_suite_does() {
             None => assert!(got.is_empty(), "{name}: {got:?}"),
         }
     }
-    assert_eq!(reject(&envoy, "tracestate_invalid"), 8);
+    assert_eq!(reject(&envoy, "tracestate_invalid"), 7);
     assert_eq!(reject(&envoy, "tracestate_too_many_members"), 1);
     assert_eq!(reject(&envoy, "tracestate_duplicate_key"), 1);
 }
