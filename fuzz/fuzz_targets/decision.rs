@@ -203,6 +203,7 @@ fn expected(cfg: &Config, req: &Request, peer: Option<&Peer>) -> Decision {
                         version,
                         source: Source::OverrideHeader,
                         rejected,
+                        issued: None,
                     }
                 }
                 None => rejected.add(Reject::UnknownOverrideHeader),
@@ -220,6 +221,7 @@ fn expected(cfg: &Config, req: &Request, peer: Option<&Peer>) -> Decision {
                             version,
                             source: Source::OverrideQuery,
                             rejected,
+                            issued: None,
                         }
                     }
                     None => rejected.add(Reject::UnknownOverrideQuery),
@@ -232,6 +234,7 @@ fn expected(cfg: &Config, req: &Request, peer: Option<&Peer>) -> Decision {
             version,
             source: Source::Certificate,
             rejected,
+            issued: None,
         };
     }
     let sticky = cfg.sticky_keys.iter().find_map(|k| {
@@ -254,10 +257,12 @@ fn expected(cfg: &Config, req: &Request, peer: Option<&Peer>) -> Decision {
         Some((w, total)) => split::pick(hash, w, *total),
         None => split::pick(hash, &cfg.weights, cfg.total_weight),
     };
+    // No fixed config issues cookies.
     Decision {
         version,
         source,
         rejected,
+        issued: None,
     }
 }
 
