@@ -7,6 +7,7 @@
 
 use crate::config::Config;
 use crate::decision::Source;
+use crate::grpc::GrpcCode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -68,6 +69,7 @@ pub struct Layout {
     pub names: Vec<(Kind, String)>,
     versions: usize,
     responses_at: usize,
+    grpc_at: usize,
     local_at: usize,
     duration_at: usize,
     rejects_at: usize,
@@ -98,6 +100,20 @@ impl Layout {
                     Kind::Counter,
                     format!(
                         "rollout_responses_total;rollout={id};version={};code_class={}",
+                        v.name,
+                        c.as_str()
+                    ),
+                ));
+            }
+        }
+        // gRPC calls are counted here, by final gRPC code, instead of by HTTP class.
+        let grpc_at = names.len();
+        for v in &cfg.versions {
+            for c in GrpcCode::ALL {
+                names.push((
+                    Kind::Counter,
+                    format!(
+                        "rollout_grpc_responses_total;rollout={id};version={};grpc_code={}",
                         v.name,
                         c.as_str()
                     ),
@@ -135,6 +151,7 @@ impl Layout {
             names,
             versions: cfg.versions.len(),
             responses_at,
+            grpc_at,
             local_at,
             duration_at,
             rejects_at,
@@ -148,6 +165,10 @@ impl Layout {
 
     pub fn response_slot(&self, version: usize, class: CodeClass) -> usize {
         self.responses_at + version * CodeClass::ALL.len() + class as usize
+    }
+
+    pub fn grpc_response_slot(&self, version: usize, code: GrpcCode) -> usize {
+        self.grpc_at + version * GrpcCode::ALL.len() + code as usize
     }
 
     pub fn local_reply_slot(&self, version: usize) -> usize {
@@ -202,6 +223,14 @@ mod tests {
             "rollout_responses_total;rollout=checkout-2026-11;version=stable;code_class=reset"
         );
         assert_eq!(
+            name(l.grpc_response_slot(1, GrpcCode::Unavailable)),
+            "rollout_grpc_responses_total;rollout=checkout-2026-11;version=canary;grpc_code=UNAVAILABLE"
+        );
+        assert_eq!(
+            name(l.grpc_response_slot(0, GrpcCode::Reset)),
+            "rollout_grpc_responses_total;rollout=checkout-2026-11;version=stable;grpc_code=reset"
+        );
+        assert_eq!(
             name(l.local_reply_slot(1)),
             "rollout_local_replies_total;rollout=checkout-2026-11;version=canary"
         );
@@ -216,7 +245,10 @@ mod tests {
             name(l.reject_slot(1)),
             "rollout_rejected_total;rollout=checkout-2026-11;reason=b"
         );
-        assert_eq!(l.names.len(), 2 * Source::ALL.len() + 2 * 6 + 2 + 2 + 2 + 1);
+        assert_eq!(
+            l.names.len(),
+            2 * Source::ALL.len() + 2 * 6 + 2 * 19 + 2 + 2 + 2 + 1
+        );
         assert_eq!(
             name(l.memory_slot()),
             "rollout_vm_memory_bytes;rollout=checkout-2026-11"

@@ -1,17 +1,18 @@
 //! Per-request glue: read the request headers once, decide, write the route,
-//! trace and rollout-id headers, and count the request, its response class and
-//! its duration.
+//! trace and rollout-id headers, and count the request, its response class (or,
+//! for a gRPC call, its final gRPC code) and its duration.
 
 use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, MapType};
+use proxy_wasm::types::{Action, BufferType, MapType};
 
 use super::root::Shared;
 use crate::baggage;
 use crate::config::CertSource;
 use crate::decision::{self, Peer, RequestView};
+use crate::grpc::{GrpcCode, Protocol, ResponseSeen, WebTrailerScanner};
 use crate::headers::{HeaderChange, SerializedMap};
 use crate::identity::{self, CertReject};
 use crate::keys;
@@ -27,6 +28,18 @@ pub struct Http {
     trace_id: Option<String>,
     /// `Set-Cookie` value for a visitor issued a fresh id, added to the response.
     set_cookie: Option<String>,
+    /// Set for a gRPC call: what its response has shown so far.
+    grpc: Option<GrpcCall>,
+}
+
+struct GrpcCall {
+    seen: ResponseSeen,
+    /// gRPC-Web only: the status may come in a trailer frame of the body.
+    web: Option<Box<WebTrailerScanner>>,
+}
+
+fn response_grpc_status(map: MapType) -> Option<Vec<u8>> {
+    hostcalls::get_map_value_bytes(map, "grpc-status").ok().flatten()
 }
 
 impl Http {
@@ -37,6 +50,7 @@ impl Http {
             status: None,
             trace_id: None,
             set_cookie: None,
+            grpc: None,
         }
     }
 }
@@ -316,10 +330,19 @@ impl HttpContext for Http {
         }
         shared.count(shared.layout.request_slot(d.version, d.source));
         self.version = Some(d.version);
+        let protocol = Protocol::of(req.map().get("content-type"));
+        if protocol.is_grpc() {
+            self.grpc = Some(GrpcCall {
+                seen: ResponseSeen::default(),
+                web: protocol
+                    .status_in_body()
+                    .then(|| Box::new(WebTrailerScanner::new(protocol))),
+            });
+        }
         Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let (Some(shared), Some(version)) = (self.shared.as_deref(), self.version) else {
             return Action::Continue;
         };
@@ -327,6 +350,14 @@ impl HttpContext for Http {
             .ok()
             .flatten()
             .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok());
+        if let Some(g) = &mut self.grpc {
+            g.seen.http_status = self.status;
+            g.seen.complete |= end_of_stream;
+            // A trailers-only response (an error, or Envoy's own reply to a gRPC call).
+            if let Some(v) = response_grpc_status(MapType::HttpResponseHeaders) {
+                g.seen.status_value(&v);
+            }
+        }
         let rh = &shared.cfg.response_headers;
         if let (Some(name), Some(v)) = (&rh.version, shared.cfg.versions.get(version)) {
             let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(&v.name));
@@ -344,14 +375,54 @@ impl HttpContext for Http {
         Action::Continue
     }
 
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(g) = &mut self.grpc else {
+            return Action::Continue;
+        };
+        g.seen.complete |= end_of_stream;
+        if let Some(scanner) = &mut g.web {
+            if body_size > 0 {
+                if let Ok(Some(chunk)) = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
+                    scanner.feed(&chunk);
+                }
+            }
+            if let Some(v) = scanner.status() {
+                g.seen.status_value(v);
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        if let Some(g) = &mut self.grpc {
+            g.seen.complete = true;
+            if let Some(v) = response_grpc_status(MapType::HttpResponseTrailers) {
+                g.seen.status_value(&v);
+            }
+        }
+        Action::Continue
+    }
+
     fn on_log(&mut self) {
         let (Some(shared), Some(version)) = (self.shared.as_deref(), self.version) else {
             return;
         };
-        let class = CodeClass::of(self.status);
-        shared.count(shared.layout.response_slot(version, class));
+        // A gRPC call is judged by its final gRPC code, an HTTP request by its status class:
+        // each finished request is counted in exactly one of the two.
+        let local_candidate = match &self.grpc {
+            Some(g) => {
+                let code = g.seen.code();
+                shared.count(shared.layout.grpc_response_slot(version, code));
+                // Envoy answers a gRPC call itself with HTTP 200 and a grpc-status.
+                !matches!(code, GrpcCode::Ok | GrpcCode::Missing | GrpcCode::Reset)
+            }
+            None => {
+                shared.count(shared.layout.response_slot(version, CodeClass::of(self.status)));
+                self.status.is_some_and(|s| s >= 400)
+            }
+        };
         // Error responses Envoy made itself (connect failure, timeout) rather than the upstream.
-        if self.status.is_some_and(|s| s >= 400) {
+        if local_candidate {
             let details = hostcalls::get_property(vec!["response", "code_details"])
                 .ok()
                 .flatten();
