@@ -17,24 +17,18 @@
 
 use std::borrow::Cow;
 
-use percent_encoding::{percent_decode, utf8_percent_encode, AsciiSet, CONTROLS};
-
-use crate::headers::HeaderChange;
+use crate::headers::{trim_ows, HeaderChange, ListMembers};
 
 /// List-members a propagator must keep (spec: Limits, condition 1).
 pub const MAX_MEMBERS: usize = 64;
 /// Bytes of the combined `baggage` value a propagator must keep (condition 2).
 pub const MAX_BYTES: usize = 8192;
 
-/// Encoded in a value: everything outside `baggage-octet`, and `%`.
-/// Non-ASCII is always encoded (as its UTF-8 bytes).
-const VALUE_ENCODE: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b',')
-    .add(b';')
-    .add(b'\\')
-    .add(b'%');
+/// Kept as is in an encoded value: `baggage-octet` but `%` (RFC 3986 percent-encoding
+/// of the rest, hand-written: the `percent-encoding` crate cost the module its size budget).
+fn is_plain(b: u8) -> bool {
+    matches!(b, 0x21..=0x7e) && !matches!(b, b'"' | b',' | b';' | b'\\' | b'%')
+}
 
 /// A baggage key: an RFC 7230 token.
 pub fn is_valid_key(k: &str) -> bool {
@@ -43,12 +37,48 @@ pub fn is_valid_key(k: &str) -> bool {
 
 /// `value` percent-encoded for a baggage value (borrowed when nothing needs encoding).
 pub fn encode_value(value: &str) -> Cow<'_, str> {
-    utf8_percent_encode(value, VALUE_ENCODE).into()
+    if value.bytes().all(is_plain) {
+        return Cow::Borrowed(value);
+    }
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(value.len().saturating_mul(3));
+    for b in value.bytes() {
+        if is_plain(b) {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX.get(usize::from(b >> 4)).copied().unwrap_or(b'0')));
+            out.push(char::from(
+                HEX.get(usize::from(b & 0x0f)).copied().unwrap_or(b'0'),
+            ));
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// A raw value percent-decoded; sequences that are not UTF-8 become U+FFFD.
 pub fn decode_value(raw: &[u8]) -> Cow<'_, str> {
-    percent_decode(raw).decode_utf8_lossy()
+    if !raw.contains(&b'%') {
+        return String::from_utf8_lossy(raw);
+    }
+    let hex = |b: u8| char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok());
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0usize;
+    while let Some(&b) = raw.get(i) {
+        let pair = (raw.get(i.saturating_add(1)), raw.get(i.saturating_add(2)));
+        match (b, pair) {
+            (b'%', (Some(&hi), Some(&lo))) if hex(hi).is_some() && hex(lo).is_some() => {
+                out.push((hex(hi).unwrap_or(0) << 4) | hex(lo).unwrap_or(0));
+                i = i.saturating_add(3);
+            }
+            // A `%` not followed by two hex digits stays as it is.
+            _ => {
+                out.push(b);
+                i = i.saturating_add(1);
+            }
+        }
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// The member `key=value` with `value` encoded. `key` should satisfy [`is_valid_key`].
@@ -99,12 +129,7 @@ impl<'a> Member<'a> {
 /// Every non-empty list-member of all `baggage` header values, in order
 /// (several values read as one joined with commas).
 pub fn members<'a>(values: &'a [&'a [u8]]) -> impl Iterator<Item = Member<'a>> + 'a {
-    values
-        .iter()
-        .flat_map(|v| v.split(|b| *b == b','))
-        .map(trim_ows)
-        .filter(|t| !t.is_empty())
-        .map(|text| Member { text })
+    ListMembers::new(values).map(|text| Member { text })
 }
 
 /// The first member whose key is `key`.
@@ -231,16 +256,6 @@ pub fn apply(values: &[&[u8]], edits: &[Edit<'_>]) -> Applied {
         removed,
         full,
     }
-}
-
-fn trim_ows(s: &[u8]) -> &[u8] {
-    let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
-    let start = s.iter().position(|b| !is_ows(b)).unwrap_or(s.len());
-    let end = s
-        .iter()
-        .rposition(|b| !is_ows(b))
-        .map_or(start, |i| i.saturating_add(1));
-    s.get(start..end).unwrap_or_default()
 }
 
 fn is_tchar(b: u8) -> bool {
@@ -373,6 +388,14 @@ mod tests {
         assert_eq!(encode_value("Amélie"), "Am%C3%A9lie");
         assert_eq!(encode_value("100%"), "100%25");
         assert_eq!(encode_value("a,b;c\\d\"e\x7f"), "a%2Cb%3Bc%5Cd%22e%7F");
+        assert_eq!(encode_value("\t \u{0}"), "%09%20%00");
+        // Decoding: both hex cases; a stray `%` is kept, as RFC 3986 decoders do.
+        assert_eq!(decode_value(b"%c3%A9%2"), "é%2");
+        assert_eq!(decode_value(b"100%"), "100%");
+        assert_eq!(decode_value(b"%zz%41"), "%zzA");
+        for v in ["", "a", "Amélie", "%%", "\u{10ffff} ;,\\\"", "%41"] {
+            assert_eq!(decode_value(encode_value(v).as_bytes()), v, "{v:?}");
+        }
         // Every baggage-octet is left alone.
         let octets: String = (0x21u8..=0x7e)
             .filter(|b| !matches!(b, b'"' | b',' | b';' | b'\\' | b'%'))

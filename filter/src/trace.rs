@@ -21,7 +21,7 @@
 //! trailing too; Envoy's codec already trims it), uppercase hex or non-ASCII
 //! byte makes it invalid.
 
-use crate::headers::HeaderChange;
+use crate::headers::{HeaderChange, ListMembers};
 
 /// Most list-members in a valid `tracestate`.
 pub const MAX_MEMBERS: usize = 32;
@@ -153,7 +153,8 @@ impl Propagated {
     pub fn trace_id_hex(&self) -> String {
         let mut buf = [b'0'; 32];
         write_hex(&mut buf, &self.trace_id);
-        String::from_utf8_lossy(&buf).into_owned()
+        // Only ASCII was written, so this never falls back.
+        std::str::from_utf8(&buf).map(str::to_owned).unwrap_or_default()
     }
 }
 
@@ -302,13 +303,7 @@ fn check_tracestate(values: &[&[u8]], rejects: &mut Rejects) -> HeaderChange {
     }
     // Multiple header values are combined as if joined with ',', so every
     // value boundary is a member boundary.
-    let members = || {
-        values
-            .iter()
-            .flat_map(|v| v.split(|b| *b == b','))
-            .map(trim_ows)
-            .filter(|m| !m.is_empty())
-    };
+    let members = || ListMembers::new(values);
     let mut keys: [&[u8]; MAX_MEMBERS] = [&[]; MAX_MEMBERS];
     let mut n = 0usize;
     let mut duplicates = 0u16;
@@ -393,16 +388,6 @@ fn valid_value(v: &[u8]) -> bool {
 #[inline(always)]
 fn is_value_char(b: u8) -> bool {
     matches!(b, 0x20..=0x7e) && b != b',' && b != b'='
-}
-
-fn trim_ows(s: &[u8]) -> &[u8] {
-    let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
-    let start = s.iter().position(|b| !is_ows(b)).unwrap_or(s.len());
-    let end = s
-        .iter()
-        .rposition(|b| !is_ows(b))
-        .map_or(start, |i| i.saturating_add(1));
-    s.get(start..end).unwrap_or_default()
 }
 
 /// Only commas and optional whitespace: nothing that was lost by ignoring it.
