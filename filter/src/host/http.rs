@@ -9,10 +9,11 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 
 use super::root::Shared;
+use crate::baggage;
 use crate::config::CertSource;
 use crate::decision::{self, Peer, RequestView};
 use crate::grpc::{GrpcCode, Protocol, ResponseSeen, WebTrailerScanner};
-use crate::headers::SerializedMap;
+use crate::headers::{HeaderChange, SerializedMap};
 use crate::identity::{self, CertReject};
 use crate::keys;
 use crate::metrics::CodeClass;
@@ -197,6 +198,18 @@ fn set_request_header(name: &str, value: &[u8]) {
     }
 }
 
+fn change_request_header(name: &str, change: &HeaderChange) {
+    match change {
+        HeaderChange::Keep => {}
+        HeaderChange::Set(v) => set_request_header(name, v),
+        HeaderChange::Remove => {
+            if let Err(e) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
+                log::warn!("cannot remove request header {name}: {e:?}");
+            }
+        }
+    }
+}
+
 impl Context for Http {}
 
 impl HttpContext for Http {
@@ -239,20 +252,38 @@ impl HttpContext for Http {
             let map = req.map();
             let parents: Vec<&[u8]> = map.get_all("traceparent").collect();
             let states: Vec<&[u8]> = map.get_all("tracestate").collect();
-            let member = cfg.trace.member_values.get(d.version).map_or("", String::as_str);
             let mut random = [0u8; 24];
             for chunk in random.chunks_mut(8) {
                 chunk.copy_from_slice(&fastrand::u64(..).to_le_bytes());
             }
-            let p = trace::propagate(&parents, &states, member, &cfg.trace.settings, random);
+            let p = trace::propagate(&parents, &states, &cfg.trace.settings, random);
             for (r, n) in p.rejects.iter() {
                 log::debug!("trace context: {} x{n}", r.as_str());
                 shared.count_n(shared.reject_slot_trace(r), u64::from(n));
             }
             if cfg.response_headers.trace_id.is_some() {
-                self.trace_id = Some(p.trace_id_hex().to_string());
+                self.trace_id = Some(p.trace_id_hex());
             }
             trace_out = Some(p);
+        }
+        let mut baggage_out = HeaderChange::Keep;
+        if cfg.trace.baggage {
+            let values: Vec<&[u8]> = req.map().get_all("baggage").collect();
+            let member = cfg
+                .trace
+                .baggage_members
+                .get(d.version)
+                .map_or("", String::as_str);
+            let edit = baggage::Edit::Set {
+                key: &cfg.trace.baggage_key,
+                member,
+            };
+            let applied = baggage::apply(&values, &[edit]);
+            if applied.not_added() > 0 {
+                log::debug!("baggage member not added: the header is at the W3C limits");
+                shared.count(shared.reject_slot_trace(trace::TraceReject::BaggageFull));
+            }
+            baggage_out = applied.header;
         }
 
         // An override from a caller that may not use it never reaches the upstream.
@@ -273,9 +304,12 @@ impl HttpContext for Http {
         set_request_header(&cfg.route_header, version.as_bytes());
         set_request_header(&cfg.rollout_id_header, cfg.rollout_id.as_bytes());
         if let Some(p) = &trace_out {
-            set_request_header("traceparent", p.traceparent.as_bytes());
-            set_request_header("tracestate", p.tracestate.as_bytes());
+            if let Some(tp) = &p.traceparent {
+                set_request_header("traceparent", tp.as_bytes());
+            }
+            change_request_header("tracestate", &p.tracestate);
         }
+        change_request_header("baggage", &baggage_out);
         if let Some(name) = strip_header {
             if let Err(e) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
                 log::warn!("cannot remove {name}: {e:?}");
