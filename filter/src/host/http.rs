@@ -8,6 +8,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 
+use super::raw;
 use super::root::Shared;
 use crate::baggage;
 use crate::config::CertSource;
@@ -39,7 +40,7 @@ struct GrpcCall {
 }
 
 fn response_grpc_status(map: MapType) -> Option<Vec<u8>> {
-    hostcalls::get_map_value_bytes(map, "grpc-status").ok().flatten()
+    raw::header_value(map, "grpc-status")
 }
 
 impl Http {
@@ -58,33 +59,9 @@ impl Http {
 /// `request.duration` (int64 nanoseconds) in whole milliseconds: from the first byte of
 /// the request to the end of the stream, measured by Envoy, so no clock reads of ours.
 fn request_duration_ms() -> Option<u64> {
-    let raw = hostcalls::get_property(vec!["request", "duration"])
-        .ok()
-        .flatten()?;
+    let raw = raw::property(raw::REQUEST_DURATION)?;
     let ns = i64::from_le_bytes(raw.get(..8)?.try_into().ok()?);
     Some(u64::try_from(ns).unwrap_or(0) / 1_000_000)
-}
-
-#[link(wasm_import_module = "env")]
-extern "C" {
-    // Declared here rather than through the SDK, whose wrapper copies every
-    // pair into a String and panics on an unexpected status.
-    fn proxy_get_header_map_pairs(map_type: u32, return_data: *mut *mut u8, return_size: *mut usize) -> u32;
-}
-
-/// The whole request header map in the host's serialized form: one host call.
-fn request_header_map() -> Vec<u8> {
-    let mut data: *mut u8 = std::ptr::null_mut();
-    let mut size: usize = 0;
-    // SAFETY: the host writes a pointer to `size` bytes it allocated through our
-    // `proxy_on_memory_allocate` (a Vec allocation of exactly that size), or nothing.
-    unsafe {
-        let status = proxy_get_header_map_pairs(MapType::HttpRequestHeaders as u32, &mut data, &mut size);
-        if status != 0 || data.is_null() {
-            return Vec::new();
-        }
-        Vec::from_raw_parts(data, size, size)
-    }
 }
 
 /// The live request: its headers fetched once, properties read on demand.
@@ -106,7 +83,7 @@ impl RequestView for HostRequest {
 
     fn source_address(&mut self) -> Option<&[u8]> {
         if self.source.is_none() {
-            self.source = Some(property(&["source", "address"]));
+            self.source = Some(raw::property(raw::SOURCE_ADDRESS));
         }
         self.source.as_ref().and_then(|s| s.as_deref())
     }
@@ -137,12 +114,8 @@ impl RequestView for HostRequest {
 fn visitor_used_tls(req: &HostRequest) -> bool {
     match req.map().get("x-forwarded-proto") {
         Some(proto) => proto.trim_ascii().eq_ignore_ascii_case(b"https"),
-        None => property(&["connection", "tls_version"]).is_some_and(|v| !v.is_empty()),
+        None => raw::property(raw::TLS_VERSION).is_some_and(|v| !v.is_empty()),
     }
-}
-
-fn property(path: &[&str]) -> Option<Vec<u8>> {
-    hostcalls::get_property(path.to_vec()).ok().flatten()
 }
 
 /// The meaning of the verified peer certificate, from the per-worker cache or
@@ -151,13 +124,13 @@ fn peer(shared: &Shared, req: &HostRequest) -> Option<Rc<Result<Peer, CertReject
     let cfg = &shared.cfg;
     // The digest exists exactly when `connection.mtls` is true (the peer presented a
     // certificate, which the listener's validation context verified): one read, not two.
-    let digest = property(&["connection", "sha256_peer_certificate_digest"])?;
+    let digest = raw::property(raw::PEER_DIGEST)?;
     if let Some(hit) = shared.peers.borrow().get(&digest) {
         return Some(hit.clone());
     }
     let source = cfg.certificate.as_ref().map_or(CertSource::Auto, |c| c.source);
     let from_attribute = match source {
-        CertSource::Auto => property(&["connection", "peer_certificate"]),
+        CertSource::Auto => raw::property(raw::PEER_CERTIFICATE),
         CertSource::Xfcc => None,
     };
     let pem = match from_attribute {
@@ -193,9 +166,19 @@ fn peer(shared: &Shared, req: &HostRequest) -> Option<Rc<Result<Peer, CertReject
 }
 
 fn set_request_header(name: &str, value: &[u8]) {
-    if let Err(e) = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value)) {
+    if let Err(e) = raw::replace_header(MapType::HttpRequestHeaders, name, value) {
         log::warn!("cannot set request header {name}: {e:?}");
     }
+}
+
+/// Sets a header we own unless the request already carries exactly that one value: a
+/// write that changes nothing still costs a host call (and a route refresh).
+fn own_request_header(map: &SerializedMap<'_>, name: &str, value: &[u8]) {
+    let mut have = map.get_all(name);
+    if have.next() == Some(value) && have.next().is_none() {
+        return;
+    }
+    set_request_header(name, value);
 }
 
 fn change_request_header(name: &str, change: &HeaderChange) {
@@ -203,7 +186,7 @@ fn change_request_header(name: &str, change: &HeaderChange) {
         HeaderChange::Keep => {}
         HeaderChange::Set(v) => set_request_header(name, v),
         HeaderChange::Remove => {
-            if let Err(e) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
+            if let Err(e) = raw::remove_header(MapType::HttpRequestHeaders, name) {
                 log::warn!("cannot remove request header {name}: {e:?}");
             }
         }
@@ -219,7 +202,7 @@ impl HttpContext for Http {
         };
         let cfg = &shared.cfg;
         let mut req = HostRequest {
-            headers: request_header_map(),
+            headers: raw::header_map_pairs(MapType::HttpRequestHeaders).unwrap_or_default(),
             source: None,
         };
         #[cfg(feature = "test-trap")]
@@ -301,8 +284,11 @@ impl HttpContext for Http {
         // Every header we own is replaced, whatever the client sent (each set replaces all
         // values). One call per header measured faster than one set_header_map_pairs
         // call, which makes Envoy remove and re-add every header.
-        set_request_header(&cfg.route_header, version.as_bytes());
-        set_request_header(&cfg.rollout_id_header, cfg.rollout_id.as_bytes());
+        // No clear_route_cache call: Envoy clears the cached route on every request-header
+        // write of a wasm filter (add, replace, remove), so the route header's new value
+        // routes; when it is already the client's single value, the cached route is right.
+        own_request_header(&req.map(), &cfg.route_header, version.as_bytes());
+        own_request_header(&req.map(), &cfg.rollout_id_header, cfg.rollout_id.as_bytes());
         if let Some(p) = &trace_out {
             if let Some(tp) = &p.traceparent {
                 set_request_header("traceparent", tp.as_bytes());
@@ -311,7 +297,7 @@ impl HttpContext for Http {
         }
         change_request_header("baggage", &baggage_out);
         if let Some(name) = strip_header {
-            if let Err(e) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
+            if let Err(e) = raw::remove_header(MapType::HttpRequestHeaders, name) {
                 log::warn!("cannot remove {name}: {e:?}");
             }
         }
@@ -319,12 +305,6 @@ impl HttpContext for Http {
             set_request_header(":path", path);
         }
 
-        if shared.explicit_route_clear.get()
-            && hostcalls::call_foreign_function("clear_route_cache", None).is_err()
-        {
-            log::info!("host has no clear_route_cache; relying on automatic route refresh");
-            shared.explicit_route_clear.set(false);
-        }
         if let (Some(id), Some(c)) = (&d.issued, &cfg.issue_cookie) {
             self.set_cookie = Some(c.set_cookie(id.as_str(), visitor_used_tls(&req)));
         }
@@ -346,9 +326,7 @@ impl HttpContext for Http {
         let (Some(shared), Some(version)) = (self.shared.as_deref(), self.version) else {
             return Action::Continue;
         };
-        self.status = hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status")
-            .ok()
-            .flatten()
+        self.status = raw::header_value(MapType::HttpResponseHeaders, ":status")
             .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok());
         if let Some(g) = &mut self.grpc {
             g.seen.http_status = self.status;
@@ -423,9 +401,7 @@ impl HttpContext for Http {
         };
         // Error responses Envoy made itself (connect failure, timeout) rather than the upstream.
         if local_candidate {
-            let details = hostcalls::get_property(vec!["response", "code_details"])
-                .ok()
-                .flatten();
+            let details = raw::property(raw::RESPONSE_CODE_DETAILS);
             if details.as_deref() != Some(b"via_upstream") {
                 shared.count(shared.layout.local_reply_slot(version));
             }

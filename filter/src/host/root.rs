@@ -21,9 +21,6 @@ pub struct Shared {
     pub cfg: Config,
     pub layout: Layout,
     pub metric_ids: Vec<u32>,
-    /// Cleared after the host says it has no `clear_route_cache`; Envoy then
-    /// clears the cache itself on header changes (ABI 0.2.1).
-    pub explicit_route_clear: Cell<bool>,
     /// Counts not yet handed to the host, by slot: flushed every tick, so a request
     /// costs no metric host calls for its counters.
     pending: Vec<Cell<u64>>,
@@ -213,7 +210,6 @@ impl RootContext for Root {
             cfg,
             layout,
             metric_ids,
-            explicit_route_clear: Cell::new(true),
         }));
         self.on_tick();
         true
