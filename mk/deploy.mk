@@ -4,7 +4,8 @@
 #
 #   make oci           build target/oci (OCI image layout) + target/rollout-filter-oci.tar, print the
 #                      manifest digest and the sha256 for the WasmPlugin, render target/deploy/istio/
-#   make deploy-test   manifests strictly valid (incl. typo'd fixtures that must fail), the OCI image
+#   make deploy-test   manifests strictly valid (incl. typo'd fixtures that must fail), the route
+#                      fixtures up to date with them (tools/istio_routes.py), the OCI image
 #                      unpacked and its layer compared with the .wasm, the Istio-shaped Envoy config
 #                      checked against the WasmPlugin and loaded by `envoy --mode validate`
 # The hot-reload and Istio-config e2e tests are tests/tests/deploy.rs (`make e2e`).
@@ -41,7 +42,9 @@ oci: build
 
 manifests-test: deploy-tools check-config-bin
 	$(DEPLOY_PY) tools/validate_manifests.py --check-config $(CHECK_CONFIG) \
-	  istio/ istio/file/ tools/testdata/valid/
+	  istio/ istio/file/ istio/route-weights/ istio/flagger/ tools/testdata/valid/
+	@echo "--- the gateway routes istiod renders for them (tests/tests/istio_rollout.rs loads these):"
+	$(DEPLOY_PY) tools/istio_routes.py --check tests/fixtures/istio-routes
 	@echo "--- typo'd and otherwise broken manifests must be rejected:"
 	$(DEPLOY_PY) tools/validate_manifests.py --check-config $(CHECK_CONFIG) --expect-invalid \
 	  tools/testdata/invalid/
