@@ -42,7 +42,10 @@ fn plugin_config(file: &str) -> String {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let doc: serde_json::Value = serde_yaml::from_str(&text).expect("WasmPlugin YAML");
     let cfg = &doc["spec"]["pluginConfig"];
-    assert!(cfg.get("routeWeights").is_some(), "{file}: not in route-weights mode");
+    assert!(
+        cfg.get("routeWeights").is_some(),
+        "{file}: not in route-weights mode"
+    );
     cfg.to_string()
 }
 
@@ -68,7 +71,10 @@ fn primary_weights(rc: &serde_json::Value) -> Vec<(&'static str, u64)> {
         .find(|r| r["name"] == "primary")
         .expect("a route named primary");
     let wc = &primary["route"]["weighted_clusters"];
-    assert_eq!(wc["header_name"], "x-rollout-bucket", "patch not applied: {primary}");
+    assert_eq!(
+        wc["header_name"], "x-rollout-bucket",
+        "patch not applied: {primary}"
+    );
     wc["clusters"]
         .as_array()
         .expect("clusters")
@@ -98,7 +104,11 @@ fn all_clusters(states: &[&str]) -> Vec<String> {
             if let Some(c) = r["route"]["cluster"].as_str() {
                 out.insert(c.to_string());
             }
-            for c in r["route"]["weighted_clusters"]["clusters"].as_array().into_iter().flatten() {
+            for c in r["route"]["weighted_clusters"]["clusters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
                 out.insert(c["name"].as_str().unwrap_or_default().to_string());
             }
         }
@@ -124,7 +134,12 @@ fn bootstrap(rds_dir: &Path, clusters: &[String], upstreams: &[Echo], config: &s
     let mut cl = String::new();
     for c in clusters {
         let up = upstream_of(c);
-        let port = upstreams.iter().find(|u| u.name == up).expect("upstream").addr.port();
+        let port = upstreams
+            .iter()
+            .find(|u| u.name == up)
+            .expect("upstream")
+            .addr
+            .port();
         cl.push_str(&format!(
             "  - name: \"{c}\"\n    connect_timeout: 1s\n    type: STATIC\n    load_assignment:\n      cluster_name: \"{c}\"\n      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }} }}] }}]\n"
         ));
@@ -210,7 +225,10 @@ fn wait_update(envoy: &Envoy, state: &str, rejected_before: u64) -> bool {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("Envoy neither took nor rejected {state} in 30 s:\n{}", envoy.log());
+    panic!(
+        "Envoy neither took nor rejected {state} in 30 s:\n{}",
+        envoy.log()
+    );
 }
 
 /// Clients sending requests for random users on keep-alive connections until stopped.
@@ -235,7 +253,9 @@ impl Load {
                     let mut errors = Vec::new();
                     let mut i: u64 = c as u64;
                     while !stop.load(Ordering::Relaxed) {
-                        i = i.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        i = i
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
                         let user = format!("user-{}", (i >> 33) as usize % USERS);
                         match get(&a, &url, &[("host", HOST), ("x-user-id", &user)]) {
                             Ok(r) if r.status == 200 => {}
@@ -319,7 +339,12 @@ fn run(plugin: &str, steps: &[Step]) {
     let upstreams = vec![Echo::start("stable"), Echo::start("canary")];
     let rds = tempfile::tempdir().expect("rds dir");
     push(rds.path(), steps[0].state);
-    let yaml = bootstrap(rds.path(), &all_clusters(&states), &upstreams, &plugin_config(plugin));
+    let yaml = bootstrap(
+        rds.path(),
+        &all_clusters(&states),
+        &upstreams,
+        &plugin_config(plugin),
+    );
     let envoy = Envoy::start_yaml(&yaml, upstreams).unwrap_or_else(|e| panic!("{e}"));
     assert!(wait_update(&envoy, steps[0].state, 0));
 
@@ -345,7 +370,11 @@ fn run(plugin: &str, steps: &[Step]) {
         let placed = sweep(&envoy);
         for (user, got) in &placed {
             let want = flagd_pick(&rollout_id, user, &weights);
-            assert_eq!(got, want, "{}: {user} on {got}, flagd puts it on {want}", step.state);
+            assert_eq!(
+                got, want,
+                "{}: {user} on {got}, flagd puts it on {want}",
+                step.state
+            );
         }
         if step.abort {
             assert!(
@@ -376,9 +405,17 @@ fn run(plugin: &str, steps: &[Step]) {
     }
     let (sent, failed, errors) = load.finish();
     println!("{}", table.join("\n"));
-    println!("{sent} requests under load across {} route updates, {failed} failed", steps.len() - 1);
+    println!(
+        "{sent} requests under load across {} route updates, {failed} failed",
+        steps.len() - 1
+    );
     assert!(sent > 0, "the load clients sent nothing");
-    assert_eq!(failed, 0, "failed requests during route updates: {:?}", &errors[..errors.len().min(5)]);
+    assert_eq!(
+        failed,
+        0,
+        "failed requests during route updates: {:?}",
+        &errors[..errors.len().min(5)]
+    );
     assert_eq!(rds_stat(&envoy, "update_rejected"), 0);
     assert_eq!(rds_stat(&envoy, "update_success"), steps.len() as u64);
 
@@ -476,11 +513,17 @@ fn the_merge_on_a_plain_cluster_route_is_rejected_and_the_guard_avoids_it() {
 
     // The unguarded shape, pushed while canary users are on the canary: rejected, 50/50 stays.
     push(rds.path(), "legacy-unguarded-rest");
-    assert!(!wait_update(&envoy, "legacy-unguarded-rest", 0), "Envoy took an empty weighted_clusters");
+    assert!(
+        !wait_update(&envoy, "legacy-unguarded-rest", 0),
+        "Envoy took an empty weighted_clusters"
+    );
     assert_eq!(rds_stat(&envoy, "update_rejected"), 1);
     assert_eq!(dumped_version(&envoy), states[0]);
     let placed = sweep(&envoy);
-    assert!(placed.values().any(|v| v == "canary"), "the abort was not supposed to land");
+    assert!(
+        placed.values().any(|v| v == "canary"),
+        "the abort was not supposed to land"
+    );
 
     // The guarded shape (patch not applied): taken; everyone on stable, at random pick order
     // but with a single cluster there is nothing to pick.
@@ -491,10 +534,9 @@ fn the_merge_on_a_plain_cluster_route_is_rejected_and_the_guard_avoids_it() {
 
 #[test]
 fn fixtures_cover_every_state() {
-    let index: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join("states.json")).expect("states.json"),
-    )
-    .expect("json");
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("states.json")).expect("states.json"))
+            .expect("json");
     let states: Vec<&str> = index
         .as_array()
         .expect("array")
