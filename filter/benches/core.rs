@@ -132,7 +132,11 @@ fn bench_decide(c: &mut Criterion) {
             let d = decide(black_box(&cfg), &mut req, None);
             let parent = lookup(&h, "traceparent");
             let state = lookup(&h, "tracestate");
-            let member = cfg.trace.member_values.get(d.version).map_or("", |m| m.as_str());
+            let member = cfg
+                .trace
+                .member_values
+                .get(d.version.unwrap_or(0))
+                .map_or("", |m| m.as_str());
             black_box(trace::propagate(
                 &[parent],
                 &[state],

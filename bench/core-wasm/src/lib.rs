@@ -76,13 +76,13 @@ pub extern "C" fn run(n: u32) -> u32 {
             .cfg
             .trace
             .member_values
-            .get(d.version)
+            .get(d.version.unwrap_or(0))
             .map_or("", String::as_str);
         let mut random = [0u8; 24];
         random[0] = i as u8;
         let p = trace::propagate(&parents, &states, member, &s.cfg.trace.settings, random);
         sum = sum
-            .wrapping_add(d.version as u32)
+            .wrapping_add(d.version.unwrap_or(0) as u32)
             .wrapping_add(p.traceparent.len() as u32)
             .wrapping_add(p.tracestate.len() as u32);
     }
@@ -96,7 +96,7 @@ pub extern "C" fn run_decide(n: u32) -> u32 {
     let mut sum: u32 = 1;
     for _ in 0..n {
         let mut req = Request(SerializedMap::new(black_box(&s.headers)));
-        sum = sum.wrapping_add(decide(&s.cfg, &mut req, None).version as u32 + 1);
+        sum = sum.wrapping_add(decide(&s.cfg, &mut req, None).version.unwrap_or(0) as u32 + 1);
     }
     sum
 }

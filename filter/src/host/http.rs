@@ -9,7 +9,8 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 
 use super::root::Shared;
-use crate::config::CertSource;
+use crate::cluster;
+use crate::config::{self, CertSource};
 use crate::decision::{self, Peer, RequestView};
 use crate::headers::SerializedMap;
 use crate::identity::{self, CertReject};
@@ -19,8 +20,14 @@ use crate::trace;
 
 pub struct Http {
     shared: Option<Rc<Shared>>,
-    /// Set once the request is decided; responses are counted only then.
+    /// Set once the request is decided; responses are counted only then. In route-weights
+    /// mode the version label the request phase knows (an override or pin; else `unknown`),
+    /// replaced at response time by the version of the cluster Envoy picked.
     version: Option<usize>,
+    /// Route-weights mode: the decision's source, counted once the picked cluster is known.
+    route_source: Option<decision::Source>,
+    /// Route-weights mode: `version` is the cluster Envoy used (read once per request).
+    resolved: bool,
     status: Option<u16>,
     /// Kept only when a trace-id response header is configured.
     trace_id: Option<String>,
@@ -31,6 +38,8 @@ impl Http {
         Http {
             shared,
             version: None,
+            route_source: None,
+            resolved: false,
             status: None,
             trace_id: None,
         }
@@ -149,6 +158,34 @@ fn peer(shared: &Shared, req: &HostRequest) -> Option<Rc<Result<Peer, CertReject
     Some(entry)
 }
 
+fn remove_request_header(name: &str) {
+    if let Err(e) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
+        log::warn!("cannot remove {name}: {e:?}");
+    }
+}
+
+/// Route-weights mode: the version label of the cluster Envoy routed this request to.
+fn picked_label(shared: &Shared) -> usize {
+    let cluster = property(&["xds", "cluster_name"]);
+    cluster::label_of(&shared.cfg, cluster.as_deref())
+}
+
+/// `n` in decimal, written into `buf` (no allocation on the request path).
+fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        if let Some(d) = buf.get_mut(at) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || at == 0 {
+            break;
+        }
+    }
+    buf.get(at..).unwrap_or_default()
+}
+
 fn set_request_header(name: &str, value: &[u8]) {
     if let Err(e) = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value)) {
         log::warn!("cannot set request header {name}: {e:?}");
@@ -191,27 +228,11 @@ impl HttpContext for Http {
             log::debug!("ignored input: {}", r.as_str());
             shared.count(shared.reject_slot_decision(r));
         }
-        let version = cfg.versions.get(d.version).map_or("", |v| v.name.as_str());
-        let mut trace_out = None;
-        if cfg.trace.enabled {
-            let map = req.map();
-            let parents: Vec<&[u8]> = map.get_all("traceparent").collect();
-            let states: Vec<&[u8]> = map.get_all("tracestate").collect();
-            let member = cfg.trace.member_values.get(d.version).map_or("", String::as_str);
-            let mut random = [0u8; 24];
-            for chunk in random.chunks_mut(8) {
-                chunk.copy_from_slice(&fastrand::u64(..).to_le_bytes());
-            }
-            let p = trace::propagate(&parents, &states, member, &cfg.trace.settings, random);
-            for (r, n) in p.rejects.iter() {
-                log::debug!("trace context: {} x{n}", r.as_str());
-                shared.count_n(shared.reject_slot_trace(r), u64::from(n));
-            }
-            if cfg.response_headers.trace_id.is_some() {
-                self.trace_id = Some(p.trace_id_hex().to_string());
-            }
-            trace_out = Some(p);
-        }
+        // Route-weights mode knows the version here only for an override or a pin.
+        let version = d
+            .version
+            .and_then(|i| cfg.versions.get(i))
+            .map(|v| v.name.as_bytes());
 
         // An override from a caller that may not use it never reaches the upstream.
         let strip_header = cfg
@@ -228,16 +249,23 @@ impl HttpContext for Http {
         // Every header we own is replaced, whatever the client sent (each set replaces all
         // values). One call per header measured faster than one set_header_map_pairs
         // call, which makes Envoy remove and re-add every header.
-        set_request_header(&cfg.route_header, version.as_bytes());
-        set_request_header(&cfg.rollout_id_header, cfg.rollout_id.as_bytes());
-        if let Some(p) = &trace_out {
-            set_request_header("traceparent", p.traceparent.as_bytes());
-            set_request_header("tracestate", p.tracestate.as_bytes());
+        match version {
+            Some(name) => set_request_header(&cfg.route_header, name),
+            None => remove_request_header(&cfg.route_header),
         }
-        if let Some(name) = strip_header {
-            if let Err(e) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
-                log::warn!("cannot remove {name}: {e:?}");
+        if let Some(rw) = &cfg.route_weights {
+            match d.bucket {
+                Some(b) => {
+                    let mut buf = [0u8; 10];
+                    set_request_header(&rw.bucket_header, decimal(b, &mut buf));
+                }
+                // No sticky key (or an override): a client's bucket never chooses a version.
+                None => remove_request_header(&rw.bucket_header),
             }
+        }
+        set_request_header(&cfg.rollout_id_header, cfg.rollout_id.as_bytes());
+        if let Some(name) = strip_header {
+            remove_request_header(name);
         }
         if let Some(path) = &new_path {
             set_request_header(":path", path);
@@ -249,8 +277,41 @@ impl HttpContext for Http {
             log::info!("host has no clear_route_cache; relying on automatic route refresh");
             shared.explicit_route_clear.set(false);
         }
-        shared.count(shared.layout.request_slot(d.version, d.source));
-        self.version = Some(d.version);
+        // Route-weights mode without an override or pin: the version is not known yet.
+        // `xds.cluster_name` cannot tell: until the router re-resolves the route, it still
+        // names the cluster of the route Envoy resolved before this filter changed the
+        // headers (checked on Envoy 1.40; README, "Route-weights mode"). It is read at
+        // response time instead.
+        let label = d.version.unwrap_or(cfg.versions.len());
+
+        if cfg.trace.enabled {
+            let map = req.map();
+            let parents: Vec<&[u8]> = map.get_all("traceparent").collect();
+            let states: Vec<&[u8]> = map.get_all("tracestate").collect();
+            let member = cfg.trace.member_values.get(label).map_or("", String::as_str);
+            let mut random = [0u8; 24];
+            for chunk in random.chunks_mut(8) {
+                chunk.copy_from_slice(&fastrand::u64(..).to_le_bytes());
+            }
+            let p = trace::propagate(&parents, &states, member, &cfg.trace.settings, random);
+            for (r, n) in p.rejects.iter() {
+                log::debug!("trace context: {} x{n}", r.as_str());
+                shared.count_n(shared.reject_slot_trace(r), u64::from(n));
+            }
+            if cfg.response_headers.trace_id.is_some() {
+                self.trace_id = Some(p.trace_id_hex().to_string());
+            }
+            set_request_header("traceparent", p.traceparent.as_bytes());
+            set_request_header("tracestate", p.tracestate.as_bytes());
+        }
+
+        if cfg.route_weights.is_some() {
+            // Counted when the response comes: the cluster Envoy used is known then.
+            self.route_source = Some(d.source);
+        } else {
+            shared.count(shared.layout.request_slot(label, d.source));
+        }
+        self.version = Some(label);
         Action::Continue
     }
 
@@ -263,8 +324,19 @@ impl HttpContext for Http {
             .flatten()
             .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok());
         let rh = &shared.cfg.response_headers;
-        if let (Some(name), Some(v)) = (&rh.version, shared.cfg.versions.get(version)) {
-            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(&v.name));
+        let mut version = version;
+        if rh.version.is_some() && self.route_source.is_some() {
+            version = picked_label(shared);
+            self.version = Some(version);
+            self.resolved = true;
+        }
+        if let Some(name) = &rh.version {
+            let label = shared
+                .cfg
+                .versions
+                .get(version)
+                .map_or(config::UNKNOWN_VERSION, |v| v.name.as_str());
+            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(label));
         }
         if let (Some(name), Some(id)) = (&rh.trace_id, &self.trace_id) {
             let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(id));
@@ -273,9 +345,16 @@ impl HttpContext for Http {
     }
 
     fn on_log(&mut self) {
-        let (Some(shared), Some(version)) = (self.shared.as_deref(), self.version) else {
+        let (Some(shared), Some(mut version)) = (self.shared.as_deref(), self.version) else {
             return;
         };
+        if let Some(source) = self.route_source {
+            // The version Envoy picked: whatever served the request is what gets counted.
+            if !self.resolved {
+                version = picked_label(shared);
+            }
+            shared.count(shared.layout.request_slot(version, source));
+        }
         let class = CodeClass::of(self.status);
         shared.count(shared.layout.response_slot(version, class));
         // Error responses Envoy made itself (connect failure, timeout) rather than the upstream.

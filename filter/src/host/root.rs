@@ -188,14 +188,21 @@ impl RootContext for Root {
                 }
             }
         }
+        let versions = cfg.versions.iter().map(|v| match &cfg.route_weights {
+            Some(_) => v.name.clone(),
+            None => format!("{}={}", v.name, v.weight),
+        });
+        let mode = match &cfg.route_weights {
+            Some(rw) => format!(
+                " (route weights: bucket in {} out of {})",
+                rw.bucket_header, rw.total_weight
+            ),
+            None => String::new(),
+        };
         log::info!(
-            "rollout {} configured: {}",
+            "rollout {} configured: {}{mode}",
             cfg.rollout_id,
-            cfg.versions
-                .iter()
-                .map(|v| format!("{}={}", v.name, v.weight))
-                .collect::<Vec<_>>()
-                .join(" ")
+            versions.collect::<Vec<_>>().join(" ")
         );
         let cache_size = cfg.certificate.as_ref().map_or(1, |c| c.cache_size);
         if let Err(e) = hostcalls::set_tick_period(FLUSH_PERIOD) {
