@@ -101,15 +101,26 @@ fuzz_target!(|data: &[u8]| {
 
     let mut r1 = req.clone();
     let d = decide(cfg, &mut r1, peer.as_ref());
+    // Filter-weights mode always names a version (in range); route-weights mode names one
+    // only for an override or a pin, and gives a bucket below the route's total otherwise.
+    let version = match (d.version, &cfg.route_weights) {
+        (Some(v), _) => v,
+        (None, Some(rw)) => {
+            assert!(matches!(d.source, Source::Sticky | Source::Random), "{d:?}");
+            assert!(d.bucket.is_none_or(|b| b < rw.total_weight), "{d:?}");
+            assert_eq!(d.bucket.is_some(), d.source == Source::Sticky, "{d:?}");
+            0
+        }
+        (None, None) => panic!("filter-weights mode decided no version: {d:?}"),
+    };
     assert!(
-        d.version < cfg.versions.len(),
-        "version index {} out of range",
-        d.version
+        version < cfg.versions.len(),
+        "version index {version} out of range"
     );
-    if matches!(d.source, Source::Sticky | Source::Random) {
+    if cfg.route_weights.is_none() && matches!(d.source, Source::Sticky | Source::Random) {
         let w = match peer.as_ref().and_then(|p| p.weights.as_ref()) {
-            Some((w, _)) => w[d.version],
-            None => u64::from(cfg.weights[d.version]),
+            Some((w, _)) => w[version],
+            None => u64::from(cfg.weights[version]),
         };
         assert!(w > 0, "weight-0 version chosen by the split");
     }
