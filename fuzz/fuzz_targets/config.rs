@@ -78,7 +78,9 @@ fn check_consistent(c: &Config) {
             assert_eq!(rw.total_weight, c.total_weight);
             assert!((1..=MAX_TOTAL_WEIGHT).contains(&u64::from(c.total_weight)));
             assert!(c.versions.iter().all(|v| v.name != "unknown"));
-            lower(&rw.bucket_header);
+            let h = &rw.bucket_header;
+            assert!(!h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && !b.is_ascii_uppercase()), "{h:?}");
+            assert!(![&c.route_header, &c.rollout_id_header].contains(&h));
         }
         None => {
             assert_eq!(sum, u64::from(c.total_weight));

@@ -36,10 +36,13 @@ const DARK: &str = r#"{"rolloutId":"r","versions":[{"name":"stable","weight":70}
 /// Overrides configured but nobody trusted; a single version with all the weight last.
 const STRICT: &str = r#"{"rolloutId":"checkout-2026-11","versions":[{"name":"stable","weight":0},{"name":"canary","weight":5}],"stickyKeys":[{"peerIdentity":true},{"header":"x-user-id"}],"override":{"header":"x-rollout-pin","query":"rollout-version"},"certificate":{}}"#;
 
-fn configs() -> &'static [Config; 3] {
-    static CONFIGS: OnceLock<[Config; 3]> = OnceLock::new();
+/// Route-weights mode (envoy-config/route-weights.yaml, with a certificate section).
+const ROUTE: &str = r#"{"rolloutId":"checkout-2026-11","versions":[{"name":"stable"},{"name":"canary"}],"routeWeights":{"totalWeight":100},"stickyKeys":[{"header":"x-user-id"},{"cookie":"uid"}],"override":{"header":"x-rollout-pin","query":"rollout-version","trustedPeers":["*"]},"certificate":{}}"#;
+
+fn configs() -> &'static [Config; 4] {
+    static CONFIGS: OnceLock<[Config; 4]> = OnceLock::new();
     CONFIGS.get_or_init(|| {
-        [DEMO, DARK, STRICT].map(|j| Config::from_json(j.as_bytes()).unwrap_or_else(|e| panic!("{e}: {j}")))
+        [DEMO, DARK, STRICT, ROUTE].map(|j| Config::from_json(j.as_bytes()).unwrap_or_else(|e| panic!("{e}: {j}")))
     })
 }
 
@@ -81,7 +84,7 @@ fuzz_target!(|data: &[u8]| {
             *v = Some(line);
         }
     }
-    let cfg = &configs()[usize::from(mask >> 5 & 3) % 3];
+    let cfg = &configs()[usize::from(mask >> 5 & 3)];
     check_share(
         &cfg.weights,
         random as usize % cfg.weights.len(),
@@ -211,7 +214,8 @@ fn expected(cfg: &Config, req: &Request, peer: Option<&Peer>) -> Decision {
             match cfg.version_index(pin.trim_ascii()) {
                 Some(version) => {
                     return Decision {
-                        version,
+                        version: Some(version),
+                        bucket: None,
                         source: Source::OverrideHeader,
                         rejected,
                     }
@@ -228,7 +232,8 @@ fn expected(cfg: &Config, req: &Request, peer: Option<&Peer>) -> Decision {
                 match cfg.version_index(v) {
                     Some(version) => {
                         return Decision {
-                            version,
+                            version: Some(version),
+                            bucket: None,
                             source: Source::OverrideQuery,
                             rejected,
                         }
@@ -240,7 +245,8 @@ fn expected(cfg: &Config, req: &Request, peer: Option<&Peer>) -> Decision {
     }
     if let Some(version) = peer.and_then(|p| p.pin) {
         return Decision {
-            version,
+            version: Some(version),
+            bucket: None,
             source: Source::Certificate,
             rejected,
         };
@@ -257,6 +263,19 @@ fn expected(cfg: &Config, req: &Request, peer: Option<&Peer>) -> Decision {
         }?;
         (!v.is_empty()).then_some(v)
     });
+    if let Some(rw) = &cfg.route_weights {
+        if peer.is_some_and(|p| p.weights.is_some()) {
+            rejected.add(Reject::LabelWeightIgnored);
+        }
+        let total = u64::from(rw.total_weight);
+        let bucket = sticky.map(|key| split::bucket(split::hash(cfg.rollout_id.as_bytes(), key), total) as u32);
+        return Decision {
+            version: None,
+            bucket,
+            source: if bucket.is_some() { Source::Sticky } else { Source::Random },
+            rejected,
+        };
+    }
     let (hash, source) = match sticky {
         Some(key) => (split::hash(cfg.rollout_id.as_bytes(), key), Source::Sticky),
         None => (req.random, Source::Random),
@@ -266,7 +285,8 @@ fn expected(cfg: &Config, req: &Request, peer: Option<&Peer>) -> Decision {
         None => split::pick(hash, &cfg.weights, cfg.total_weight),
     };
     Decision {
-        version,
+        version: Some(version),
+        bucket: None,
         source,
         rejected,
     }
