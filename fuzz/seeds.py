@@ -52,6 +52,8 @@ configs = {
                         '"override":{"header":"x-rollout-pin","query":"rollout-version","trustedPeers":'
                         '["spiffe://cluster.local/ns/qa/*","*.qa.example.com","*"]},'
                         '"certificate":{"labelOid":"1.3.6.1.4.1.55555.1.1","source":"xfcc","cacheSize":10}}',
+    "issue-cookie.json": '{"rolloutId":"r","versions":[{"name":"a","weight":1},{"name":"b","weight":1}],'
+                         '"stickyKeys":[{"header":"x-user-id"},{"cookie":"sid","issue":true,"maxAge":86400}]}',
     "max-weight.json": '{"rolloutId":"r","versions":[{"name":"a","weight":2147483646},{"name":"b","weight":1}]}',
     "sixteen.json": '{"rolloutId":"r","versions":[%s]}' % ",".join(
         '{"name":"v%d","weight":%d}' % (i, i) for i in range(16)),

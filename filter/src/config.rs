@@ -124,13 +124,25 @@ struct RawVersion {
     cluster: Option<String>,
 }
 
+/// One entry of `stickyKeys`: exactly one of `header`, `cookie`, `sourceAddress`,
+/// `peerIdentity`. A struct, not an externally tagged enum, because a cookie key may
+/// carry `issue` and `maxAge` beside its name; unknown fields still name their path.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-enum RawStickyKey {
-    Header(String),
-    Cookie(String),
-    SourceAddress(bool),
-    PeerIdentity(bool),
+struct RawStickyKey {
+    #[serde(default)]
+    header: Option<String>,
+    #[serde(default)]
+    cookie: Option<String>,
+    #[serde(default)]
+    issue: Option<bool>,
+    // A Number so that `-1` and `1.5` get our message, not serde's type error.
+    #[serde(default)]
+    max_age: Option<serde_json::Number>,
+    #[serde(default)]
+    source_address: Option<bool>,
+    #[serde(default)]
+    peer_identity: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -180,6 +192,46 @@ pub enum StickyKey {
     SourceAddress,
     /// The verified peer's SPIFFE ID, else its first DNS SAN.
     PeerIdentity,
+}
+
+/// A cookie the filter issues to visitors that bring no sticky key, so they stay sticky.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueCookie {
+    pub name: String,
+    /// `Max-Age` in seconds.
+    pub max_age: u32,
+    /// `NAME=`, built once.
+    pub set_prefix: String,
+    /// `; Path=/; Max-Age=N; HttpOnly; SameSite=Lax`, built once (`; Secure` is added per request).
+    pub set_suffix: String,
+}
+
+/// `maxAge` when not given: 30 days.
+pub const DEFAULT_COOKIE_MAX_AGE: u32 = 30 * 24 * 3600;
+/// Browsers cap a cookie's lifetime at 400 days (RFC 6265bis); longer is a typo.
+pub const MAX_COOKIE_MAX_AGE: u32 = 400 * 24 * 3600;
+
+impl IssueCookie {
+    fn new(name: String, max_age: u32) -> IssueCookie {
+        IssueCookie {
+            set_prefix: format!("{name}="),
+            set_suffix: format!("; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax"),
+            name,
+            max_age,
+        }
+    }
+
+    /// The `Set-Cookie` value for `id`, with `Secure` when the visitor came over TLS.
+    pub fn set_cookie(&self, id: &str, secure: bool) -> String {
+        let mut v = String::with_capacity(self.set_prefix.len() + id.len() + self.set_suffix.len() + 8);
+        v.push_str(&self.set_prefix);
+        v.push_str(id);
+        v.push_str(&self.set_suffix);
+        if secure {
+            v.push_str("; Secure");
+        }
+        v
+    }
 }
 
 /// W3C trace context handling.
@@ -244,6 +296,9 @@ pub struct Config {
     pub total_weight: u32,
     pub route_header: String,
     pub sticky_keys: Vec<StickyKey>,
+    /// The last sticky key when it is `{"cookie": NAME, "issue": true}`: requests with
+    /// no sticky key get a fresh id as this cookie.
+    pub issue_cookie: Option<IssueCookie>,
     pub r#override: Override,
     pub trace: Trace,
     /// Set to `rolloutId` on every upstream request, replacing any client value.
@@ -391,35 +446,28 @@ impl Config {
         };
 
         let mut sticky_keys = Vec::with_capacity(raw.sticky_keys.len());
+        let mut issue_cookie = None;
         for (i, k) in raw.sticky_keys.into_iter().enumerate() {
-            let key = match k {
-                RawStickyKey::Header(h) => StickyKey::Header(
-                    check_header_name(&h)
-                        .map_err(|r| ConfigError::new(format!("stickyKeys[{i}].header"), r))?,
-                ),
-                RawStickyKey::Cookie(c) => {
-                    check_token(&c).map_err(|r| ConfigError::new(format!("stickyKeys[{i}].cookie"), r))?;
-                    StickyKey::Cookie(c)
-                }
-                RawStickyKey::SourceAddress(true) => StickyKey::SourceAddress,
-                RawStickyKey::PeerIdentity(true) => StickyKey::PeerIdentity,
-                RawStickyKey::SourceAddress(false) | RawStickyKey::PeerIdentity(false) => {
-                    let field = if matches!(k, RawStickyKey::SourceAddress(_)) {
-                        "sourceAddress"
-                    } else {
-                        "peerIdentity"
-                    };
-                    return Err(ConfigError::new(
-                        format!("stickyKeys[{i}].{field}"),
-                        "must be true (leave the entry out to disable it)",
-                    ));
+            let at = |field: &str| {
+                if field.is_empty() {
+                    format!("stickyKeys[{i}]")
+                } else {
+                    format!("stickyKeys[{i}].{field}")
                 }
             };
-            if sticky_keys.contains(&key) {
+            if issue_cookie.is_some() {
+                // An issuing key always yields a key, so nothing after it is ever read.
                 return Err(ConfigError::new(
-                    format!("stickyKeys[{i}]"),
-                    "duplicate sticky key",
+                    at(""),
+                    "no sticky key may follow a cookie key with \"issue\": true (it would never be used)",
                 ));
+            }
+            let (key, issue) = sticky_key(k).map_err(|(field, r)| ConfigError::new(at(field), r))?;
+            if sticky_keys.contains(&key) {
+                return Err(ConfigError::new(at(""), "duplicate sticky key"));
+            }
+            if let (StickyKey::Cookie(name), Some(max_age)) = (&key, issue) {
+                issue_cookie = Some(IssueCookie::new(name.clone(), max_age));
             }
             sticky_keys.push(key);
         }
@@ -585,6 +633,7 @@ impl Config {
             total_weight: u32::try_from(total).unwrap_or(u32::MAX),
             route_header,
             sticky_keys,
+            issue_cookie,
             r#override: ov,
             trace,
             rollout_id_header,
@@ -594,6 +643,68 @@ impl Config {
             route_weights,
         })
     }
+}
+
+/// One `stickyKeys` entry: the key, and `Some(maxAge)` when it issues its cookie.
+/// Errors name the offending field (empty: the entry itself).
+fn sticky_key(k: RawStickyKey) -> Result<(StickyKey, Option<u32>), (&'static str, String)> {
+    let named = [
+        k.header.is_some(),
+        k.cookie.is_some(),
+        k.source_address.is_some(),
+        k.peer_identity.is_some(),
+    ];
+    if named.iter().filter(|n| **n).count() != 1 {
+        return Err((
+            "",
+            "must name exactly one of header, cookie, sourceAddress, peerIdentity".into(),
+        ));
+    }
+    let Some(name) = k.cookie else {
+        if k.issue.is_some() {
+            return Err(("issue", "only a cookie key can issue".into()));
+        }
+        if k.max_age.is_some() {
+            return Err((
+                "maxAge",
+                "only a cookie key with \"issue\": true has a maxAge".into(),
+            ));
+        }
+        let must_be_true = "must be true (leave the entry out to disable it)".to_string();
+        return match (k.header, k.source_address, k.peer_identity) {
+            (Some(h), _, _) => Ok((
+                StickyKey::Header(check_header_name(&h).map_err(|r| ("header", r))?),
+                None,
+            )),
+            (_, Some(true), _) => Ok((StickyKey::SourceAddress, None)),
+            (_, Some(false), _) => Err(("sourceAddress", must_be_true)),
+            (_, _, Some(true)) => Ok((StickyKey::PeerIdentity, None)),
+            _ => Err(("peerIdentity", must_be_true)),
+        };
+    };
+    check_token(&name).map_err(|r| ("cookie", r))?;
+    // RFC 6265 cookie-name is a token; `=` or `;` could never round-trip, and a token has neither.
+    if !k.issue.unwrap_or(false) {
+        if k.max_age.is_some() {
+            return Err((
+                "maxAge",
+                "only a cookie key with \"issue\": true has a maxAge".into(),
+            ));
+        }
+        return Ok((StickyKey::Cookie(name), None));
+    }
+    let max_age = match k.max_age {
+        None => DEFAULT_COOKIE_MAX_AGE,
+        Some(n) => n
+            .as_u64()
+            .and_then(|s| u32::try_from(s).ok())
+            .filter(|s| (1..=MAX_COOKIE_MAX_AGE).contains(s))
+            .ok_or((
+                "maxAge",
+                format!("must be whole seconds from 1 to {MAX_COOKIE_MAX_AGE} (400 days), got {n}"),
+            ))?,
+    };
+    Ok((StickyKey::Cookie(name), Some(max_age)))
 }
 
 /// Echoed field names may hold control characters; the log line stays one line.
@@ -778,7 +889,7 @@ mod tests {
             (r#"{"versions":[{"name":"a","weight":1}]}"#.into(), "missing field `rolloutId`"),
             (r#"{"rolloutId":"has space","versions":[{"name":"a","weight":1}]}"#.into(), "rolloutId: must be 1 to 128"),
             (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"stickyKey":[]}"#.into(), "stickyKey: unknown field `stickyKey`"),
-            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"stickyKeys":[{"query":"u"}]}"#.into(), "stickyKeys[0]: unknown variant `query`"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"stickyKeys":[{"query":"u"}]}"#.into(), "stickyKeys[0].query: unknown field `query`"),
             (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"stickyKeys":[{"header":"bad header"}]}"#.into(), "stickyKeys[0].header: must be a non-empty HTTP token"),
             (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"stickyKeys":[{"sourceAddress":false}]}"#.into(), "stickyKeys[0].sourceAddress: must be true"),
             (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"stickyKeys":[{"cookie":"u"},{"cookie":"u"}]}"#.into(), "stickyKeys[1]: duplicate sticky key"),
@@ -865,6 +976,111 @@ mod tests {
             assert!(
                 got.starts_with(want),
                 "config {json}\n  got:  {got}\n  want: {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn issuing_cookie_key() {
+        let base = |keys: &str| {
+            format!(r#"{{"rolloutId":"r","versions":[{{"name":"a","weight":1}}],"stickyKeys":{keys}}}"#)
+        };
+        // The plain form is unchanged and issues nothing.
+        let c = Config::from_json(base(r#"[{"cookie":"uid"}]"#).as_bytes()).unwrap();
+        assert_eq!(
+            (c.sticky_keys, c.issue_cookie),
+            (vec![StickyKey::Cookie("uid".into())], None)
+        );
+        let c = Config::from_json(base(r#"[{"cookie":"uid","issue":false}]"#).as_bytes()).unwrap();
+        assert_eq!(c.issue_cookie, None);
+
+        let c =
+            Config::from_json(base(r#"[{"header":"x-user-id"},{"cookie":"sid","issue":true}]"#).as_bytes())
+                .unwrap();
+        assert_eq!(c.sticky_keys[1], StickyKey::Cookie("sid".into()));
+        let ic = c.issue_cookie.unwrap();
+        assert_eq!((ic.name.as_str(), ic.max_age), ("sid", 2_592_000));
+        assert_eq!(
+            ic.set_cookie("AbC-_9", false),
+            "sid=AbC-_9; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax"
+        );
+        assert_eq!(
+            ic.set_cookie("x", true),
+            "sid=x; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax; Secure"
+        );
+        let c = Config::from_json(base(r#"[{"cookie":"sid","issue":true,"maxAge":34560000}]"#).as_bytes())
+            .unwrap();
+        assert_eq!(c.issue_cookie.unwrap().max_age, 34_560_000);
+
+        let cases: &[(&str, &str)] = &[
+            (
+                r#"[{"cookie":"sid","issue":true,"maxAge":0}]"#,
+                "stickyKeys[0].maxAge: must be whole seconds from 1 to 34560000",
+            ),
+            (
+                r#"[{"cookie":"sid","issue":true,"maxAge":-1}]"#,
+                "stickyKeys[0].maxAge: must be whole seconds",
+            ),
+            (
+                r#"[{"cookie":"sid","issue":true,"maxAge":1.5}]"#,
+                "stickyKeys[0].maxAge: must be whole seconds",
+            ),
+            (
+                r#"[{"cookie":"sid","issue":true,"maxAge":34560001}]"#,
+                "stickyKeys[0].maxAge: must be whole seconds",
+            ),
+            (
+                r#"[{"cookie":"sid","issue":true,"maxAge":"60"}]"#,
+                "stickyKeys[0].maxAge: ",
+            ),
+            (
+                r#"[{"cookie":"sid","maxAge":60}]"#,
+                "stickyKeys[0].maxAge: only a cookie key with \"issue\": true",
+            ),
+            (
+                r#"[{"header":"x-u","issue":true}]"#,
+                "stickyKeys[0].issue: only a cookie key can issue",
+            ),
+            (
+                r#"[{"sourceAddress":true,"maxAge":5}]"#,
+                "stickyKeys[0].maxAge: only a cookie key",
+            ),
+            (
+                r#"[{"cookie":"sid","issue":"yes"}]"#,
+                "stickyKeys[0].issue: invalid type",
+            ),
+            (
+                r#"[{"cookie":"sid","issue":true,"maxage":5}]"#,
+                "stickyKeys[0].maxage: unknown field `maxage`",
+            ),
+            (
+                r#"[{"cookie":"s;d","issue":true}]"#,
+                "stickyKeys[0].cookie: must be a non-empty HTTP token",
+            ),
+            (
+                r#"[{"cookie":"sid","header":"x-u"}]"#,
+                "stickyKeys[0]: must name exactly one of header, cookie",
+            ),
+            (r#"[{}]"#, "stickyKeys[0]: must name exactly one of"),
+            (r#"[{"issue":true}]"#, "stickyKeys[0]: must name exactly one of"),
+            (
+                r#"[{"cookie":"sid","issue":true},{"header":"x-u"}]"#,
+                "stickyKeys[1]: no sticky key may follow a cookie key with \"issue\": true",
+            ),
+            (
+                r#"[{"cookie":"a","issue":true},{"cookie":"b","issue":true}]"#,
+                "stickyKeys[1]: no sticky key may follow",
+            ),
+            (
+                r#"[{"cookie":"sid"},{"cookie":"sid","issue":true}]"#,
+                "stickyKeys[1]: duplicate sticky key",
+            ),
+        ];
+        for (keys, want) in cases {
+            let got = err(&base(keys));
+            assert!(
+                got.starts_with(want),
+                "keys {keys}\n  got:  {got}\n  want: {want}"
             );
         }
     }

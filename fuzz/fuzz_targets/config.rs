@@ -134,6 +134,18 @@ fn check_consistent(c: &Config) {
     if let Some(cert) = &c.certificate {
         assert!((1..=65_536).contains(&cert.cache_size));
     }
+    if let Some(ic) = &c.issue_cookie {
+        // The issuing cookie is the last key, so nothing after it goes unread.
+        assert_eq!(c.sticky_keys.last(), Some(&StickyKey::Cookie(ic.name.clone())));
+        assert!((1..=rollout_filter::config::MAX_COOKIE_MAX_AGE).contains(&ic.max_age));
+        assert_eq!(
+            ic.set_cookie("id", false),
+            format!(
+                "{}=id; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
+                ic.name, ic.max_age
+            )
+        );
+    }
     for (i, k) in c.sticky_keys.iter().enumerate() {
         assert!(!c.sticky_keys[..i].contains(k), "duplicate sticky key {k:?}");
         if let StickyKey::Header(h) = k {
@@ -191,12 +203,17 @@ fn merge(into: &mut Value, from: Value) {
 
 /// The known fields of `c` as JSON, every default spelled out.
 fn canonical(c: &Config) -> Map<String, Value> {
+    let last = c.sticky_keys.len().saturating_sub(1);
     let sticky: Vec<Value> = c
         .sticky_keys
         .iter()
-        .map(|k| match k {
+        .enumerate()
+        .map(|(i, k)| match k {
             StickyKey::Header(h) => json!({ "header": h }),
-            StickyKey::Cookie(n) => json!({ "cookie": n }),
+            StickyKey::Cookie(n) => match &c.issue_cookie {
+                Some(ic) if i == last => json!({ "cookie": n, "issue": true, "maxAge": ic.max_age }),
+                _ => json!({ "cookie": n }),
+            },
             StickyKey::SourceAddress => json!({ "sourceAddress": true }),
             StickyKey::PeerIdentity => json!({ "peerIdentity": true }),
         })

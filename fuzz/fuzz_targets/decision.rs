@@ -218,6 +218,7 @@ fn expected(cfg: &Config, req: &Request, peer: Option<&Peer>) -> Decision {
                         bucket: None,
                         source: Source::OverrideHeader,
                         rejected,
+                        issued: None,
                     }
                 }
                 None => rejected.add(Reject::UnknownOverrideHeader),
@@ -236,6 +237,7 @@ fn expected(cfg: &Config, req: &Request, peer: Option<&Peer>) -> Decision {
                             bucket: None,
                             source: Source::OverrideQuery,
                             rejected,
+                            issued: None,
                         }
                     }
                     None => rejected.add(Reject::UnknownOverrideQuery),
@@ -249,6 +251,7 @@ fn expected(cfg: &Config, req: &Request, peer: Option<&Peer>) -> Decision {
             bucket: None,
             source: Source::Certificate,
             rejected,
+            issued: None,
         };
     }
     let sticky = cfg.sticky_keys.iter().find_map(|k| {
@@ -274,6 +277,7 @@ fn expected(cfg: &Config, req: &Request, peer: Option<&Peer>) -> Decision {
             bucket,
             source: if bucket.is_some() { Source::Sticky } else { Source::Random },
             rejected,
+            issued: None,
         };
     }
     let (hash, source) = match sticky {
@@ -284,11 +288,13 @@ fn expected(cfg: &Config, req: &Request, peer: Option<&Peer>) -> Decision {
         Some((w, total)) => split::pick(hash, w, *total),
         None => split::pick(hash, &cfg.weights, cfg.total_weight),
     };
+    // No fixed config issues cookies.
     Decision {
         version: Some(version),
         bucket: None,
         source,
         rejected,
+        issued: None,
     }
 }
 

@@ -348,6 +348,15 @@ impl Reply {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+
+    /// Every value of a repeated header (e.g. `set-cookie`), in order.
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
 }
 
 /// GET `url` with `headers`; any HTTP status is a reply, transport errors are `Err`.
@@ -362,8 +371,11 @@ pub fn get(agent: &ureq::Agent, url: &str, headers: &[(&str, &str)]) -> Result<R
         Err(e) => return Err(e.to_string()),
     };
     let status = resp.status();
-    let headers = resp
-        .headers_names()
+    // `headers_names` lists a repeated header once per line; `all` already gives every line.
+    let mut names = resp.headers_names();
+    let mut uniq = std::collections::HashSet::new();
+    names.retain(|n| uniq.insert(n.clone()));
+    let headers = names
         .into_iter()
         .flat_map(|n| {
             resp.all(&n)

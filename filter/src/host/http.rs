@@ -31,6 +31,8 @@ pub struct Http {
     status: Option<u16>,
     /// Kept only when a trace-id response header is configured.
     trace_id: Option<String>,
+    /// `Set-Cookie` value for a visitor issued a fresh id, added to the response.
+    set_cookie: Option<String>,
 }
 
 impl Http {
@@ -42,6 +44,7 @@ impl Http {
             resolved: false,
             status: None,
             trace_id: None,
+            set_cookie: None,
         }
     }
 }
@@ -104,6 +107,31 @@ impl RequestView for HostRequest {
 
     fn random_u32(&mut self) -> u32 {
         fastrand::u32(..)
+    }
+
+    fn random_id(&mut self) -> Option<[u8; decision::ID_BYTES]> {
+        // WASI random_get: the host's CSPRNG, not the seeded fastrand stream.
+        let mut id = [0u8; decision::ID_BYTES];
+        match getrandom::getrandom(&mut id) {
+            Ok(()) => Some(id),
+            Err(e) => {
+                log::warn!("no host randomness ({e}); no cookie issued, random bucket");
+                None
+            }
+        }
+    }
+}
+
+/// Whether the visitor came over TLS, for the cookie's `Secure`. The HCM fills
+/// `x-forwarded-proto` before filters run: from this connection at an edge
+/// (`use_remote_address` without trusted hops), else kept from the hop before, so a sidecar
+/// behind a TLS-terminating gateway still answers `https` and one behind a plain-HTTP gateway
+/// `http` despite its own mTLS hop. It is in the header map already read: no host call. A
+/// client that lies about it only spoils its own cookie. Absent: the connection's TLS version.
+fn visitor_used_tls(req: &HostRequest) -> bool {
+    match req.map().get("x-forwarded-proto") {
+        Some(proto) => proto.trim_ascii().eq_ignore_ascii_case(b"https"),
+        None => property(&["connection", "tls_version"]).is_some_and(|v| !v.is_empty()),
     }
 }
 
@@ -311,6 +339,9 @@ impl HttpContext for Http {
         } else {
             shared.count(shared.layout.request_slot(label, d.source));
         }
+        if let (Some(id), Some(c)) = (&d.issued, &cfg.issue_cookie) {
+            self.set_cookie = Some(c.set_cookie(id.as_str(), visitor_used_tls(&req)));
+        }
         self.version = Some(label);
         Action::Continue
     }
@@ -340,6 +371,13 @@ impl HttpContext for Http {
         }
         if let (Some(name), Some(id)) = (&rh.trace_id, &self.trace_id) {
             let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(id));
+        }
+        // Added beside the upstream's own Set-Cookie headers, never replacing them; also on
+        // replies Envoy makes itself, so the visitor stays on its bucket when it retries.
+        if let Some(cookie) = self.set_cookie.take() {
+            if let Err(e) = hostcalls::add_map_value(MapType::HttpResponseHeaders, "set-cookie", &cookie) {
+                log::warn!("cannot add set-cookie: {e:?}");
+            }
         }
         Action::Continue
     }
