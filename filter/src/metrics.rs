@@ -7,6 +7,7 @@
 
 use crate::config::{Config, UNKNOWN_VERSION};
 use crate::decision::Source;
+use crate::grpc::GrpcCode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -68,6 +69,7 @@ pub struct Layout {
     pub names: Vec<(Kind, String)>,
     versions: usize,
     responses_at: usize,
+    grpc_at: usize,
     local_at: usize,
     duration_at: usize,
     rejects_at: usize,
@@ -105,6 +107,19 @@ impl Layout {
                 ));
             }
         }
+        // gRPC calls are counted here, by final gRPC code, instead of by HTTP class.
+        let grpc_at = names.len();
+        for v in labels.clone() {
+            for c in GrpcCode::ALL {
+                names.push((
+                    Kind::Counter,
+                    format!(
+                        "rollout_grpc_responses_total;rollout={id};version={v};grpc_code={}",
+                        c.as_str()
+                    ),
+                ));
+            }
+        }
         let local_at = names.len();
         for v in labels.clone() {
             names.push((
@@ -133,6 +148,7 @@ impl Layout {
             names,
             versions: labels.count(),
             responses_at,
+            grpc_at,
             local_at,
             duration_at,
             rejects_at,
@@ -146,6 +162,10 @@ impl Layout {
 
     pub fn response_slot(&self, version: usize, class: CodeClass) -> usize {
         self.responses_at + version * CodeClass::ALL.len() + class as usize
+    }
+
+    pub fn grpc_response_slot(&self, version: usize, code: GrpcCode) -> usize {
+        self.grpc_at + version * GrpcCode::ALL.len() + code as usize
     }
 
     pub fn local_reply_slot(&self, version: usize) -> usize {
@@ -207,6 +227,14 @@ mod tests {
             "rollout_responses_total;rollout=checkout-2026-11;version=stable;code_class=reset"
         );
         assert_eq!(
+            name(l.grpc_response_slot(1, GrpcCode::Unavailable)),
+            "rollout_grpc_responses_total;rollout=checkout-2026-11;version=canary;grpc_code=UNAVAILABLE"
+        );
+        assert_eq!(
+            name(l.grpc_response_slot(0, GrpcCode::Reset)),
+            "rollout_grpc_responses_total;rollout=checkout-2026-11;version=stable;grpc_code=reset"
+        );
+        assert_eq!(
             name(l.local_reply_slot(1)),
             "rollout_local_replies_total;rollout=checkout-2026-11;version=canary"
         );
@@ -221,7 +249,10 @@ mod tests {
             name(l.reject_slot(1)),
             "rollout_rejected_total;rollout=checkout-2026-11;reason=b"
         );
-        assert_eq!(l.names.len(), 2 * Source::ALL.len() + 2 * 6 + 2 + 2 + 2 + 1);
+        assert_eq!(
+            l.names.len(),
+            2 * Source::ALL.len() + 2 * 6 + 2 * 19 + 2 + 2 + 2 + 1
+        );
         assert_eq!(
             name(l.memory_slot()),
             "rollout_vm_memory_bytes;rollout=checkout-2026-11"
@@ -247,6 +278,17 @@ mod tests {
         assert_eq!(
             l.names[l.duration_slot(2)].1,
             "rollout_request_duration_milliseconds;rollout=r;version=unknown"
+        );
+        assert_eq!(
+            l.names[l.grpc_response_slot(2, GrpcCode::ALL[0])].1,
+            format!(
+                "rollout_grpc_responses_total;rollout=r;version=unknown;grpc_code={}",
+                GrpcCode::ALL[0].as_str()
+            )
+        );
+        assert_eq!(
+            l.names[l.local_reply_slot(2)].1,
+            "rollout_local_replies_total;rollout=r;version=unknown"
         );
         assert_eq!(
             l.names[l.reject_slot(0)].1,

@@ -6,6 +6,7 @@
 
 pub mod certs;
 pub mod echo;
+pub mod grpc;
 pub mod prom;
 
 use std::collections::BTreeMap;
@@ -74,6 +75,9 @@ pub struct Options {
     pub wasm: Option<PathBuf>,
     /// `FAIL_OPEN`, `FAIL_CLOSED` or `FAIL_RELOAD`.
     pub failure_policy: &'static str,
+    /// Also a gRPC server per version (HTTP/2 upstream, failing as `fail_every` says), which
+    /// requests with a gRPC content-type are routed to.
+    pub grpc: bool,
 }
 
 impl Options {
@@ -87,6 +91,7 @@ impl Options {
             dead_versions: Vec::new(),
             wasm: None,
             failure_policy: "FAIL_OPEN",
+            grpc: false,
         }
     }
 }
@@ -98,6 +103,8 @@ pub struct Envoy {
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     pub upstreams: Vec<Echo>,
+    /// With [`Options::grpc`]: the gRPC servers, in version order.
+    pub grpc_upstreams: Vec<grpc::GrpcServer>,
 }
 
 impl Envoy {
@@ -119,8 +126,25 @@ impl Envoy {
                 }
             })
             .collect();
-        let yaml = render_config(opts, &upstreams);
-        Self::start_yaml(&yaml, upstreams)
+        let grpc_upstreams: Vec<grpc::GrpcServer> = if opts.grpc {
+            opts.versions
+                .iter()
+                .map(|v| {
+                    let fail = opts
+                        .fail_every
+                        .iter()
+                        .find(|(n, _)| n == v)
+                        .map_or(0, |(_, k)| *k);
+                    grpc::GrpcServer::start(v, fail)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let yaml = render_config(opts, &upstreams, &grpc_upstreams);
+        let mut envoy = Self::start_yaml(&yaml, upstreams)?;
+        envoy.grpc_upstreams = grpc_upstreams;
+        Ok(envoy)
     }
 
     /// Start Envoy with a config of the caller's. It must have an admin on port 0
@@ -164,6 +188,7 @@ impl Envoy {
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
             dir,
             upstreams,
+            grpc_upstreams: Vec::new(),
         };
         envoy.wait_ready()?;
         Ok(envoy)
@@ -472,9 +497,17 @@ pub fn parse_prometheus(text: &str) -> Vec<Sample> {
         .collect()
 }
 
-fn render_config(opts: &Options, upstreams: &[Echo]) -> String {
+fn render_config(opts: &Options, upstreams: &[Echo], grpc: &[grpc::GrpcServer]) -> String {
     let wasm = opts.wasm.clone().unwrap_or_else(wasm_path);
     let mut routes = String::new();
+    // gRPC calls go to the version's gRPC server.
+    for g in grpc {
+        routes.push_str(&format!(
+            "              - match: {{ prefix: \"/\", headers: [{{ name: {h}, string_match: {{ exact: {v} }} }}, {{ name: content-type, string_match: {{ prefix: application/grpc }} }}] }}\n                route: {{ cluster: g_{v} }}\n",
+            h = opts.route_header,
+            v = g.name
+        ));
+    }
     for v in &opts.versions {
         routes.push_str(&format!(
             "              - match: {{ prefix: \"/\", headers: [{{ name: {h}, string_match: {{ exact: {v} }} }}] }}\n                route: {{ cluster: v_{v} }}\n",
@@ -491,6 +524,13 @@ fn render_config(opts: &Options, upstreams: &[Echo]) -> String {
             "  - name: v_{n}\n    connect_timeout: 1s\n    type: STATIC\n    load_assignment:\n      cluster_name: v_{n}\n      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {p} }} }} }} }}] }}]\n",
             n = u.name,
             p = u.addr.port()
+        ));
+    }
+    for g in grpc {
+        clusters.push_str(&format!(
+            "  - name: g_{n}\n    connect_timeout: 1s\n    type: STATIC\n    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: {{ http2_protocol_options: {{}} }}\n    load_assignment:\n      cluster_name: g_{n}\n      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {p} }} }} }} }}] }}]\n",
+            n = g.name,
+            p = g.addr.port()
         ));
     }
     let (transport, xfcc) = match &opts.tls {
@@ -534,6 +574,7 @@ stats_config:
   - {{ tag_name: source, regex: "(;source=([^;]+))" }}
   - {{ tag_name: reason, regex: "(;reason=([^;]+))" }}
   - {{ tag_name: code_class, regex: "(;code_class=([^;]+))" }}
+  - {{ tag_name: grpc_code, regex: "(;grpc_code=([^;]+))" }}
 static_resources:
   listeners:
   - name: front

@@ -1,17 +1,18 @@
 //! Per-request glue: read the request headers once, decide, write the route,
-//! trace and rollout-id headers, and count the request, its response class and
-//! its duration.
+//! trace and rollout-id headers, and count the request, its response class (or,
+//! for a gRPC call, its final gRPC code) and its duration.
 
 use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, MapType};
+use proxy_wasm::types::{Action, BufferType, MapType};
 
 use super::root::Shared;
 use crate::cluster;
 use crate::config::{self, CertSource};
 use crate::decision::{self, Peer, RequestView};
+use crate::grpc::{GrpcCode, Protocol, ResponseSeen, WebTrailerScanner};
 use crate::headers::SerializedMap;
 use crate::identity::{self, CertReject};
 use crate::keys;
@@ -33,6 +34,18 @@ pub struct Http {
     trace_id: Option<String>,
     /// `Set-Cookie` value for a visitor issued a fresh id, added to the response.
     set_cookie: Option<String>,
+    /// Set for a gRPC call: what its response has shown so far.
+    grpc: Option<GrpcCall>,
+}
+
+struct GrpcCall {
+    seen: ResponseSeen,
+    /// gRPC-Web only: the status may come in a trailer frame of the body.
+    web: Option<Box<WebTrailerScanner>>,
+}
+
+fn response_grpc_status(map: MapType) -> Option<Vec<u8>> {
+    hostcalls::get_map_value_bytes(map, "grpc-status").ok().flatten()
 }
 
 impl Http {
@@ -45,6 +58,7 @@ impl Http {
             status: None,
             trace_id: None,
             set_cookie: None,
+            grpc: None,
         }
     }
 }
@@ -187,9 +201,7 @@ fn peer(shared: &Shared, req: &HostRequest) -> Option<Rc<Result<Peer, CertReject
 }
 
 fn remove_request_header(name: &str) {
-    if let Err(e) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
-        log::warn!("cannot remove {name}: {e:?}");
-    }
+    write_request_header(name, None);
 }
 
 /// Route-weights mode: the version label of the cluster Envoy routed this request to.
@@ -215,8 +227,13 @@ fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
 }
 
 fn set_request_header(name: &str, value: &[u8]) {
-    if let Err(e) = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value)) {
-        log::warn!("cannot set request header {name}: {e:?}");
+    write_request_header(name, Some(value));
+}
+
+/// Replace every value of `name`, or remove them all (`None`).
+fn write_request_header(name: &str, value: Option<&[u8]>) {
+    if let Err(e) = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, value) {
+        log::warn!("cannot write request header {name}: {e:?}");
     }
 }
 
@@ -343,10 +360,19 @@ impl HttpContext for Http {
             self.set_cookie = Some(c.set_cookie(id.as_str(), visitor_used_tls(&req)));
         }
         self.version = Some(label);
+        let protocol = Protocol::of(req.map().get("content-type"));
+        if protocol.is_grpc() {
+            self.grpc = Some(GrpcCall {
+                seen: ResponseSeen::default(),
+                web: protocol
+                    .status_in_body()
+                    .then(|| Box::new(WebTrailerScanner::new(protocol))),
+            });
+        }
         Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let (Some(shared), Some(version)) = (self.shared.as_deref(), self.version) else {
             return Action::Continue;
         };
@@ -354,6 +380,14 @@ impl HttpContext for Http {
             .ok()
             .flatten()
             .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok());
+        if let Some(g) = &mut self.grpc {
+            g.seen.http_status = self.status;
+            g.seen.complete |= end_of_stream;
+            // A trailers-only response (an error, or Envoy's own reply to a gRPC call).
+            if let Some(v) = response_grpc_status(MapType::HttpResponseHeaders) {
+                g.seen.status_value(&v);
+            }
+        }
         let rh = &shared.cfg.response_headers;
         let mut version = version;
         if rh.version.is_some() && self.route_source.is_some() {
@@ -382,6 +416,34 @@ impl HttpContext for Http {
         Action::Continue
     }
 
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(g) = &mut self.grpc else {
+            return Action::Continue;
+        };
+        g.seen.complete |= end_of_stream;
+        if let Some(scanner) = &mut g.web {
+            if body_size > 0 {
+                if let Ok(Some(chunk)) = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
+                    scanner.feed(&chunk);
+                }
+            }
+            if let Some(v) = scanner.status() {
+                g.seen.status_value(v);
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        if let Some(g) = &mut self.grpc {
+            g.seen.complete = true;
+            if let Some(v) = response_grpc_status(MapType::HttpResponseTrailers) {
+                g.seen.status_value(&v);
+            }
+        }
+        Action::Continue
+    }
+
     fn on_log(&mut self) {
         let (Some(shared), Some(mut version)) = (self.shared.as_deref(), self.version) else {
             return;
@@ -393,10 +455,22 @@ impl HttpContext for Http {
             }
             shared.count(shared.layout.request_slot(version, source));
         }
-        let class = CodeClass::of(self.status);
-        shared.count(shared.layout.response_slot(version, class));
+        // A gRPC call is judged by its final gRPC code, an HTTP request by its status class:
+        // each finished request is counted in exactly one of the two.
+        let local_candidate = match &self.grpc {
+            Some(g) => {
+                let code = g.seen.code();
+                shared.count(shared.layout.grpc_response_slot(version, code));
+                // Envoy answers a gRPC call itself with HTTP 200 and a grpc-status.
+                !matches!(code, GrpcCode::Ok | GrpcCode::Missing | GrpcCode::Reset)
+            }
+            None => {
+                shared.count(shared.layout.response_slot(version, CodeClass::of(self.status)));
+                self.status.is_some_and(|s| s >= 400)
+            }
+        };
         // Error responses Envoy made itself (connect failure, timeout) rather than the upstream.
-        if self.status.is_some_and(|s| s >= 400) {
+        if local_candidate {
             let details = hostcalls::get_property(vec!["response", "code_details"])
                 .ok()
                 .flatten();

@@ -188,21 +188,20 @@ impl RootContext for Root {
                 }
             }
         }
-        let versions = cfg.versions.iter().map(|v| match &cfg.route_weights {
-            Some(_) => v.name.clone(),
-            None => format!("{}={}", v.name, v.weight),
-        });
-        let mode = match &cfg.route_weights {
-            Some(rw) => format!(
-                " (route weights: bucket in {} out of {})",
-                rw.bucket_header, rw.total_weight
-            ),
-            None => String::new(),
-        };
         log::info!(
-            "rollout {} configured: {}{mode}",
+            "rollout {} configured: {}{}",
             cfg.rollout_id,
-            versions.collect::<Vec<_>>().join(" ")
+            cfg.versions
+                .iter()
+                .map(|v| format!("{}={}", v.name, v.weight))
+                .collect::<Vec<_>>()
+                .join(" "),
+            // The weights above are 0 there: the route's weights pick.
+            if cfg.route_weights.is_some() {
+                " (route weights)"
+            } else {
+                ""
+            }
         );
         let cache_size = cfg.certificate.as_ref().map_or(1, |c| c.cache_size);
         if let Err(e) = hostcalls::set_tick_period(FLUSH_PERIOD) {
