@@ -68,12 +68,12 @@ wasm-bindgen:
 	@if [ "$$($(CARGO_BIN)/wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $$2}')" != "$(WBG_VERSION)" ]; then \
 	  cargo install wasm-bindgen-cli --version $(WBG_VERSION); fi
 
-run: build envoy report-bin
-	cargo run --quiet -p rollout-e2e --bin rollout-demo
+run: build envoy
+	cargo run --quiet -p rollout-cli --bin rollout-demo
 
 # Route-weights mode: envoy-config/route-weights.yaml, weights moved 90/10 -> 75/25 by file-based RDS.
 run-route-weights: build envoy
-	cargo run --quiet -p rollout-e2e --bin rollout-demo-route
+	cargo run --quiet -p rollout-cli --bin rollout-demo-route
 
 fmt-check:
 	cargo fmt --all -- --check
@@ -84,6 +84,7 @@ lint: targets
 
 unit:
 	cargo test -p rollout-filter
+	cargo test -p rollout-cli
 
 wasm-test: targets wasm-bindgen
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(CARGO_BIN)/wasm-bindgen-test-runner \

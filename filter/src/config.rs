@@ -100,6 +100,11 @@ struct RawTrace {
     #[serde(default)]
     sampled: Option<bool>,
     #[serde(default)]
+    baggage: Option<bool>,
+    #[serde(default)]
+    baggage_prefix: Option<String>,
+    /// No longer used (the filter writes no tracestate member): accepted with a warning.
+    #[serde(default)]
     tracestate_key: Option<String>,
 }
 
@@ -234,14 +239,19 @@ impl IssueCookie {
     }
 }
 
-/// W3C trace context handling.
+/// W3C trace context and the decision in W3C baggage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Trace {
+    /// `traceparent` / `tracestate` handling.
     pub enabled: bool,
-    /// newSpan, sampled and the tracestate key.
+    /// newSpan and sampled.
     pub settings: crate::trace::TraceSettings,
-    /// The tracestate member value per version (`<rolloutId>:<version>`), built once.
-    pub member_values: Vec<String>,
+    /// Write the decision into `baggage`.
+    pub baggage: bool,
+    /// The baggage key: `baggagePrefix` + `rolloutId`.
+    pub baggage_key: String,
+    /// The baggage member per version (`<key>=<version>`), built once.
+    pub baggage_members: Vec<String>,
 }
 
 /// Response headers for debugging from curl; off unless named.
@@ -252,7 +262,8 @@ pub struct ResponseHeaders {
 }
 
 pub const DEFAULT_ROLLOUT_ID_HEADER: &str = "x-rollout-id";
-pub const DEFAULT_TRACESTATE_KEY: &str = "rollout";
+pub const DEFAULT_BAGGAGE_PREFIX: &str = "rollout.";
+const MAX_BAGGAGE_PREFIX_LEN: usize = 128;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Override {
@@ -310,6 +321,8 @@ pub struct Config {
     pub needs_peer: bool,
     /// Set in route-weights mode.
     pub route_weights: Option<RouteWeights>,
+    /// Accepted but worth a warning in the log (deprecated fields), one line each.
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -503,43 +516,52 @@ impl Config {
             enabled: None,
             new_span: None,
             sampled: None,
+            baggage: None,
+            baggage_prefix: None,
             tracestate_key: None,
         });
-        let tracestate_key = raw_trace
-            .tracestate_key
-            .unwrap_or_else(|| DEFAULT_TRACESTATE_KEY.to_string());
-        if !crate::trace::is_valid_key(&tracestate_key) {
+        let mut warnings = Vec::new();
+        if raw_trace.tracestate_key.is_some() {
+            // Refusing it would fail the upgrade of every config that set it; it has no effect.
+            warnings.push(
+                "trace.tracestateKey: ignored (deprecated): the filter no longer writes a tracestate \
+                 member; the decision travels in baggage as <trace.baggagePrefix><rolloutId>=<version>"
+                    .to_string(),
+            );
+        }
+        let prefix = raw_trace
+            .baggage_prefix
+            .unwrap_or_else(|| DEFAULT_BAGGAGE_PREFIX.to_string());
+        if prefix.len() > MAX_BAGGAGE_PREFIX_LEN
+            || !(prefix.is_empty() || crate::baggage::is_valid_key(&prefix))
+        {
             return Err(ConfigError::new(
-                "trace.tracestateKey",
-                format!("must be a W3C tracestate key (e.g. `rollout` or `tenant@system`), got {tracestate_key:?}"),
+                "trace.baggagePrefix",
+                format!(
+                    "must be up to {MAX_BAGGAGE_PREFIX_LEN} HTTP token characters (e.g. `rollout.`), got {prefix:?}"
+                ),
             ));
         }
-        // Route-weights mode: one more for a request whose version is not known.
+        // rolloutId is made of token characters, so the key is a valid baggage key.
+        let baggage_key = format!("{prefix}{}", raw.rollout_id);
+        // Route-weights mode: one more for a request whose version is not known yet.
         let unknown = route_weights.is_some().then_some(UNKNOWN_VERSION);
-        let member_values: Vec<String> = versions
+        let baggage_members = versions
             .iter()
             .map(|v| v.name.as_str())
             .chain(unknown)
-            .map(|name| format!("{}:{name}", raw.rollout_id))
+            .map(|name| crate::baggage::member(&baggage_key, name))
             .collect();
-        // rolloutId and version names are within the value grammar; the length is not guaranteed.
-        if member_values
-            .iter()
-            .any(|m| !crate::trace::is_valid_member_value(m) || tracestate_key.len() + 1 + m.len() > 256)
-        {
-            return Err(ConfigError::new(
-                "trace.tracestateKey",
-                "key, rolloutId and version name together are too long for a tracestate member",
-            ));
-        }
+        let enabled = raw_trace.enabled.unwrap_or(true);
         let trace = Trace {
-            enabled: raw_trace.enabled.unwrap_or(true),
+            enabled,
             settings: crate::trace::TraceSettings {
                 new_span: raw_trace.new_span.unwrap_or(false),
                 sampled: raw_trace.sampled.unwrap_or(true),
-                key: tracestate_key,
             },
-            member_values,
+            baggage: raw_trace.baggage.unwrap_or(enabled),
+            baggage_key,
+            baggage_members,
         };
 
         let rollout_id_header = match raw.rollout_id_header {
@@ -562,10 +584,12 @@ impl Config {
             ("override.header", ov.header.as_ref()),
         ];
         for (field, h) in owned {
-            if h.is_some_and(|h| *h == route_header || h == "traceparent" || h == "tracestate") {
+            if h.is_some_and(|h| {
+                *h == route_header || matches!(h.as_str(), "traceparent" | "tracestate" | "baggage")
+            }) {
                 return Err(ConfigError::new(
                     field,
-                    "must differ from routeHeader, traceparent and tracestate",
+                    "must differ from routeHeader, traceparent, tracestate and baggage",
                 ));
             }
         }
@@ -581,11 +605,12 @@ impl Config {
                 || ov.header.as_deref() == Some(h)
                 || h == "traceparent"
                 || h == "tracestate"
+                || h == "baggage"
                 || sticky_header
             {
                 return Err(ConfigError::new(
                     "routeWeights.bucketHeader",
-                    "must differ from routeHeader, rolloutIdHeader, override.header, the sticky key headers, traceparent and tracestate",
+                    "must differ from routeHeader, rolloutIdHeader, override.header, the sticky key headers and the trace headers",
                 ));
             }
         }
@@ -641,6 +666,7 @@ impl Config {
             certificate,
             needs_peer,
             route_weights,
+            warnings,
         })
     }
 }
@@ -830,8 +856,10 @@ mod tests {
         assert!(c.sticky_keys.is_empty());
         assert_eq!(c.r#override, Override::default());
         assert!(c.trace.enabled && c.trace.settings.sampled && !c.trace.settings.new_span);
-        assert_eq!(c.trace.settings.key, "rollout");
-        assert_eq!(c.trace.member_values, vec!["r:v1"]);
+        assert!(c.trace.baggage);
+        assert_eq!(c.trace.baggage_key, "rollout.r");
+        assert_eq!(c.trace.baggage_members, vec!["rollout.r=v1"]);
+        assert!(c.warnings.is_empty());
         assert_eq!(c.rollout_id_header, "x-rollout-id");
         assert_eq!(c.response_headers, ResponseHeaders::default());
     }
@@ -860,15 +888,51 @@ mod tests {
     fn trace_and_header_fields() {
         let c = Config::from_json(
             br#"{"rolloutId":"r","versions":[{"name":"v1","weight":1}],
-                "trace":{"enabled":false,"newSpan":true,"sampled":false,"tracestateKey":"acme@rollout"},
+                "trace":{"enabled":false,"newSpan":true,"sampled":false,"baggagePrefix":"acme-"},
                 "rolloutIdHeader":"X-Rid","responseHeaders":{"version":"x-v","traceId":"x-t"}}"#,
         )
         .unwrap();
         assert!(!c.trace.enabled && c.trace.settings.new_span && !c.trace.settings.sampled);
-        assert_eq!(c.trace.settings.key, "acme@rollout");
+        // Baggage follows `enabled` unless set.
+        assert!(!c.trace.baggage);
+        assert_eq!(c.trace.baggage_members, vec!["acme-r=v1"]);
         assert_eq!(c.rollout_id_header, "x-rid");
         assert_eq!(c.response_headers.version.as_deref(), Some("x-v"));
         assert_eq!(c.response_headers.trace_id.as_deref(), Some("x-t"));
+    }
+
+    #[test]
+    fn baggage_fields_and_the_old_tracestate_key() {
+        let c = Config::from_json(
+            br#"{"rolloutId":"checkout-2026-11","versions":[{"name":"stable","weight":1},{"name":"canary","weight":1}],
+                "trace":{"baggagePrefix":"","tracestateKey":"acme@rollout"}}"#,
+        )
+        .unwrap();
+        assert!(c.trace.enabled && c.trace.baggage);
+        assert_eq!(c.trace.baggage_key, "checkout-2026-11");
+        assert_eq!(
+            c.trace.baggage_members,
+            vec!["checkout-2026-11=stable", "checkout-2026-11=canary"]
+        );
+        // The old field is accepted, has no effect, and says so once.
+        assert_eq!(c.warnings.len(), 1);
+        assert!(c.warnings[0].starts_with("trace.tracestateKey: ignored (deprecated)"));
+        assert!(c.warnings[0].contains("trace.baggagePrefix"));
+        let c = Config::from_json(
+            br#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"trace":{"enabled":false,"baggage":true}}"#,
+        )
+        .unwrap();
+        assert!(!c.trace.enabled && c.trace.baggage);
+        let c = Config::from_json(
+            br#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"trace":{"baggage":false}}"#,
+        )
+        .unwrap();
+        assert!(c.trace.enabled && !c.trace.baggage);
+        let long = format!(
+            r#"{{"rolloutId":"r","versions":[{{"name":"a","weight":1}}],"trace":{{"baggagePrefix":"{}"}}}}"#,
+            "p".repeat(129)
+        );
+        assert!(err(&long).starts_with("trace.baggagePrefix: "));
     }
 
     #[test]
@@ -898,7 +962,11 @@ mod tests {
             (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"override":{"header":"X-Rollout-Version"}}"#.into(), "override.header: must differ from routeHeader"),
             (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"override":{"query":"a=b"}}"#.into(), "override.query: must be a non-empty plain query parameter name"),
             (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"override":{"cookie":"x"}}"#.into(), "override.cookie: unknown field `cookie`"),
-            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"trace":{"tracestateKey":"Bad"}}"#.into(), "trace.tracestateKey: must be a W3C tracestate key"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"trace":{"baggagePrefix":"a b"}}"#.into(), "trace.baggagePrefix: must be up to 128 HTTP token characters"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"trace":{"baggagePrefix":"a=b"}}"#.into(), "trace.baggagePrefix: must be up to 128"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"trace":{"tracestateKey":1}}"#.into(), "trace.tracestateKey: invalid type"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"trace":{"baggage":"yes"}}"#.into(), "trace.baggage: invalid type"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"rolloutIdHeader":"Baggage"}"#.into(), "rolloutIdHeader: must differ from routeHeader, traceparent, tracestate and baggage"),
             (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"trace":{"sampeld":true}}"#.into(), "trace.sampeld: unknown field"),
             (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"rolloutIdHeader":"x-rollout-version"}"#.into(), "rolloutIdHeader: must differ from routeHeader"),
             (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"override":{"header":"traceparent"}}"#.into(), "override.header: must differ from routeHeader, traceparent"),
@@ -933,7 +1001,10 @@ mod tests {
         );
         assert_eq!(c.total_weight, 100);
         assert_eq!(c.versions[1].cluster.as_deref(), Some("outbound|80|canary|h"));
-        assert_eq!(c.trace.member_values, vec!["r:stable", "r:canary", "r:unknown"]);
+        assert_eq!(
+            c.trace.baggage_members,
+            vec!["rollout.r=stable", "rollout.r=canary", "rollout.r=unknown"]
+        );
         let c = Config::from_json(
             br#"{"rolloutId":"r","versions":[{"name":"a"}],"routeWeights":{"bucketHeader":"X-Bucket","totalWeight":1000}}"#,
         )

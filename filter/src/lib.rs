@@ -4,6 +4,7 @@
 //! The pure core (everything but `host`) never touches proxy-wasm and is tested
 //! on the host and on wasm32. `host` is the only code that talks to Envoy.
 
+pub mod baggage;
 pub mod cluster;
 pub mod config;
 pub mod decision;

@@ -2,7 +2,8 @@
 //!
 //! Invariants, beyond "no panic":
 //! - an accepted config is internally consistent (1..=16 versions, weights sum
-//!   to `total_weight` in 1..=i32::MAX, one valid tracestate member per version,
+//!   to `total_weight` in 1..=i32::MAX, one baggage member per version that
+//!   reads back as that version,
 //!   lowercase header names, the route header never doubles as another one);
 //! - it re-validates identically: the same JSON re-serialized by serde_json
 //!   (formatting and key order do not matter), and the config's own canonical
@@ -14,7 +15,7 @@ use libfuzzer_sys::fuzz_target;
 use rollout_filter::config::{Config, StickyKey, MAX_TOTAL_WEIGHT, MAX_VERSIONS};
 use rollout_filter::decision::weights_with_share;
 use rollout_filter::split;
-use rollout_filter::trace;
+use rollout_filter::baggage;
 use serde_json::{json, Map, Value};
 
 /// config.rs escapes the field names it echoes, so errors are always one line.
@@ -96,12 +97,14 @@ fn check_consistent(c: &Config) {
         );
     }
     let unknown = usize::from(c.route_weights.is_some());
-    assert_eq!(c.trace.member_values.len(), n + unknown);
-    assert!(trace::is_valid_key(&c.trace.settings.key));
-    for (m, v) in c.trace.member_values.iter().zip(&c.versions) {
-        assert_eq!(*m, format!("{}:{}", c.rollout_id, v.name));
-        assert!(trace::is_valid_member_value(m));
-        assert!(c.trace.settings.key.len() + 1 + m.len() <= 256);
+    assert_eq!(c.trace.baggage_members.len(), n + unknown);
+    assert!(baggage::is_valid_key(&c.trace.baggage_key));
+    assert!(c.trace.baggage_key.ends_with(&c.rollout_id));
+    for (m, v) in c.trace.baggage_members.iter().zip(&c.versions) {
+        let values: [&[u8]; 1] = [m.as_bytes()];
+        let got = baggage::get(&values, &c.trace.baggage_key).expect("member reads back");
+        assert_eq!(got.value().as_deref(), Some(v.name.as_str()));
+        assert_eq!(got.text(), m.as_bytes());
     }
     let lower = |h: &str| {
         assert!(
@@ -120,7 +123,7 @@ fn check_consistent(c: &Config) {
     {
         lower(h);
     }
-    for reserved in ["traceparent", "tracestate", &c.route_header] {
+    for reserved in ["traceparent", "tracestate", "baggage", &c.route_header] {
         assert_ne!(c.rollout_id_header, reserved);
         assert_ne!(c.r#override.header.as_deref(), Some(reserved));
     }
@@ -257,7 +260,8 @@ fn canonical(c: &Config) -> Map<String, Value> {
             "enabled": c.trace.enabled,
             "newSpan": c.trace.settings.new_span,
             "sampled": c.trace.settings.sampled,
-            "tracestateKey": c.trace.settings.key,
+            "baggage": c.trace.baggage,
+            "baggagePrefix": c.trace.baggage_key.strip_suffix(c.rollout_id.as_str()).unwrap_or_default(),
         },
         "rolloutIdHeader": c.rollout_id_header,
         "responseHeaders": rh,

@@ -12,27 +12,14 @@ pub mod prom;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use echo::{Echo, Seen};
-
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
-}
-
-/// `$ENVOY`, else the project's virtual environment (`make envoy` installs it).
-pub fn envoy_bin() -> PathBuf {
-    match std::env::var_os("ENVOY") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => workspace_root().join(".venv/bin/envoy"),
-    }
-}
+pub use rollout_cli::exposition::{parse_prometheus, Sample};
+pub use rollout_cli::http::{agent, mtls_agent};
+pub use rollout_cli::{envoy_bin, settle, workspace_root};
 
 /// The test-only build whose VM traps on request (`make build-trap`).
 pub fn trap_wasm_path() -> PathBuf {
@@ -315,44 +302,6 @@ impl Drop for Envoy {
     }
 }
 
-/// Long enough for the filter's 100 ms counter flush to have run since the last request.
-pub fn settle() {
-    std::thread::sleep(Duration::from_millis(250));
-}
-
-/// A keep-alive HTTP client for the tests.
-pub fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(10))
-        .max_idle_connections_per_host(8)
-        .build()
-}
-
-/// A client that presents `identity` (cert + key PEM) and trusts `ca_pem`.
-pub fn mtls_agent(ca_pem: &str, identity: Option<(&str, &str)>) -> ureq::Agent {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()).flatten() {
-        let _ = roots.add(c);
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let cfg = match identity {
-        Some((cert, key)) => {
-            let chain: Vec<_> = rustls_pemfile::certs(&mut cert.as_bytes()).flatten().collect();
-            let key = rustls_pemfile::private_key(&mut key.as_bytes()).unwrap().unwrap();
-            builder.with_client_auth_cert(chain, key).unwrap()
-        }
-        None => builder.with_no_client_auth(),
-    };
-    ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(10))
-        .tls_config(Arc::new(cfg))
-        .build()
-}
-
 /// What the echo upstream reported for one request through Envoy.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -368,10 +317,7 @@ impl Reply {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        rollout_cli::http::header(&self.headers, name)
     }
 
     /// Every value of a repeated header (e.g. `set-cookie`), in order.
@@ -386,38 +332,11 @@ impl Reply {
 
 /// GET `url` with `headers`; any HTTP status is a reply, transport errors are `Err`.
 pub fn get(agent: &ureq::Agent, url: &str, headers: &[(&str, &str)]) -> Result<Reply, String> {
-    let mut req = agent.get(url);
-    for (k, v) in headers {
-        req = req.set(k, v);
-    }
-    let resp = match req.call() {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => return Err(e.to_string()),
-    };
-    let status = resp.status();
-    // `headers_names` lists a repeated header once per line; `all` already gives every line.
-    let mut names = resp.headers_names();
-    let mut uniq = std::collections::HashSet::new();
-    names.retain(|n| uniq.insert(n.clone()));
-    let headers = names
-        .into_iter()
-        .flat_map(|n| {
-            resp.all(&n)
-                .into_iter()
-                .map(|v| (n.clone(), v.to_string()))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let mut body = Vec::new();
-    resp.into_reader()
-        .take(1 << 20)
-        .read_to_end(&mut body)
-        .map_err(|e| e.to_string())?;
+    let r = rollout_cli::http::get(agent, url, headers)?;
     Ok(Reply {
-        status,
-        seen: serde_json::from_slice(&body).ok(),
-        headers,
+        status: r.status,
+        seen: serde_json::from_slice(&r.body).ok(),
+        headers: r.headers,
     })
 }
 
@@ -458,43 +377,6 @@ pub fn raw_request(addr: SocketAddr, head_lines: &[&[u8]]) -> Result<Reply, Stri
         seen: serde_json::from_slice(body).ok(),
         headers,
     })
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub value: f64,
-}
-
-/// Parse Prometheus text exposition (the subset Envoy writes).
-pub fn parse_prometheus(text: &str) -> Vec<Sample> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let value = value.parse().ok()?;
-            let (name, labels) = match series.split_once('{') {
-                Some((n, rest)) => (n, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            let labels = labels
-                .split("\",")
-                .filter_map(|kv| {
-                    let (k, v) = kv.split_once("=\"")?;
-                    Some((
-                        k.trim_start_matches(',').to_string(),
-                        v.trim_end_matches('"').to_string(),
-                    ))
-                })
-                .collect();
-            Some(Sample {
-                name: name.to_string(),
-                labels,
-                value,
-            })
-        })
-        .collect()
 }
 
 fn render_config(opts: &Options, upstreams: &[Echo], grpc: &[grpc::GrpcServer]) -> String {

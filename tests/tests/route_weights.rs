@@ -239,7 +239,7 @@ struct Seen {
     /// `x-rollout-bucket` values the upstream received.
     buckets: Vec<String>,
     route_header: Option<String>,
-    /// The version named by our tracestate member, as the upstream received it.
+    /// The version named by the decision's baggage member, as the upstream received it.
     member: Option<String>,
     /// The debug response header.
     response_version: Option<String>,
@@ -248,10 +248,10 @@ struct Seen {
 fn request(a: &ureq::Agent, url: &str, headers: &[(&str, &str)]) -> Seen {
     let r = get(a, url, headers).unwrap_or_else(|e| panic!("request {headers:?}: {e}"));
     let seen = r.seen.clone().unwrap_or_else(|| panic!("no echo body: {r:?}"));
-    let member = seen.header("tracestate").and_then(|ts| {
-        ts.split(',')
+    let member = seen.header("baggage").and_then(|b| {
+        b.split(',')
             .map(str::trim)
-            .find_map(|m| m.strip_prefix(&format!("rollout={ROLLOUT}:")))
+            .find_map(|m| m.strip_prefix(&format!("rollout.{ROLLOUT}=")))
             .map(str::to_string)
     });
     Seen {
@@ -310,7 +310,7 @@ fn sweep(re: &RouteEnvoy, users: usize, weights: [u32; 2], step: &str) -> Vec<St
             assert_eq!(
                 s.member.as_deref(),
                 Some("unknown"),
-                "{step}: {key}: tracestate {s:?}"
+                "{step}: {key}: baggage {s:?}"
             );
             s.version
         })
@@ -534,7 +534,7 @@ fn route_weights_ramp_and_abort_keep_users_sticky_and_flagd_identical() {
     println!("served: stable {stable}, canary {canary}; counted the same");
 }
 
-/// The request phase cannot learn Envoy's pick (README, "Route-weights mode"): the tracestate
+/// The request phase cannot learn Envoy's pick (README, "Route-weights mode"): the baggage
 /// member says `unknown` there, the debug response header names the served version.
 #[test]
 fn the_pick_is_named_at_response_time_and_a_client_bucket_never_chooses() {
@@ -552,6 +552,7 @@ fn the_pick_is_named_at_response_time_and_a_client_bucket_never_chooses() {
         } else {
             ("99", "canary")
         };
+        let lie_baggage = format!("userId={key},rollout.{ROLLOUT}={lie_version}");
         let s = request(
             &a,
             &url,
@@ -559,14 +560,16 @@ fn the_pick_is_named_at_response_time_and_a_client_bucket_never_chooses() {
                 ("x-user-id", &key),
                 ("x-rollout-bucket", lie_bucket),
                 ("x-rollout-version", lie_version),
+                ("baggage", &lie_baggage),
             ],
         );
         assert_eq!(s.version, want);
-        // The request phase cannot know the pick: the member says so rather than guess.
+        // The request phase cannot know the pick: the member says so rather than guess, and
+        // replaces the one the client sent.
         member_ok += usize::from(s.member.as_deref() == Some("unknown"));
         header_ok += usize::from(s.response_version.as_deref() == Some(want));
     }
-    println!("tracestate member `unknown` for {member_ok}/{n}; response header named the served version for {header_ok}/{n}");
+    println!("baggage member `unknown` for {member_ok}/{n}; response header named the served version for {header_ok}/{n}");
     assert_eq!(header_ok, n);
     assert_eq!(member_ok, n);
 

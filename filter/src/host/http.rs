@@ -9,11 +9,12 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 
 use super::root::Shared;
+use crate::baggage;
 use crate::cluster;
 use crate::config::{self, CertSource};
 use crate::decision::{self, Peer, RequestView};
 use crate::grpc::{GrpcCode, Protocol, ResponseSeen, WebTrailerScanner};
-use crate::headers::SerializedMap;
+use crate::headers::{HeaderChange, SerializedMap};
 use crate::identity::{self, CertReject};
 use crate::keys;
 use crate::metrics::CodeClass;
@@ -237,6 +238,14 @@ fn write_request_header(name: &str, value: Option<&[u8]>) {
     }
 }
 
+fn change_request_header(name: &str, change: &HeaderChange) {
+    match change {
+        HeaderChange::Keep => {}
+        HeaderChange::Set(v) => set_request_header(name, v),
+        HeaderChange::Remove => remove_request_header(name),
+    }
+}
+
 impl Context for Http {}
 
 impl HttpContext for Http {
@@ -278,6 +287,45 @@ impl HttpContext for Http {
             .version
             .and_then(|i| cfg.versions.get(i))
             .map(|v| v.name.as_bytes());
+        // Else its label is `unknown`: `xds.cluster_name` cannot tell yet. Until the router
+        // re-resolves the route, it still names the cluster of the route Envoy resolved
+        // before this filter changed the headers (checked on Envoy 1.40; README,
+        // "Route-weights mode"). The pick is read at response time instead.
+        let label = d.version.unwrap_or(cfg.versions.len());
+        let mut trace_out = None;
+        if cfg.trace.enabled {
+            let map = req.map();
+            let parents: Vec<&[u8]> = map.get_all("traceparent").collect();
+            let states: Vec<&[u8]> = map.get_all("tracestate").collect();
+            let mut random = [0u8; 24];
+            for chunk in random.chunks_mut(8) {
+                chunk.copy_from_slice(&fastrand::u64(..).to_le_bytes());
+            }
+            let p = trace::propagate(&parents, &states, &cfg.trace.settings, random);
+            for (r, n) in p.rejects.iter() {
+                log::debug!("trace context: {} x{n}", r.as_str());
+                shared.count_n(shared.reject_slot_trace(r), u64::from(n));
+            }
+            if cfg.response_headers.trace_id.is_some() {
+                self.trace_id = Some(p.trace_id_hex());
+            }
+            trace_out = Some(p);
+        }
+        let mut baggage_out = HeaderChange::Keep;
+        if cfg.trace.baggage {
+            let values: Vec<&[u8]> = req.map().get_all("baggage").collect();
+            let member = cfg.trace.baggage_members.get(label).map_or("", String::as_str);
+            let edit = baggage::Edit::Set {
+                key: &cfg.trace.baggage_key,
+                member,
+            };
+            let applied = baggage::apply(&values, &[edit]);
+            if applied.not_added() > 0 {
+                log::debug!("baggage member not added: the header is at the W3C limits");
+                shared.count(shared.reject_slot_trace(trace::TraceReject::BaggageFull));
+            }
+            baggage_out = applied.header;
+        }
 
         // An override from a caller that may not use it never reaches the upstream.
         let strip_header = cfg
@@ -309,6 +357,13 @@ impl HttpContext for Http {
             }
         }
         set_request_header(&cfg.rollout_id_header, cfg.rollout_id.as_bytes());
+        if let Some(p) = &trace_out {
+            if let Some(tp) = &p.traceparent {
+                set_request_header("traceparent", tp.as_bytes());
+            }
+            change_request_header("tracestate", &p.tracestate);
+        }
+        change_request_header("baggage", &baggage_out);
         if let Some(name) = strip_header {
             remove_request_header(name);
         }
@@ -322,34 +377,6 @@ impl HttpContext for Http {
             log::info!("host has no clear_route_cache; relying on automatic route refresh");
             shared.explicit_route_clear.set(false);
         }
-        // Route-weights mode without an override or pin: the version is not known yet.
-        // `xds.cluster_name` cannot tell: until the router re-resolves the route, it still
-        // names the cluster of the route Envoy resolved before this filter changed the
-        // headers (checked on Envoy 1.40; README, "Route-weights mode"). It is read at
-        // response time instead.
-        let label = d.version.unwrap_or(cfg.versions.len());
-
-        if cfg.trace.enabled {
-            let map = req.map();
-            let parents: Vec<&[u8]> = map.get_all("traceparent").collect();
-            let states: Vec<&[u8]> = map.get_all("tracestate").collect();
-            let member = cfg.trace.member_values.get(label).map_or("", String::as_str);
-            let mut random = [0u8; 24];
-            for chunk in random.chunks_mut(8) {
-                chunk.copy_from_slice(&fastrand::u64(..).to_le_bytes());
-            }
-            let p = trace::propagate(&parents, &states, member, &cfg.trace.settings, random);
-            for (r, n) in p.rejects.iter() {
-                log::debug!("trace context: {} x{n}", r.as_str());
-                shared.count_n(shared.reject_slot_trace(r), u64::from(n));
-            }
-            if cfg.response_headers.trace_id.is_some() {
-                self.trace_id = Some(p.trace_id_hex().to_string());
-            }
-            set_request_header("traceparent", p.traceparent.as_bytes());
-            set_request_header("tracestate", p.tracestate.as_bytes());
-        }
-
         if cfg.route_weights.is_some() {
             // Counted when the response comes: the cluster Envoy used is known then.
             self.route_source = Some(d.source);

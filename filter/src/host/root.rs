@@ -172,6 +172,9 @@ impl RootContext for Root {
                 return false;
             }
         };
+        for w in &cfg.warnings {
+            log::warn!("configuration: {w}");
+        }
         let layout = Layout::new(&cfg, &reject_reasons());
         let mut metric_ids = Vec::with_capacity(layout.names.len());
         for (kind, name) in &layout.names {

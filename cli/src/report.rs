@@ -8,34 +8,49 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::process::ExitCode;
+use std::io::Write;
 use std::time::Duration;
 
-use rollout_e2e::{parse_prometheus, Sample};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
 use rollout_filter::grpc::GrpcCode;
 
-const USAGE: &str = "\
-usage: rollout-report [--admin HOST:PORT] [--rollout ID] [--baseline VERSION]
-                      [--min-success PERCENT] [--max-p99-ms MS] [--min-requests N]
-                      [--window DURATION]
+use crate::exposition::{parse_prometheus, Sample};
 
+const ABOUT: &str = "\
 Reads Envoy's admin /stats/prometheus and prints per version: requests, share,
 success rate (responses that succeeded / all responses: HTTP neither 5xx nor
 reset, gRPC calls not UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL,
 UNAVAILABLE, DATA_LOSS, missing or reset), p50/p99 latency
 (estimated from the histogram buckets), and a verdict for every version except
-the baseline.
+the baseline.";
 
-  --admin HOST:PORT      Envoy admin address              [default: 127.0.0.1:18900]
-  --rollout ID           only this rolloutId              [default: every rollout]
-  --baseline VERSION     the version the others replace   [default: stable]
-  --min-success PERCENT  abort below this success rate    [default: 99.9]
-  --max-p99-ms MS        abort above this p99 latency     [default: 300]
-  --min-requests N       hold while a version has fewer   [default: 100]
-  --window DURATION      judge only what happens during DURATION (e.g. 30s, 2m)
-                         instead of everything since Envoy started
-
-exit code: 0 promote, 1 hold, 2 abort, 3 no report";
+/// The command line; [`Args`] is what the report runs with.
+#[derive(Debug, Parser)]
+#[command(name = "rollout-report", about = ABOUT, after_help = "exit code: 0 promote, 1 hold, 2 abort, 3 no report")]
+struct Cli {
+    /// Envoy admin address
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:18900")]
+    admin: String,
+    /// only this rolloutId [default: every rollout]
+    #[arg(long, value_name = "ID")]
+    rollout: Option<String>,
+    /// the version the others replace
+    #[arg(long, value_name = "VERSION", default_value = "stable")]
+    baseline: String,
+    /// abort below this success rate
+    #[arg(long, value_name = "PERCENT", default_value_t = 99.9, value_parser = percentage)]
+    min_success: f64,
+    /// abort above this p99 latency
+    #[arg(long, value_name = "MS", default_value_t = 300.0, value_parser = non_negative)]
+    max_p99_ms: f64,
+    /// hold while a version has fewer
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    min_requests: u64,
+    /// judge only what happens during DURATION (e.g. 30s, 2m) instead of everything since Envoy started
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    window: Option<Duration>,
+}
 
 #[derive(Debug, Clone, PartialEq)]
 struct Args {
@@ -72,54 +87,41 @@ impl Default for Args {
 
 /// `Ok(None)`: `--help` was asked for.
 fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, String> {
-    let mut a = Args::default();
-    let mut it = argv.into_iter();
-    while let Some(arg) = it.next() {
-        if arg == "-h" || arg == "--help" {
-            return Ok(None);
-        }
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = || -> Result<String, String> {
-            match &inline {
-                Some(v) => Ok(v.clone()),
-                None => it.next().ok_or_else(|| format!("{flag} needs a value")),
-            }
-        };
-        let number = |flag: &str, v: String| -> Result<f64, String> {
-            v.parse::<f64>()
-                .ok()
-                .filter(|n| n.is_finite() && *n >= 0.0)
-                .ok_or_else(|| format!("{flag}: not a number >= 0: {v:?}"))
-        };
-        match flag.as_str() {
-            "--admin" => a.admin = value()?,
-            "--rollout" => a.rollout = Some(value()?),
-            "--baseline" => a.baseline = value()?,
-            "--min-success" => {
-                let v = number(&flag, value()?)?;
-                if v > 100.0 {
-                    return Err(format!("--min-success is a percentage, got {v}"));
-                }
-                a.thresholds.min_success = v;
-            }
-            "--max-p99-ms" => a.thresholds.max_p99_ms = number(&flag, value()?)?,
-            "--min-requests" => {
-                let v = value()?;
-                a.thresholds.min_requests = v
-                    .parse()
-                    .map_err(|_| format!("--min-requests: not a whole number: {v:?}"))?;
-            }
-            "--window" => a.window = Some(parse_duration(&value()?)?),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
+    let cli = match Cli::try_parse_from(std::iter::once("rollout-report".to_string()).chain(argv)) {
+        Ok(cli) => cli,
+        Err(e) if e.kind() == ErrorKind::DisplayHelp => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    Ok(Some(Args {
+        admin: cli.admin,
+        rollout: cli.rollout,
+        baseline: cli.baseline,
+        thresholds: Thresholds {
+            min_success: cli.min_success,
+            max_p99_ms: cli.max_p99_ms,
+            min_requests: cli.min_requests,
+        },
+        window: cli.window,
+    }))
+}
+
+fn non_negative(v: &str) -> Result<f64, String> {
+    v.parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite() && *n >= 0.0)
+        .ok_or_else(|| format!("not a number >= 0: {v:?}"))
+}
+
+fn percentage(v: &str) -> Result<f64, String> {
+    let v = non_negative(v)?;
+    if v > 100.0 {
+        return Err(format!("--min-success is a percentage, got {v}"));
     }
-    Ok(Some(a))
+    Ok(v)
 }
 
 /// `500ms`, `30s`, `2m`, `1h`; a bare number is seconds.
+// Not humantime: it takes neither fractions (`1.5m`) nor a bare number of seconds.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
@@ -679,26 +681,28 @@ fn run(args: &Args) -> Result<(String, Verdict), String> {
     }
 }
 
-fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
+/// The report with the command line `argv` (without the program name): what it prints goes
+/// to `out` and `err`, the exit code is returned.
+pub fn main(argv: impl IntoIterator<Item = String>, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let args = match parse_args(argv) {
         Ok(Some(a)) => a,
         Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
+            let _ = writeln!(out, "{}", Cli::command().render_help());
+            return 0;
         }
         Err(e) => {
-            eprintln!("rollout-report: {e}\n\n{USAGE}");
-            return ExitCode::from(3);
+            let _ = write!(err, "{e}");
+            return 3;
         }
     };
     match run(&args) {
         Ok((text, verdict)) => {
-            print!("{text}");
-            ExitCode::from(verdict.exit_code())
+            let _ = write!(out, "{text}");
+            verdict.exit_code()
         }
         Err(e) => {
-            eprintln!("rollout-report: {e}");
-            ExitCode::from(3)
+            let _ = writeln!(err, "rollout-report: {e}");
+            3
         }
     }
 }

@@ -7,7 +7,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rollout_e2e::{envoy_bin, get, workspace_root};
+use rollout_cli::http::{agent, get};
+use rollout_cli::{envoy_bin, settle, workspace_root};
 
 const FRONT: &str = "http://127.0.0.1:18020";
 const ADMIN: &str = "http://127.0.0.1:18920";
@@ -106,7 +107,7 @@ fn run() -> Result<(), String> {
             .map(|(_, n)| n)
             .sum()
     };
-    rollout_e2e::settle();
+    settle();
     println!(
         "filter metrics, counted from the cluster Envoy used: stable {} canary {} unknown {}",
         metric("stable"),
@@ -131,7 +132,7 @@ fn drive() -> Result<Vec<String>, String> {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 s.spawn(move || {
-                    let agent = rollout_e2e::agent();
+                    let agent = agent();
                     let mut out = Vec::new();
                     for i in (t..USERS).step_by(threads as usize) {
                         let r = get(
