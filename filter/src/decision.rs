@@ -21,6 +21,38 @@ pub trait RequestView {
     fn source_address(&mut self) -> Option<&[u8]>;
     /// A fresh random number, for requests with no sticky key.
     fn random_u32(&mut self) -> u32;
+    /// 128 bits from the host's secure randomness, for an issued cookie id; `None` when
+    /// the host has none (the request then falls back to a random bucket, no cookie).
+    fn random_id(&mut self) -> Option<[u8; ID_BYTES]> {
+        None
+    }
+}
+
+/// Random bytes in an issued cookie id.
+pub const ID_BYTES: usize = 16;
+/// Their unpadded base64url length.
+pub const ID_LEN: usize = 22;
+
+/// A freshly issued cookie id: URL-safe base64 without padding, kept inline (no allocation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IssuedId([u8; ID_LEN]);
+
+impl IssuedId {
+    pub fn new(random: [u8; ID_BYTES]) -> IssuedId {
+        use base64::Engine as _;
+        let mut out = [0u8; ID_LEN];
+        // 16 bytes always encode to exactly 22 characters.
+        let _ = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_slice(random, &mut out);
+        IssuedId(out)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 /// Why a request went to its version. Also a metric label.
@@ -30,15 +62,18 @@ pub enum Source {
     OverrideQuery,
     Certificate,
     Sticky,
+    /// No sticky key: a fresh id was issued as the cookie and bucketed on.
+    StickyIssued,
     Random,
 }
 
 impl Source {
-    pub const ALL: [Source; 5] = [
+    pub const ALL: [Source; 6] = [
         Source::OverrideHeader,
         Source::OverrideQuery,
         Source::Certificate,
         Source::Sticky,
+        Source::StickyIssued,
         Source::Random,
     ];
 
@@ -48,6 +83,7 @@ impl Source {
             Source::OverrideQuery => "override_query",
             Source::Certificate => "certificate",
             Source::Sticky => "sticky",
+            Source::StickyIssued => "sticky_issued",
             Source::Random => "random",
         }
     }
@@ -68,14 +104,18 @@ pub enum Reject {
     UntrustedOverrideHeader,
     /// An override query parameter from a caller not in `trustedPeers`: removed.
     UntrustedOverrideQuery,
+    /// A certificate label's `weight` in route-weights mode, where the route's weights
+    /// pick: the caller is bucketed like everyone else.
+    LabelWeightIgnored,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 4] = [
+    pub const ALL: [Reject; 5] = [
         Reject::UnknownOverrideHeader,
         Reject::UnknownOverrideQuery,
         Reject::UntrustedOverrideHeader,
         Reject::UntrustedOverrideQuery,
+        Reject::LabelWeightIgnored,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -84,6 +124,7 @@ impl Reject {
             Reject::UnknownOverrideQuery => "unknown_override_query",
             Reject::UntrustedOverrideHeader => "untrusted_override_header",
             Reject::UntrustedOverrideQuery => "untrusted_override_query",
+            Reject::LabelWeightIgnored => "label_weight_ignored",
         }
     }
 }
@@ -112,10 +153,15 @@ impl Rejections {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
-    /// Index into `Config::versions`.
-    pub version: usize,
+    /// Index into `Config::versions`. Always set in filter-weights mode; in route-weights
+    /// mode only when an override or a certificate pin chose (else the route picks).
+    pub version: Option<usize>,
+    /// Route-weights mode with a sticky key: flagd's bucket, written into `bucketHeader`.
+    pub bucket: Option<u32>,
     pub source: Source,
     pub rejected: Rejections,
+    /// The id to send back as `Set-Cookie` (source `StickyIssued` only).
+    pub issued: Option<IssuedId>,
 }
 
 impl Decision {
@@ -255,24 +301,60 @@ pub fn decide(cfg: &Config, req: &mut impl RequestView, peer: Option<&Peer>) -> 
 
     if let Some(version) = peer.and_then(|p| p.pin) {
         return Decision {
-            version,
+            version: Some(version),
+            bucket: None,
             source: Source::Certificate,
             rejected,
+            issued: None,
         };
     }
 
-    let (hash, source) = match sticky_hash(cfg, req, peer) {
-        Some(hash) => (hash, Source::Sticky),
-        None => (req.random_u32(), Source::Random),
+    if cfg.route_weights.is_some() && peer.is_some_and(|p| p.weights.is_some()) {
+        // The route's weights pick: a label's own share cannot apply.
+        rejected.add(Reject::LabelWeightIgnored);
+    }
+    let mut issued = None;
+    let keyed = match sticky_hash(cfg, req, peer) {
+        Some(hash) => Some((hash, Source::Sticky)),
+        // The issuing cookie is the last sticky key, so it was absent too.
+        None => cfg
+            .issue_cookie
+            .as_ref()
+            .and_then(|_| req.random_id())
+            .map(IssuedId::new)
+            .map(|id| {
+                issued = Some(id);
+                (
+                    split::hash(cfg.rollout_id.as_bytes(), id.as_bytes()),
+                    Source::StickyIssued,
+                )
+            }),
     };
+    if let Some(rw) = &cfg.route_weights {
+        // The filter only supplies the sticky bucket. No key: no header, and Envoy
+        // draws its own random value.
+        let bucket = keyed.map(|(hash, _)| {
+            u32::try_from(split::bucket(hash, u64::from(rw.total_weight))).unwrap_or(u32::MAX)
+        });
+        return Decision {
+            version: None,
+            bucket,
+            source: keyed.map_or(Source::Random, |(_, source)| source),
+            rejected,
+            issued,
+        };
+    }
+    let (hash, source) = keyed.unwrap_or_else(|| (req.random_u32(), Source::Random));
     let version = match peer.and_then(|p| p.weights.as_ref()) {
         Some((weights, total)) => split::pick(hash, weights, *total),
         None => split::pick(hash, &cfg.weights, cfg.total_weight),
     };
     Decision {
-        version,
+        version: Some(version),
+        bucket: None,
         source,
         rejected,
+        issued,
     }
 }
 
@@ -288,9 +370,11 @@ fn apply_override(
         _ if !trusted => rejected.add(untrusted),
         Some(version) => {
             return Some(Decision {
-                version,
+                version: Some(version),
+                bucket: None,
                 source,
                 rejected: *rejected,
+                issued: None,
             })
         }
         None => rejected.add(unknown),
@@ -327,6 +411,7 @@ pub(crate) mod tests {
         pub headers: HashMap<String, Vec<u8>>,
         pub source: Option<Vec<u8>>,
         pub random: u32,
+        pub id: Option<[u8; ID_BYTES]>,
         pub reads: Vec<String>,
     }
 
@@ -351,6 +436,10 @@ pub(crate) mod tests {
         fn random_u32(&mut self) -> u32 {
             self.random
         }
+        fn random_id(&mut self) -> Option<[u8; ID_BYTES]> {
+            self.reads.push("random_id".into());
+            self.id
+        }
     }
 
     pub fn config() -> Config {
@@ -366,7 +455,7 @@ pub(crate) mod tests {
     }
 
     fn version(cfg: &Config, d: Decision) -> &str {
-        &cfg.versions[d.version].name
+        &cfg.versions[d.version.unwrap()].name
     }
 
     #[test]
@@ -455,6 +544,111 @@ pub(crate) mod tests {
         let mut req = FakeRequest::with(&[("x-user-id", b"\xfc\xff")]);
         let d = decide(&cfg, &mut req, None);
         assert_eq!(d.source, Source::Sticky);
+    }
+
+    fn issuing_config() -> Config {
+        Config::from_json(
+            br#"{
+            "rolloutId": "checkout-2026-11",
+            "versions": [ { "name": "stable", "weight": 50 }, { "name": "canary", "weight": 50 } ],
+            "stickyKeys": [ { "header": "x-user-id" }, { "cookie": "sid", "issue": true } ],
+            "override": { "header": "x-rollout-pin", "trustedPeers": ["*"] }
+        }"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn issued_ids_are_base64url_of_the_random_bytes() {
+        let id = IssuedId::new([0xfb; ID_BYTES]);
+        assert_eq!(id.as_str(), "-_v7-_v7-_v7-_v7-_v7-w");
+        assert_eq!(IssuedId::new([0; ID_BYTES]).as_str(), "AAAAAAAAAAAAAAAAAAAAAA");
+        assert_eq!(id.as_bytes().len(), ID_LEN);
+    }
+
+    #[test]
+    fn a_visitor_without_a_key_is_issued_an_id_and_bucketed_by_it() {
+        let cfg = issuing_config();
+        let mut seen = [0usize; 2];
+        for i in 0..64u8 {
+            let mut req = FakeRequest {
+                id: Some([i; ID_BYTES]),
+                random: u32::MAX,
+                ..Default::default()
+            };
+            let d = decide(&cfg, &mut req, None);
+            assert_eq!(d.source, Source::StickyIssued);
+            let id = d.issued.unwrap();
+            assert_eq!(id, IssuedId::new([i; ID_BYTES]));
+            // The returning visitor, carrying the id, lands on the same version.
+            let cookie = format!("a=1; sid={}", id.as_str());
+            let back = decide(
+                &cfg,
+                &mut FakeRequest::with(&[("cookie", cookie.as_bytes())]),
+                None,
+            );
+            assert_eq!(
+                (back.version, back.source, back.issued),
+                (d.version, Source::Sticky, None)
+            );
+            let want = split::pick(
+                split::hash(b"checkout-2026-11", id.as_bytes()),
+                &cfg.weights,
+                cfg.total_weight,
+            );
+            assert_eq!(d.version, Some(want));
+            seen[d.version.unwrap()] += 1;
+        }
+        // Bucketed by the ids, not the random number (which alone would say canary).
+        assert!(seen[0] > 0 && seen[1] > 0, "{seen:?}");
+    }
+
+    #[test]
+    fn no_id_for_keyed_overridden_or_pinned_requests() {
+        let cfg = issuing_config();
+        let id = Some([7; ID_BYTES]);
+        for headers in [
+            &[("x-user-id", &b"alice"[..])][..],
+            &[("cookie", &b"sid=returning"[..])][..],
+            &[("x-rollout-pin", &b"canary"[..])][..],
+        ] {
+            let mut req = FakeRequest {
+                id,
+                ..FakeRequest::with(headers)
+            };
+            let d = decide(&cfg, &mut req, None);
+            assert_eq!(d.issued, None, "{headers:?}");
+            assert_ne!(d.source, Source::StickyIssued);
+            assert!(!req.reads.contains(&"random_id".to_string()));
+        }
+        // An empty cookie is no key: a fresh id replaces it.
+        let mut req = FakeRequest {
+            id,
+            ..FakeRequest::with(&[("cookie", b"sid=")])
+        };
+        assert_eq!(decide(&cfg, &mut req, None).source, Source::StickyIssued);
+        // Without an issuing key no host randomness is spent.
+        let mut req = FakeRequest {
+            id,
+            ..Default::default()
+        };
+        let d = decide(&config(), &mut req, None);
+        assert_eq!((d.source, d.issued), (Source::Random, None));
+        assert!(!req.reads.contains(&"random_id".to_string()));
+    }
+
+    #[test]
+    fn no_host_randomness_falls_back_to_a_random_bucket() {
+        let cfg = issuing_config();
+        let mut req = FakeRequest {
+            random: u32::MAX,
+            ..Default::default()
+        };
+        let d = decide(&cfg, &mut req, None);
+        assert_eq!(
+            (version(&cfg, d), d.source, d.issued),
+            ("canary", Source::Random, None)
+        );
     }
 
     fn strict_config() -> Config {
@@ -602,6 +796,80 @@ pub(crate) mod tests {
         }
     }
 
+    fn route_config() -> Config {
+        Config::from_json(
+            br#"{
+            "rolloutId": "checkout-2026-11",
+            "versions": [ { "name": "stable" }, { "name": "canary" } ],
+            "routeWeights": { "totalWeight": 100 },
+            "stickyKeys": [ { "header": "x-user-id" } ],
+            "override": { "header": "x-rollout-pin", "trustedPeers": ["*"] },
+            "certificate": {}
+        }"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn route_weights_mode_gives_the_bucket_not_a_version() {
+        let cfg = route_config();
+        for key in ["alice", "bob", "carol", "user-1"] {
+            let d = decide(
+                &cfg,
+                &mut FakeRequest::with(&[("x-user-id", key.as_bytes())]),
+                None,
+            );
+            let h = split::hash(b"checkout-2026-11", key.as_bytes());
+            assert_eq!((d.version, d.source), (None, Source::Sticky));
+            assert_eq!(d.bucket.map(u64::from), Some(split::bucket(h, 100)));
+            // Envoy's walk over stable 90 / canary 10 is flagd's pick.
+            let envoy = usize::from(d.bucket.unwrap() >= 90);
+            assert_eq!(envoy, split::pick(h, &[90u32, 10], 100));
+        }
+        // No key: no bucket, Envoy draws.
+        let d = decide(&cfg, &mut FakeRequest::with(&[("x-rollout-bucket", b"99")]), None);
+        assert_eq!((d.version, d.bucket, d.source), (None, None, Source::Random));
+        // An override still names the version.
+        let d = decide(
+            &cfg,
+            &mut FakeRequest::with(&[("x-rollout-pin", b"canary"), ("x-user-id", b"a")]),
+            None,
+        );
+        assert_eq!(
+            (d.version, d.bucket, d.source),
+            (Some(1), None, Source::OverrideHeader)
+        );
+    }
+
+    #[test]
+    fn route_weights_mode_pins_but_ignores_label_weights() {
+        let cfg = route_config();
+        let pinned = Peer::from_cert(
+            &cfg,
+            &cert(
+                "spiffe://x/y",
+                vec![label("checkout-2026-11", Some("canary"), None)],
+            ),
+        );
+        let d = decide(
+            &cfg,
+            &mut FakeRequest::with(&[("x-user-id", b"a")]),
+            Some(&pinned),
+        );
+        assert_eq!((d.version, d.source), (Some(1), Source::Certificate));
+        let weighted = Peer::from_cert(
+            &cfg,
+            &cert("spiffe://x/y", vec![label("checkout-2026-11", None, Some(30))]),
+        );
+        let d = decide(
+            &cfg,
+            &mut FakeRequest::with(&[("x-user-id", b"a")]),
+            Some(&weighted),
+        );
+        assert_eq!((d.version, d.source), (None, Source::Sticky));
+        assert!(d.rejected.contains(Reject::LabelWeightIgnored));
+    }
+
     #[test]
     fn peer_identity_is_a_sticky_key() {
         let cfg = strict_config();
@@ -622,6 +890,6 @@ pub(crate) mod tests {
             &cfg.weights,
             cfg.total_weight,
         );
-        assert_eq!(a.version, want);
+        assert_eq!(a.version, Some(want));
     }
 }

@@ -1,6 +1,7 @@
 //! An HTTP/1.1 echo upstream: answers every request with JSON naming itself and
 //! listing the request line and headers it received, so tests see exactly what
-//! left Envoy. A request header `x-echo-status: NNN` sets the response status.
+//! left Envoy. A request header `x-echo-status: NNN` sets the response status, and
+//! `x-echo-set-cookies: N` adds N `Set-Cookie` headers (`up0=v0; Path=/`, `up1=v1; Path=/`, …).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -98,6 +99,7 @@ fn serve(conn: TcpStream, name: &str, count: &AtomicU64, fail_every: u64) {
         let mut content_length = 0usize;
         let mut close = false;
         let mut status = 200u16;
+        let mut set_cookies = 0usize;
         loop {
             let mut h = Vec::new();
             if rd.read_until(b'\n', &mut h).unwrap_or(0) == 0 {
@@ -115,6 +117,7 @@ fn serve(conn: TcpStream, name: &str, count: &AtomicU64, fail_every: u64) {
                 "content-length" => content_length = v.parse().unwrap_or(0),
                 "connection" if v.eq_ignore_ascii_case("close") => close = true,
                 "x-echo-status" => status = v.parse().unwrap_or(200),
+                "x-echo-set-cookies" => set_cookies = v.parse().unwrap_or(0).min(16),
                 _ => {}
             }
             headers.push((k, v));
@@ -133,8 +136,11 @@ fn serve(conn: TcpStream, name: &str, count: &AtomicU64, fail_every: u64) {
             headers,
         };
         let json = serde_json::to_vec(&seen).unwrap_or_default();
+        let cookies: String = (0..set_cookies)
+            .map(|i| format!("set-cookie: up{i}=v{i}; Path=/\r\n"))
+            .collect();
         let head = format!(
-            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\nx-served-by: {name}\r\ncontent-length: {}\r\n{}\r\n",
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\nx-served-by: {name}\r\ncontent-length: {}\r\n{cookies}{}\r\n",
             json.len(),
             if close { "connection: close\r\n" } else { "" }
         );
