@@ -3,7 +3,8 @@
 # VENV, ENVOY, WASM and the `build` and `envoy` targets.
 #
 #   make oci           build target/oci (OCI image layout) + target/rollout-filter-oci.tar, print the
-#                      manifest digest and the sha256 for the WasmPlugin, render target/deploy/istio/
+#                      manifest digest and the sha256 for the WasmPlugins, render every
+#                      istio/**/wasmplugin.yaml with it filled in under target/deploy/istio/
 #   make deploy-test   manifests strictly valid (incl. typo'd fixtures that must fail), the route
 #                      fixtures up to date with them (tools/istio_routes.py), the OCI image
 #                      unpacked and its layer compared with the .wasm, the Istio-shaped Envoy config
@@ -52,7 +53,8 @@ manifests-test: deploy-tools check-config-bin
 oci-test: oci deploy-tools check-config-bin
 	python3 tools/check_oci.py --tar $(OCI_TAR) --dir $(OCI_DIR) --wasm $(WASM) --rendered $(DEPLOY_OUT)
 	$(DEPLOY_PY) tools/validate_manifests.py --check-config $(CHECK_CONFIG) \
-	  $(DEPLOY_OUT)/istio/wasmplugin.yaml $(DEPLOY_OUT)/istio/file/wasmplugin.yaml
+	  $(DEPLOY_OUT)/istio/wasmplugin.yaml $(DEPLOY_OUT)/istio/file/wasmplugin.yaml \
+	  $(DEPLOY_OUT)/istio/route-weights/wasmplugin.yaml $(DEPLOY_OUT)/istio/flagger/wasmplugin.yaml
 
 ecds-test: build envoy deploy-tools
 	$(DEPLOY_PY) tools/ecds_check.py --envoy envoy-config/istio-ecds.yaml \

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rollout_e2e::{agent, get, wasm_path, workspace_root, Echo, Envoy};
+use rollout_e2e::{agent, get, rds, workspace_root, Echo, Envoy};
 use rollout_filter::split;
 
 const USERS: usize = 300;
@@ -123,87 +123,36 @@ fn discovery_response(state: &str) -> String {
     serde_json::json!({ "version_info": state, "resources": [rc] }).to_string()
 }
 
-/// Replace the watched file the way a control plane's file sink must: write, then rename over.
+const RDS_FILE: &str = "routes.json";
+
 fn push(dir: &Path, state: &str) {
-    let tmp = dir.join(".routes.json.tmp");
-    std::fs::write(&tmp, discovery_response(state)).expect("write RDS temp file");
-    std::fs::rename(&tmp, dir.join("routes.json")).expect("rename RDS file");
+    rds::write_atomically(dir, RDS_FILE, &discovery_response(state));
 }
 
+/// The shipped route-weights Envoy config, reading istiod's route name from `rds_dir`, with
+/// every cluster the states name served by its test upstream and the WasmPlugin's pluginConfig.
 fn bootstrap(rds_dir: &Path, clusters: &[String], upstreams: &[Echo], config: &str) -> String {
-    let mut cl = String::new();
-    for c in clusters {
+    let port = |c: &str| {
         let up = upstream_of(c);
-        let port = upstreams
+        upstreams
             .iter()
             .find(|u| u.name == up)
             .expect("upstream")
             .addr
-            .port();
-        cl.push_str(&format!(
-            "  - name: \"{c}\"\n    connect_timeout: 1s\n    type: STATIC\n    load_assignment:\n      cluster_name: \"{c}\"\n      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }} }}] }}]\n"
-        ));
+            .port()
+    };
+    rds::Bootstrap {
+        dir: rds_dir,
+        file: RDS_FILE,
+        route_config: Some(ROUTE_CONFIG),
+        clusters: clusters.iter().map(|c| (c.clone(), port(c))).collect(),
+        plugin_config: Some(config.to_string()),
     }
-    let dir = rds_dir.display();
-    let config = serde_json::to_string(config).expect("json string");
-    format!(
-        r#"node: {{ id: "router~127.0.0.1~istio-ingressgateway.istio-system~istio-system.svc.cluster.local", cluster: istio-ingressgateway.istio-system }}
-admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-stats_config:
-  stats_tags:
-  - {{ tag_name: rollout, regex: "(;rollout=([^;]+))" }}
-  - {{ tag_name: version, regex: "(;version=([^;]+))" }}
-  - {{ tag_name: source, regex: "(;source=([^;]+))" }}
-  - {{ tag_name: reason, regex: "(;reason=([^;]+))" }}
-  - {{ tag_name: code_class, regex: "(;code_class=([^;]+))" }}
-static_resources:
-  listeners:
-  - name: front
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: front
-          rds:
-            route_config_name: {ROUTE_CONFIG}
-            config_source:
-              resource_api_version: V3
-              path_config_source:
-                path: "{dir}/routes.json"
-                watched_directory: {{ path: "{dir}" }}
-          http_filters:
-          - name: extensions.istio.io/wasmplugin/istio-system.rollout-filter
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: istio-system.rollout-filter
-                root_id: rollout-filter
-                failure_policy: FAIL_OPEN
-                vm_config:
-                  vm_id: rollout-filter
-                  runtime: envoy.wasm.runtime.v8
-                  code: {{ local: {{ filename: "{wasm}" }} }}
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: {config}
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-{cl}"#,
-        wasm = wasm_path().display(),
-    )
+    .render()
 }
 
 fn rds_stat(envoy: &Envoy, name: &str) -> u64 {
-    envoy
-        .stats_now()
-        .get(&format!("http.front.rds.{ROUTE_CONFIG}.{name}"))
-        .copied()
-        .unwrap_or(0)
+    rds::stat(envoy, ROUTE_CONFIG, name)
 }
 
 fn dumped_version(envoy: &Envoy) -> String {
