@@ -927,6 +927,9 @@ def attribution(L: list[str], by: dict[str, Row], cpu: dict[str, float]) -> None
 HOST_CALLS = (
     ("read the request header map (`proxy_get_header_map_pairs`)", "every path", "1", "– (the decision needs it)"),
     ("set the route header", "every path", "1", "– (skipped when the client's single value is already the decision)"),
+    ("set the bucket header (`routeWeights.bucketHeader`)", "route-weights mode", "1",
+     "leave out `routeWeights`"),
+    ("read `xds.cluster_name` (the version Envoy picked)", "route-weights mode", "1", "leave out `routeWeights`"),
     ("set `x-rollout-id` (`rolloutIdHeader`)", "every path", "1",
      "– (always written; skipped when already exactly the rollout id, e.g. set by a hop before)"),
     ("set `traceparent`", "`trace.enabled` (default on)", "0–1",

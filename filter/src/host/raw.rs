@@ -12,6 +12,7 @@ pub const SOURCE_ADDRESS: &[u8] = b"source\0address";
 pub const TLS_VERSION: &[u8] = b"connection\0tls_version";
 pub const PEER_DIGEST: &[u8] = b"connection\0sha256_peer_certificate_digest";
 pub const PEER_CERTIFICATE: &[u8] = b"connection\0peer_certificate";
+pub const XDS_CLUSTER_NAME: &[u8] = b"xds\0cluster_name";
 
 #[link(wasm_import_module = "env")]
 extern "C" {
