@@ -17,11 +17,11 @@
 //! `rollout=` prefix is matched ASCII-case-insensitively, the parameter names
 //! exactly. URI SANs that do not start with either prefix are plain identities.
 
+use asn1_rs::{FromBer, Header};
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use serde::Deserialize;
-use x509_parser::der_parser::asn1_rs::{FromBer, Header};
 
 const MAX_ROLLOUT_ID: usize = 128;
 const MAX_VERSION: usize = 63;
