@@ -180,6 +180,8 @@ pub struct Peer {
     pub weights: Option<(Vec<u64>, u64)>,
     /// SPIFFE ID, else the first DNS SAN: the `peerIdentity` sticky key.
     pub identity: Option<String>,
+    /// A label's `traceId`: the trace-id of requests that bring no valid `traceparent`.
+    pub trace_id: Option<[u8; 16]>,
     /// Labels ignored, each counted on every request from this peer.
     pub rejects: Vec<LabelReject>,
 }
@@ -203,6 +205,7 @@ impl Peer {
                 return peer;
             }
         };
+        // Only a label that is used: one naming an unknown version is ignored whole.
         let target = match &label.version {
             Some(name) => match cfg.version_index(name.as_bytes()) {
                 Some(i) => i,
@@ -214,10 +217,13 @@ impl Peer {
             // A weight without a version is for the last version: the canary.
             None => cfg.versions.len().saturating_sub(1),
         };
-        match label.weight {
-            None => peer.pin = Some(target),
-            Some(w) => peer.weights = Some(weights_with_share(&cfg.weights, target, w)),
+        match (label.weight, &label.version) {
+            (Some(w), _) => peer.weights = Some(weights_with_share(&cfg.weights, target, w)),
+            (None, Some(_)) => peer.pin = Some(target),
+            // Only a trace id: the caller is split like anyone else.
+            (None, None) => {}
         }
+        peer.trace_id = label.trace_id;
         peer
     }
 }
@@ -651,6 +657,7 @@ pub(crate) mod tests {
             rollout_id: rollout.into(),
             version: version.map(Into::into),
             weight,
+            trace_id: None,
         }
     }
 
@@ -766,6 +773,56 @@ pub(crate) mod tests {
                 Some(&peer),
             );
             assert_eq!(version(&cfg, d), "canary");
+        }
+    }
+
+    #[test]
+    fn a_label_trace_id_is_carried_by_the_peer() {
+        let cfg = strict_config();
+        let traced = |version: Option<&str>, weight: Option<u8>| crate::identity::Label {
+            trace_id: Some([7; 16]),
+            ..label("checkout-2026-11", version, weight)
+        };
+        // Only a trace id: no pin, no weights, split like anyone else.
+        let peer = Peer::from_cert(&cfg, &cert("spiffe://x/y", vec![traced(None, None)]));
+        assert_eq!(
+            (peer.pin, &peer.weights, peer.trace_id),
+            (None, &None, Some([7; 16]))
+        );
+        assert!(peer.rejects.is_empty());
+        let d = decide(
+            &cfg,
+            &mut FakeRequest::with(&[("x-user-id", b"carol")]),
+            Some(&peer),
+        );
+        let plain = Peer::from_cert(&cfg, &cert("spiffe://x/y", vec![]));
+        assert_eq!(plain.trace_id, None);
+        let want = decide(
+            &cfg,
+            &mut FakeRequest::with(&[("x-user-id", b"carol")]),
+            Some(&plain),
+        );
+        assert_eq!(d, want);
+        // Beside a pin or a weight.
+        let peer = Peer::from_cert(&cfg, &cert("spiffe://x/y", vec![traced(Some("canary"), None)]));
+        assert_eq!((peer.pin, peer.trace_id), (Some(1), Some([7; 16])));
+        let peer = Peer::from_cert(&cfg, &cert("spiffe://x/y", vec![traced(None, Some(30))]));
+        assert!(peer.weights.is_some() && peer.trace_id.is_some());
+        // A label that is ignored is ignored whole.
+        for labels in [
+            vec![traced(Some("blue"), None)],
+            vec![
+                traced(None, None),
+                label("checkout-2026-11", Some("canary"), None),
+            ],
+            vec![crate::identity::Label {
+                rollout_id: "search".into(),
+                ..traced(None, None)
+            }],
+        ] {
+            let peer = Peer::from_cert(&cfg, &cert("spiffe://x/y", labels));
+            assert_eq!((peer.pin, peer.trace_id), (None, None));
+            assert_eq!(peer.rejects.len(), 1);
         }
     }
 

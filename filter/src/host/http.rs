@@ -256,7 +256,9 @@ impl HttpContext for Http {
             for chunk in random.chunks_mut(8) {
                 chunk.copy_from_slice(&fastrand::u64(..).to_le_bytes());
             }
-            let p = trace::propagate(&parents, &states, &cfg.trace.settings, random);
+            // A certificate label's traceId starts the trace when the request brings none.
+            let start = peer_ok.and_then(|p| p.trace_id);
+            let p = trace::propagate_seeded(&parents, &states, &cfg.trace.settings, random, start);
             for (r, n) in p.rejects.iter() {
                 log::debug!("trace context: {} x{n}", r.as_str());
                 shared.count_n(shared.reject_slot_trace(r), u64::from(n));
