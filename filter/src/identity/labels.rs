@@ -265,7 +265,12 @@ fn json_label(json: &[u8]) -> Result<Label, LabelReject> {
                 .ok_or(LabelReject::WeightOutOfRange)?,
         ),
     };
-    make_label(&parsed.rollout_id, parsed.version, weight, parsed.trace_id.as_deref())
+    make_label(
+        &parsed.rollout_id,
+        parsed.version,
+        weight,
+        parsed.trace_id.as_deref(),
+    )
 }
 
 /// The string of an otherName value: `[0] EXPLICIT` around a UTF8String or
