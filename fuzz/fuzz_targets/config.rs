@@ -12,10 +12,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rollout_filter::baggage;
 use rollout_filter::config::{Config, StickyKey, MAX_TOTAL_WEIGHT, MAX_VERSIONS};
 use rollout_filter::decision::weights_with_share;
 use rollout_filter::split;
+use rollout_filter::baggage;
 use serde_json::{json, Map, Value};
 
 /// config.rs escapes the field names it echoes, so errors are always one line.

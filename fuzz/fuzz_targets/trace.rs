@@ -26,7 +26,8 @@ use libfuzzer_sys::fuzz_target;
 use rollout_filter::baggage::{self, Edit};
 use rollout_filter::headers::HeaderChange;
 use rollout_filter::trace::{
-    parse_traceparent, propagate, TraceReject, TraceSettings, FLAG_RANDOM_TRACE_ID, FLAG_SAMPLED, MAX_MEMBERS,
+    parse_traceparent, propagate, TraceReject, TraceSettings, FLAG_RANDOM_TRACE_ID, FLAG_SAMPLED,
+    MAX_MEMBERS,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -69,7 +70,12 @@ fuzz_target!(|data: &[u8]| {
     check_baggage(&bags, &key, &value, flags & 4 != 0);
 });
 
-fn check_trace(traceparents: &[&[u8]], tracestates: &[&[u8]], settings: &TraceSettings, random: [u8; 24]) {
+fn check_trace(
+    traceparents: &[&[u8]],
+    tracestates: &[&[u8]],
+    settings: &TraceSettings,
+    random: [u8; 24],
+) {
     let out = propagate(traceparents, tracestates, settings, random);
     let incoming = match traceparents {
         [one] => parse_traceparent(one).ok(),
@@ -84,11 +90,7 @@ fn check_trace(traceparents: &[&[u8]], tracestates: &[&[u8]], settings: &TraceSe
         Some(tp) => {
             assert_eq!(tp.len(), 55, "{tp:?}");
             assert!(tp.starts_with("00-"));
-            assert_ne!(
-                traceparents,
-                &[tp.as_bytes()][..],
-                "an unchanged value is left alone"
-            );
+            assert_ne!(traceparents, &[tp.as_bytes()][..], "an unchanged value is left alone");
             tp.clone().into_bytes()
         }
         None => {
@@ -100,7 +102,8 @@ fn check_trace(traceparents: &[&[u8]], tracestates: &[&[u8]], settings: &TraceSe
             one.to_vec()
         }
     };
-    let parsed = parse_traceparent(&sent).unwrap_or_else(|r| panic!("sent {sent:?} does not parse: {r:?}"));
+    let parsed = parse_traceparent(&sent)
+        .unwrap_or_else(|r| panic!("sent {sent:?} does not parse: {r:?}"));
     assert_eq!(parsed.to_header().as_bytes(), sent.as_slice());
     assert_eq!(parsed.flags & !(FLAG_SAMPLED | FLAG_RANDOM_TRACE_ID), 0);
     assert_eq!(parsed.trace_id, out.trace_id);
@@ -214,9 +217,12 @@ fn check_baggage(values: &[&[u8]], key: &str, value: &str, strip_lane: bool) {
         .map(|m| m.text())
         .collect();
     assert_eq!(kept, others, "others kept byte for byte, in order");
-    let removed = baggage::members(values).filter(|m| is_edited(m.key())).count();
+    let removed = baggage::members(values)
+        .filter(|m| is_edited(m.key()))
+        .count();
     assert_eq!(a.removed, removed);
-    let ours_out: Vec<&baggage::Member> = got.iter().filter(|m| m.key() == key.as_bytes()).collect();
+    let ours_out: Vec<&baggage::Member> =
+        got.iter().filter(|m| m.key() == key.as_bytes()).collect();
     let others_len: usize = others.iter().map(|t| t.len() + 1).sum();
     let fits = others.len() < baggage::MAX_MEMBERS && others_len + ours.len() <= baggage::MAX_BYTES;
     assert_eq!(a.full == 0, fits);
@@ -245,17 +251,13 @@ fn model_member(m: &[u8]) -> bool {
         && k.iter()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-*/@".contains(b));
     let value_ok = (1..=256).contains(&v.len())
-        && v.iter()
-            .all(|b| (0x20..=0x7e).contains(b) && *b != b',' && *b != b'=')
+        && v.iter().all(|b| (0x20..=0x7e).contains(b) && *b != b',' && *b != b'=')
         && v.last() != Some(&b' ');
     key_ok && value_ok
 }
 
 fn trim_ows(s: &[u8]) -> &[u8] {
-    let start = s
-        .iter()
-        .position(|b| *b != b' ' && *b != b'\t')
-        .unwrap_or(s.len());
+    let start = s.iter().position(|b| *b != b' ' && *b != b'\t').unwrap_or(s.len());
     let end = s
         .iter()
         .rposition(|b| *b != b' ' && *b != b'\t')
