@@ -138,7 +138,7 @@ fn bench_decide(c: &mut Criterion) {
             let member = cfg
                 .trace
                 .baggage_members
-                .get(d.version)
+                .get(d.version.unwrap_or(0))
                 .map_or("", |m| m.as_str());
             let edit = baggage::Edit::Set {
                 key: &cfg.trace.baggage_key,

@@ -69,6 +69,8 @@ struct RawConfig {
     certificate: Option<RawCertificate>,
     #[serde(default)]
     lane: Option<RawLane>,
+    #[serde(default)]
+    route_weights: Option<RawRouteWeights>,
 }
 
 #[derive(Deserialize)]
@@ -84,6 +86,15 @@ struct RawLane {
     trusted_peers: Vec<String>,
     #[serde(default)]
     side: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRouteWeights {
+    #[serde(default)]
+    bucket_header: Option<String>,
+    #[serde(default)]
+    total_weight: Option<serde_json::Number>,
 }
 
 #[derive(Deserialize)]
@@ -129,7 +140,11 @@ struct RawResponseHeaders {
 struct RawVersion {
     name: String,
     // A Number so that `-1` and `1.5` get our message, not serde's type error.
-    weight: serde_json::Number,
+    // Required without `routeWeights`, refused with it: checked in `validate`.
+    #[serde(default)]
+    weight: Option<serde_json::Number>,
+    #[serde(default)]
+    cluster: Option<String>,
 }
 
 /// One entry of `stickyKeys`: exactly one of `header`, `cookie`, `sourceAddress`,
@@ -169,8 +184,25 @@ struct RawOverride {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Version {
     pub name: String,
+    /// 0 in route-weights mode, where the route's weights pick.
     pub weight: u32,
+    /// The upstream cluster serving this version, for counting in route-weights mode.
+    pub cluster: Option<String>,
 }
+
+/// Route-weights mode: the filter writes the flagd bucket into `bucket_header` and
+/// Envoy's `weighted_clusters.header_name` picks the version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteWeights {
+    pub bucket_header: String,
+    /// The route's weights sum (Envoy takes the header value modulo it).
+    pub total_weight: u32,
+}
+
+pub const DEFAULT_BUCKET_HEADER: &str = "x-rollout-bucket";
+pub const DEFAULT_ROUTE_TOTAL_WEIGHT: u32 = 100;
+/// The version label of a request whose upstream cluster matches no version (route-weights mode).
+pub const UNKNOWN_VERSION: &str = "unknown";
 
 /// Where a sticky key may come from, tried in configured order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -308,6 +340,8 @@ pub struct Config {
     /// Whether every request needs the peer certificate (labels, override trust or identity
     /// key). A lane's trust check reads it only when a lane arrives on an inbound listener.
     pub needs_peer: bool,
+    /// Set in route-weights mode.
+    pub route_weights: Option<RouteWeights>,
     /// Accepted but worth a warning in the log (deprecated fields), one line each.
     pub warnings: Vec<String>,
 }
@@ -339,6 +373,7 @@ impl Config {
                 format!("must list 1 to {MAX_VERSIONS} versions"),
             ));
         }
+        let route_mode = raw.route_weights.is_some();
         let mut versions: Vec<Version> = Vec::with_capacity(raw.versions.len());
         let mut total: u64 = 0;
         for (i, v) in raw.versions.into_iter().enumerate() {
@@ -349,9 +384,47 @@ impl Config {
                     format!("duplicate version name {:?}", v.name),
                 ));
             }
-            let weight = v.weight.as_u64().ok_or_else(|| {
-                ConfigError::new(format!("versions[{i}].weight"), "must be an integer >= 0")
-            })?;
+            if route_mode && v.name == UNKNOWN_VERSION {
+                return Err(ConfigError::new(
+                    format!("versions[{i}].name"),
+                    "\"unknown\" is reserved with routeWeights (it counts requests to no configured version)",
+                ));
+            }
+            let cluster = match v.cluster {
+                Some(c) => {
+                    check_cluster_name(&c)
+                        .map_err(|r| ConfigError::new(format!("versions[{i}].cluster"), r))?;
+                    if versions
+                        .iter()
+                        .any(|seen| seen.cluster.as_deref() == Some(c.as_str()))
+                    {
+                        return Err(ConfigError::new(
+                            format!("versions[{i}].cluster"),
+                            "already the cluster of another version",
+                        ));
+                    }
+                    Some(c)
+                }
+                None => None,
+            };
+            let weight = match (v.weight, route_mode) {
+                (Some(_), true) => {
+                    return Err(ConfigError::new(
+                        format!("versions[{i}].weight"),
+                        "not allowed with routeWeights: the route's weights pick the version",
+                    ))
+                }
+                (None, true) => 0,
+                (None, false) => {
+                    return Err(ConfigError::new(
+                        format!("versions[{i}]"),
+                        "missing field `weight`",
+                    ))
+                }
+                (Some(w), false) => w.as_u64().ok_or_else(|| {
+                    ConfigError::new(format!("versions[{i}].weight"), "must be an integer >= 0")
+                })?,
+            };
             total = total.saturating_add(weight);
             if total > MAX_TOTAL_WEIGHT {
                 return Err(ConfigError::new(
@@ -363,11 +436,43 @@ impl Config {
             versions.push(Version {
                 name: v.name,
                 weight: u32::try_from(weight).unwrap_or(u32::MAX),
+                cluster,
             });
         }
-        if total == 0 {
-            return Err(ConfigError::new("versions", "weights must sum to at least 1"));
-        }
+        let route_weights = match raw.route_weights {
+            None => {
+                if total == 0 {
+                    return Err(ConfigError::new("versions", "weights must sum to at least 1"));
+                }
+                None
+            }
+            Some(rw) => {
+                let total_weight = match rw.total_weight {
+                    None => DEFAULT_ROUTE_TOTAL_WEIGHT,
+                    Some(n) => n
+                        .as_u64()
+                        .filter(|t| (1..=MAX_TOTAL_WEIGHT).contains(t))
+                        .and_then(|t| u32::try_from(t).ok())
+                        .ok_or_else(|| {
+                            ConfigError::new(
+                                "routeWeights.totalWeight",
+                                "must be an integer from 1 to 2147483647 (the sum of the route's weights)",
+                            )
+                        })?,
+                };
+                let bucket_header = match rw.bucket_header {
+                    Some(h) => {
+                        check_header_name(&h).map_err(|r| ConfigError::new("routeWeights.bucketHeader", r))?
+                    }
+                    None => DEFAULT_BUCKET_HEADER.to_string(),
+                };
+                total = u64::from(total_weight);
+                Some(RouteWeights {
+                    bucket_header,
+                    total_weight,
+                })
+            }
+        };
 
         let route_header = match raw.route_header {
             Some(h) => check_header_name(&h).map_err(|r| ConfigError::new("routeHeader", r))?,
@@ -460,9 +565,13 @@ impl Config {
         }
         // rolloutId is made of token characters, so the key is a valid baggage key.
         let baggage_key = format!("{prefix}{}", raw.rollout_id);
+        // Route-weights mode: one more for a request whose version is not known yet.
+        let unknown = route_weights.is_some().then_some(UNKNOWN_VERSION);
         let baggage_members = versions
             .iter()
-            .map(|v| crate::baggage::member(&baggage_key, &v.name))
+            .map(|v| v.name.as_str())
+            .chain(unknown)
+            .map(|name| crate::baggage::member(&baggage_key, name))
             .collect();
         let enabled = raw_trace.enabled.unwrap_or(true);
         let trace = Trace {
@@ -502,6 +611,27 @@ impl Config {
                 return Err(ConfigError::new(
                     field,
                     "must differ from routeHeader, traceparent, tracestate and baggage",
+                ));
+            }
+        }
+        if let Some(rw) = &route_weights {
+            // The bucket header is written on every request: it may not clobber another
+            // header the filter reads or writes.
+            let h = rw.bucket_header.as_str();
+            let sticky_header = sticky_keys
+                .iter()
+                .any(|k| matches!(k, StickyKey::Header(s) if s == h));
+            if h == route_header
+                || h == rollout_id_header
+                || ov.header.as_deref() == Some(h)
+                || h == "traceparent"
+                || h == "tracestate"
+                || h == "baggage"
+                || sticky_header
+            {
+                return Err(ConfigError::new(
+                    "routeWeights.bucketHeader",
+                    "must differ from routeHeader, rolloutIdHeader, override.header, the sticky key headers and the trace headers",
                 ));
             }
         }
@@ -545,6 +675,13 @@ impl Config {
             Some(l) => Some(lane(l, &versions, &trace.baggage_key)?),
             None => None,
         };
+        if route_weights.is_some() && lane.as_ref().is_some_and(|l| l.set) {
+            // The route picks after the filter ran: there is no version to write.
+            return Err(ConfigError::new(
+                "lane.set",
+                "not available with routeWeights (the route picks the version after the filter); set the lane at a filter-weights hop",
+            ));
+        }
 
         let weights = versions.iter().map(|v| v.weight).collect();
         Ok(Config {
@@ -562,6 +699,7 @@ impl Config {
             certificate,
             lane,
             needs_peer,
+            route_weights,
             warnings,
         })
     }
@@ -709,6 +847,14 @@ fn check_version_name(name: &str) -> Result<(), String> {
         return Err(format!(
             "must be 1 to {MAX_NAME_LEN} characters of [a-z0-9-], got {name:?}"
         ));
+    }
+    Ok(())
+}
+
+/// Envoy cluster names: printable ASCII (Istio's `outbound|PORT|SUBSET|HOST` included).
+fn check_cluster_name(c: &str) -> Result<(), String> {
+    if c.is_empty() || c.len() > 255 || !c.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be 1 to 255 printable ASCII characters".into());
     }
     Ok(())
 }
@@ -927,6 +1073,69 @@ mod tests {
     }
 
     #[test]
+    fn route_weights_contract() {
+        let c = Config::from_json(
+            br#"{"rolloutId":"r","versions":[{"name":"stable"},{"name":"canary","cluster":"outbound|80|canary|h"}],"routeWeights":{}}"#,
+        )
+        .unwrap();
+        let rw = c.route_weights.as_ref().unwrap();
+        assert_eq!(
+            (rw.bucket_header.as_str(), rw.total_weight),
+            ("x-rollout-bucket", 100)
+        );
+        assert_eq!(c.total_weight, 100);
+        assert_eq!(c.versions[1].cluster.as_deref(), Some("outbound|80|canary|h"));
+        assert_eq!(
+            c.trace.baggage_members,
+            vec!["rollout.r=stable", "rollout.r=canary", "rollout.r=unknown"]
+        );
+        let c = Config::from_json(
+            br#"{"rolloutId":"r","versions":[{"name":"a"}],"routeWeights":{"bucketHeader":"X-Bucket","totalWeight":1000}}"#,
+        )
+        .unwrap();
+        let rw = c.route_weights.unwrap();
+        assert_eq!((rw.bucket_header.as_str(), rw.total_weight), ("x-bucket", 1000));
+        // Filter-weights mode accepts `cluster` too (documentation only there).
+        let c =
+            Config::from_json(br#"{"rolloutId":"r","versions":[{"name":"a","weight":1,"cluster":"a-v1"}]}"#)
+                .unwrap();
+        assert!(c.route_weights.is_none());
+    }
+
+    #[test]
+    fn route_weights_errors() {
+        let rw = |versions: &str, extra: &str| {
+            format!(r#"{{"rolloutId":"r","versions":{versions},"routeWeights":{{{extra}}}}}"#)
+        };
+        let cases: &[(String, &str)] = &[
+            (rw(r#"[{"name":"stable","weight":90}]"#, ""), "versions[0].weight: not allowed with routeWeights"),
+            (rw(r#"[{"name":"stable"},{"name":"canary","weight":0}]"#, ""), "versions[1].weight: not allowed with routeWeights"),
+            (rw(r#"[{"name":"unknown"}]"#, ""), "versions[0].name: \"unknown\" is reserved with routeWeights"),
+            (rw(r#"[{"name":"a","cluster":""}]"#, ""), "versions[0].cluster: must be 1 to 255 printable ASCII"),
+            (rw(r#"[{"name":"a","cluster":"c"},{"name":"b","cluster":"c"}]"#, ""), "versions[1].cluster: already the cluster of another version"),
+            (rw(r#"[{"name":"a"}]"#, r#""totalWeight":0"#), "routeWeights.totalWeight: must be an integer from 1 to 2147483647"),
+            (rw(r#"[{"name":"a"}]"#, r#""totalWeight":2147483648"#), "routeWeights.totalWeight: must be an integer"),
+            (rw(r#"[{"name":"a"}]"#, r#""totalWeight":1.5"#), "routeWeights.totalWeight: must be an integer"),
+            (rw(r#"[{"name":"a"}]"#, r#""bucketHeader":"a b""#), "routeWeights.bucketHeader: must be a non-empty HTTP token"),
+            (rw(r#"[{"name":"a"}]"#, r#""bucketHeader":"x-rollout-version""#), "routeWeights.bucketHeader: must differ from routeHeader"),
+            (rw(r#"[{"name":"a"}]"#, r#""bucketHeader":"Tracestate""#), "routeWeights.bucketHeader: must differ"),
+            (rw(r#"[{"name":"a"}]"#, r#""bucketHeader":"x-rollout-id""#), "routeWeights.bucketHeader: must differ"),
+            (rw(r#"[{"name":"a"}]"#, r#""bucketHeadr":"x""#), "routeWeights.bucketHeadr: unknown field"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a"}],"stickyKeys":[{"header":"x-b"}],"routeWeights":{"bucketHeader":"x-b"}}"#.into(), "routeWeights.bucketHeader: must differ"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a"}],"routeWeights":true}"#.into(), "routeWeights: invalid type"),
+            // Without routeWeights a weight is still required.
+            (r#"{"rolloutId":"r","versions":[{"name":"a"}]}"#.into(), "versions[0]: missing field `weight`"),
+        ];
+        for (json, want) in cases {
+            let got = err(json);
+            assert!(
+                got.starts_with(want),
+                "config {json}\n  got:  {got}\n  want: {want}"
+            );
+        }
+    }
+
+    #[test]
     fn issuing_cookie_key() {
         let base = |keys: &str| {
             format!(r#"{{"rolloutId":"r","versions":[{{"name":"a","weight":1}}],"stickyKeys":{keys}}}"#)
@@ -1131,5 +1340,16 @@ mod tests {
                 "lane {lane}\n  got:  {got}\n  want: {want}"
             );
         }
+        // Route-weights mode: lanes are followed (a known version, like a pin) but not set.
+        let rw = |lane: &str| {
+            format!(
+                r#"{{"rolloutId":"r","versions":[{{"name":"stable"}},{{"name":"canary"}}],"routeWeights":{{}},"lane":{lane}}}"#
+            )
+        };
+        assert!(err(&rw(r#"{"set":true}"#)).starts_with("lane.set: not available with routeWeights"));
+        assert!(Config::from_json(rw(r#"{"follow":true}"#).as_bytes())
+            .unwrap()
+            .lane
+            .is_some());
     }
 }

@@ -117,11 +117,12 @@ pub fn judge(
 
 /// The baggage edit for the lane key after the decision, if any: the decided
 /// version with `set` (unless the incoming lane is kept for later hops), else
-/// the removal of an untrusted lane.
-pub fn edit<'a>(lane: &'a Lane, incoming: Incoming, version: usize) -> Option<baggage::Edit<'a>> {
+/// the removal of an untrusted lane. `version`: `None` when the route picks
+/// (route-weights mode, which refuses `set`).
+pub fn edit<'a>(lane: &'a Lane, incoming: Incoming, version: Option<usize>) -> Option<baggage::Edit<'a>> {
     let key = lane.key.as_str();
     if lane.set && incoming != Incoming::Unknown {
-        if let Some(member) = lane.members.get(version) {
+        if let Some(member) = version.and_then(|v| lane.members.get(v)) {
             // A Set removes every incoming member of the key, an untrusted one included.
             return Some(baggage::Edit::Set { key, member });
         }
@@ -270,13 +271,13 @@ mod tests {
             Incoming::Follow(1),
             Incoming::Ignored,
         ] {
-            assert_eq!(edit(&set, incoming, 1), set_canary, "{incoming:?}");
+            assert_eq!(edit(&set, incoming, Some(1)), set_canary, "{incoming:?}");
         }
         // A lane this rollout falls back from travels on unchanged.
-        assert_eq!(edit(&set, Incoming::Unknown, 0), None);
+        assert_eq!(edit(&set, Incoming::Unknown, Some(0)), None);
         let follow = lane(false, true, Side::Inbound);
         assert_eq!(
-            edit(&follow, Incoming::Untrusted, 0),
+            edit(&follow, Incoming::Untrusted, Some(0)),
             Some(Edit::Remove { key: DEFAULT_KEY })
         );
         for incoming in [
@@ -285,7 +286,7 @@ mod tests {
             Incoming::Unknown,
             Incoming::Ignored,
         ] {
-            assert_eq!(edit(&follow, incoming, 1), None, "{incoming:?}");
+            assert_eq!(edit(&follow, incoming, Some(1)), None, "{incoming:?}");
         }
     }
 
@@ -301,7 +302,7 @@ mod tests {
                 key: "rollout.r",
                 member: "rollout.r=canary",
             },
-            edit(&l, incoming, 1).unwrap(),
+            edit(&l, incoming, Some(1)).unwrap(),
         ];
         let a = baggage::apply(&values, &edits);
         assert_eq!(
@@ -313,7 +314,7 @@ mod tests {
         let f = lane(false, true, Side::Inbound);
         let values: [&[u8]; 2] = [b"a=1 ;p", b"rollout-lane=canary, b=%20"];
         let incoming = judge(&f, &values, index, || true, || false);
-        let a = baggage::apply(&values, &[edit(&f, incoming, 0).unwrap()]);
+        let a = baggage::apply(&values, &[edit(&f, incoming, Some(0)).unwrap()]);
         assert_eq!(
             a.header,
             crate::headers::HeaderChange::Set(b"a=1 ;p,b=%20".to_vec())

@@ -5,6 +5,7 @@
 //! on the host and on wasm32. `host` is the only code that talks to Envoy.
 
 pub mod baggage;
+pub mod cluster;
 pub mod config;
 pub mod decision;
 pub mod grpc;

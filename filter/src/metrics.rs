@@ -5,7 +5,7 @@
 //! Every name is built from configuration, never from request data, so the
 //! number of metrics is fixed when the configuration is accepted.
 
-use crate::config::Config;
+use crate::config::{Config, UNKNOWN_VERSION};
 use crate::decision::Source;
 use crate::grpc::GrpcCode;
 
@@ -81,26 +81,27 @@ impl Layout {
     pub fn new<R: AsRef<str>>(cfg: &Config, reject_reasons: &[R]) -> Layout {
         let id = &cfg.rollout_id;
         let mut names = Vec::new();
-        for v in &cfg.versions {
+        let labels = version_labels(cfg);
+        for v in labels.clone() {
             for s in Source::ALL {
                 names.push((
                     Kind::Counter,
                     format!(
                         "rollout_requests_total;rollout={id};version={};source={}",
-                        v.name,
+                        v,
                         s.as_str()
                     ),
                 ));
             }
         }
         let responses_at = names.len();
-        for v in &cfg.versions {
+        for v in labels.clone() {
             for c in CodeClass::ALL {
                 names.push((
                     Kind::Counter,
                     format!(
                         "rollout_responses_total;rollout={id};version={};code_class={}",
-                        v.name,
+                        v,
                         c.as_str()
                     ),
                 ));
@@ -108,33 +109,29 @@ impl Layout {
         }
         // gRPC calls are counted here, by final gRPC code, instead of by HTTP class.
         let grpc_at = names.len();
-        for v in &cfg.versions {
+        for v in labels.clone() {
             for c in GrpcCode::ALL {
                 names.push((
                     Kind::Counter,
                     format!(
-                        "rollout_grpc_responses_total;rollout={id};version={};grpc_code={}",
-                        v.name,
+                        "rollout_grpc_responses_total;rollout={id};version={v};grpc_code={}",
                         c.as_str()
                     ),
                 ));
             }
         }
         let local_at = names.len();
-        for v in &cfg.versions {
+        for v in labels.clone() {
             names.push((
                 Kind::Counter,
-                format!("rollout_local_replies_total;rollout={id};version={}", v.name),
+                format!("rollout_local_replies_total;rollout={id};version={v}"),
             ));
         }
         let duration_at = names.len();
-        for v in &cfg.versions {
+        for v in labels.clone() {
             names.push((
                 Kind::Histogram,
-                format!(
-                    "rollout_request_duration_milliseconds;rollout={id};version={}",
-                    v.name
-                ),
+                format!("rollout_request_duration_milliseconds;rollout={id};version={v}"),
             ));
         }
         let rejects_at = names.len();
@@ -149,7 +146,7 @@ impl Layout {
         names.push((Kind::Gauge, format!("rollout_vm_memory_bytes;rollout={id}")));
         Layout {
             names,
-            versions: cfg.versions.len(),
+            versions: labels.count(),
             responses_at,
             grpc_at,
             local_at,
@@ -192,6 +189,13 @@ impl Layout {
     pub fn versions(&self) -> usize {
         self.versions
     }
+}
+
+/// The `version` label values: every version, and in route-weights mode also
+/// [`UNKNOWN_VERSION`] (index `versions.len()`) for a cluster that serves none of them.
+fn version_labels(cfg: &Config) -> impl Iterator<Item = &str> + Clone {
+    let unknown = cfg.route_weights.is_some().then_some(UNKNOWN_VERSION);
+    cfg.versions.iter().map(|v| v.name.as_str()).chain(unknown)
 }
 
 #[cfg(test)]
@@ -257,6 +261,39 @@ mod tests {
         uniq.sort();
         uniq.dedup();
         assert_eq!(uniq.len(), l.names.len());
+    }
+
+    #[test]
+    fn route_weights_mode_has_an_unknown_version_label() {
+        let cfg = Config::from_json(
+            br#"{"rolloutId":"r","versions":[{"name":"stable"},{"name":"canary"}],"routeWeights":{}}"#,
+        )
+        .unwrap();
+        let l = Layout::new(&cfg, &["a"]);
+        assert_eq!(l.versions(), 3);
+        assert_eq!(
+            l.names[l.request_slot(2, Source::Sticky)].1,
+            "rollout_requests_total;rollout=r;version=unknown;source=sticky"
+        );
+        assert_eq!(
+            l.names[l.duration_slot(2)].1,
+            "rollout_request_duration_milliseconds;rollout=r;version=unknown"
+        );
+        assert_eq!(
+            l.names[l.grpc_response_slot(2, GrpcCode::ALL[0])].1,
+            format!(
+                "rollout_grpc_responses_total;rollout=r;version=unknown;grpc_code={}",
+                GrpcCode::ALL[0].as_str()
+            )
+        );
+        assert_eq!(
+            l.names[l.local_reply_slot(2)].1,
+            "rollout_local_replies_total;rollout=r;version=unknown"
+        );
+        assert_eq!(
+            l.names[l.reject_slot(0)].1,
+            "rollout_rejected_total;rollout=r;reason=a"
+        );
     }
 
     #[test]

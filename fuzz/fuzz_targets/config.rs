@@ -72,8 +72,22 @@ fn check_consistent(c: &Config) {
     assert!((1..=MAX_VERSIONS).contains(&n));
     assert_eq!(c.weights, c.versions.iter().map(|v| v.weight).collect::<Vec<_>>());
     let sum: u64 = c.weights.iter().map(|w| u64::from(*w)).sum();
-    assert_eq!(sum, u64::from(c.total_weight));
-    assert!((1..=MAX_TOTAL_WEIGHT).contains(&sum));
+    match &c.route_weights {
+        // Route-weights mode: no weights of its own; the route's sum instead.
+        Some(rw) => {
+            assert_eq!(sum, 0);
+            assert_eq!(rw.total_weight, c.total_weight);
+            assert!((1..=MAX_TOTAL_WEIGHT).contains(&u64::from(c.total_weight)));
+            assert!(c.versions.iter().all(|v| v.name != "unknown"));
+            let h = &rw.bucket_header;
+            assert!(!h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && !b.is_ascii_uppercase()), "{h:?}");
+            assert!(![&c.route_header, &c.rollout_id_header].contains(&h));
+        }
+        None => {
+            assert_eq!(sum, u64::from(c.total_weight));
+            assert!((1..=MAX_TOTAL_WEIGHT).contains(&sum));
+        }
+    }
     for (i, v) in c.versions.iter().enumerate() {
         assert_eq!(
             c.version_index(v.name.as_bytes()),
@@ -82,7 +96,8 @@ fn check_consistent(c: &Config) {
             v.name
         );
     }
-    assert_eq!(c.trace.baggage_members.len(), n);
+    let unknown = usize::from(c.route_weights.is_some());
+    assert_eq!(c.trace.baggage_members.len(), n + unknown);
     assert!(baggage::is_valid_key(&c.trace.baggage_key));
     assert!(c.trace.baggage_key.ends_with(&c.rollout_id));
     for (m, v) in c.trace.baggage_members.iter().zip(&c.versions) {
@@ -155,6 +170,12 @@ fn check_consistent(c: &Config) {
 /// The split over any accepted weights: `pick` lands on a version with
 /// weight, and a certificate label's share (`weights_with_share`) is exact.
 fn check_split(c: &Config, data: &[u8]) {
+    if let Some(rw) = &c.route_weights {
+        for hash in [0, u32::MAX, split::hash(c.rollout_id.as_bytes(), data)] {
+            assert!(split::bucket(hash, u64::from(rw.total_weight)) < u64::from(rw.total_weight));
+        }
+        return;
+    }
     let seed = data.iter().fold(0u32, |h, b| h.rotate_left(5) ^ u32::from(*b));
     for hash in [0, u32::MAX, seed, split::hash(c.rollout_id.as_bytes(), data)] {
         let i = split::pick(hash, &c.weights, c.total_weight);
@@ -227,7 +248,17 @@ fn canonical(c: &Config) -> Map<String, Value> {
     let versions: Vec<Value> = c
         .versions
         .iter()
-        .map(|v| json!({ "name": v.name, "weight": v.weight }))
+        .map(|v| {
+            let mut o = Map::new();
+            o.insert("name".into(), json!(v.name));
+            if c.route_weights.is_none() {
+                o.insert("weight".into(), json!(v.weight));
+            }
+            if let Some(cl) = &v.cluster {
+                o.insert("cluster".into(), json!(cl));
+            }
+            Value::Object(o)
+        })
         .collect();
     let v = json!({
         "rolloutId": c.rollout_id,
@@ -260,7 +291,15 @@ fn canonical(c: &Config) -> Map<String, Value> {
         );
     }
     match v {
-        Value::Object(m) => m,
+        Value::Object(mut m) => {
+            if let Some(rw) = &c.route_weights {
+                m.insert(
+                    "routeWeights".into(),
+                    json!({ "bucketHeader": rw.bucket_header, "totalWeight": rw.total_weight }),
+                );
+            }
+            m
+        }
         _ => unreachable!(),
     }
 }

@@ -78,7 +78,7 @@ fuzz_target!(|data: &[u8]| {
             member: &decision,
         });
     }
-    edits.extend(edit(&lane, incoming, version));
+    edits.extend(edit(&lane, incoming, Some(version)));
     let a = baggage::apply(&values, &edits);
     let result: Vec<u8> = match &a.header {
         HeaderChange::Keep => values.join(&b","[..]),
@@ -130,7 +130,7 @@ fuzz_target!(|data: &[u8]| {
                 member: &decision,
             });
         }
-        edits2.extend(edit(&lane, again, version));
+        edits2.extend(edit(&lane, again, Some(version)));
         assert_eq!(baggage::apply(&rv, &edits2).header, HeaderChange::Keep);
     }
 });

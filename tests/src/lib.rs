@@ -8,6 +8,7 @@ pub mod certs;
 pub mod echo;
 pub mod grpc;
 pub mod prom;
+pub mod rds;
 
 use std::collections::BTreeMap;
 use std::io::Read;

@@ -78,7 +78,7 @@ pub extern "C" fn run(n: u32) -> u32 {
             .cfg
             .trace
             .baggage_members
-            .get(d.version)
+            .get(d.version.unwrap_or(0))
             .map_or("", String::as_str);
         let mut random = [0u8; 24];
         random[0] = i as u8;
@@ -93,7 +93,7 @@ pub extern "C" fn run(n: u32) -> u32 {
             _ => 0,
         };
         sum = sum
-            .wrapping_add(d.version as u32)
+            .wrapping_add(d.version.unwrap_or(0) as u32)
             .wrapping_add(p.traceparent.as_ref().map_or(0, String::len) as u32)
             .wrapping_add(bag_len as u32);
     }
@@ -107,7 +107,7 @@ pub extern "C" fn run_decide(n: u32) -> u32 {
     let mut sum: u32 = 1;
     for _ in 0..n {
         let mut req = Request(SerializedMap::new(black_box(&s.headers)));
-        sum = sum.wrapping_add(decide(&s.cfg, &mut req, None).version as u32 + 1);
+        sum = sum.wrapping_add(decide(&s.cfg, &mut req, None).version.unwrap_or(0) as u32 + 1);
     }
     sum
 }

@@ -10,7 +10,8 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 
 use super::root::Shared;
 use crate::baggage;
-use crate::config::CertSource;
+use crate::cluster;
+use crate::config::{self, CertSource};
 use crate::decision::{self, Peer, RequestView};
 use crate::grpc::{GrpcCode, Protocol, ResponseSeen, WebTrailerScanner};
 use crate::headers::{HeaderChange, SerializedMap};
@@ -22,8 +23,14 @@ use crate::trace;
 
 pub struct Http {
     shared: Option<Rc<Shared>>,
-    /// Set once the request is decided; responses are counted only then.
+    /// Set once the request is decided; responses are counted only then. In route-weights
+    /// mode the version label the request phase knows (an override or pin; else `unknown`),
+    /// replaced at response time by the version of the cluster Envoy picked.
     version: Option<usize>,
+    /// Route-weights mode: the decision's source, counted once the picked cluster is known.
+    route_source: Option<decision::Source>,
+    /// Route-weights mode: `version` is the cluster Envoy used (read once per request).
+    resolved: bool,
     status: Option<u16>,
     /// Kept only when a trace-id response header is configured.
     trace_id: Option<String>,
@@ -48,6 +55,8 @@ impl Http {
         Http {
             shared,
             version: None,
+            route_source: None,
+            resolved: false,
             status: None,
             trace_id: None,
             set_cookie: None,
@@ -203,9 +212,40 @@ fn peer(shared: &Shared, req: &HostRequest) -> Option<Rc<Result<Peer, CertReject
     Some(entry)
 }
 
+fn remove_request_header(name: &str) {
+    write_request_header(name, None);
+}
+
+/// Route-weights mode: the version label of the cluster Envoy routed this request to.
+fn picked_label(shared: &Shared) -> usize {
+    let cluster = property(&["xds", "cluster_name"]);
+    cluster::label_of(&shared.cfg, cluster.as_deref())
+}
+
+/// `n` in decimal, written into `buf` (no allocation on the request path).
+fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        if let Some(d) = buf.get_mut(at) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || at == 0 {
+            break;
+        }
+    }
+    buf.get(at..).unwrap_or_default()
+}
+
 fn set_request_header(name: &str, value: &[u8]) {
-    if let Err(e) = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value)) {
-        log::warn!("cannot set request header {name}: {e:?}");
+    write_request_header(name, Some(value));
+}
+
+/// Replace every value of `name`, or remove them all (`None`).
+fn write_request_header(name: &str, value: Option<&[u8]>) {
+    if let Err(e) = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, value) {
+        log::warn!("cannot write request header {name}: {e:?}");
     }
 }
 
@@ -213,11 +253,7 @@ fn change_request_header(name: &str, change: &HeaderChange) {
     match change {
         HeaderChange::Keep => {}
         HeaderChange::Set(v) => set_request_header(name, v),
-        HeaderChange::Remove => {
-            if let Err(e) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
-                log::warn!("cannot remove request header {name}: {e:?}");
-            }
-        }
+        HeaderChange::Remove => remove_request_header(name),
     }
 }
 
@@ -277,7 +313,16 @@ impl HttpContext for Http {
             log::debug!("ignored input: {}", r.as_str());
             shared.count(shared.reject_slot_decision(r));
         }
-        let version = cfg.versions.get(d.version).map_or("", |v| v.name.as_str());
+        // Route-weights mode knows the version here only for an override or a pin.
+        let version = d
+            .version
+            .and_then(|i| cfg.versions.get(i))
+            .map(|v| v.name.as_bytes());
+        // Else its label is `unknown`: `xds.cluster_name` cannot tell yet. Until the router
+        // re-resolves the route, it still names the cluster of the route Envoy resolved
+        // before this filter changed the headers (checked on Envoy 1.40; README,
+        // "Route-weights mode"). The pick is read at response time instead.
+        let label = d.version.unwrap_or(cfg.versions.len());
         let mut trace_out = None;
         if cfg.trace.enabled {
             let map = req.map();
@@ -300,12 +345,7 @@ impl HttpContext for Http {
         // The decision member and the lane member: one pass of the baggage writer, one write.
         let mut edits = [baggage::Edit::Remove { key: "" }; 2];
         let mut n = 0;
-        if let Some(member) = cfg
-            .trace
-            .baggage_members
-            .get(d.version)
-            .filter(|_| cfg.trace.baggage)
-        {
+        if let Some(member) = cfg.trace.baggage_members.get(label).filter(|_| cfg.trace.baggage) {
             edits[0] = baggage::Edit::Set {
                 key: &cfg.trace.baggage_key,
                 member,
@@ -345,7 +385,20 @@ impl HttpContext for Http {
         // Every header we own is replaced, whatever the client sent (each set replaces all
         // values). One call per header measured faster than one set_header_map_pairs
         // call, which makes Envoy remove and re-add every header.
-        set_request_header(&cfg.route_header, version.as_bytes());
+        match version {
+            Some(name) => set_request_header(&cfg.route_header, name),
+            None => remove_request_header(&cfg.route_header),
+        }
+        if let Some(rw) = &cfg.route_weights {
+            match d.bucket {
+                Some(b) => {
+                    let mut buf = [0u8; 10];
+                    set_request_header(&rw.bucket_header, decimal(b, &mut buf));
+                }
+                // No sticky key (or an override): a client's bucket never chooses a version.
+                None => remove_request_header(&rw.bucket_header),
+            }
+        }
         set_request_header(&cfg.rollout_id_header, cfg.rollout_id.as_bytes());
         if let Some(p) = &trace_out {
             if let Some(tp) = &p.traceparent {
@@ -355,9 +408,7 @@ impl HttpContext for Http {
         }
         change_request_header("baggage", &baggage_out);
         if let Some(name) = strip_header {
-            if let Err(e) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
-                log::warn!("cannot remove {name}: {e:?}");
-            }
+            remove_request_header(name);
         }
         if let Some(path) = &new_path {
             set_request_header(":path", path);
@@ -369,11 +420,16 @@ impl HttpContext for Http {
             log::info!("host has no clear_route_cache; relying on automatic route refresh");
             shared.explicit_route_clear.set(false);
         }
+        if cfg.route_weights.is_some() {
+            // Counted when the response comes: the cluster Envoy used is known then.
+            self.route_source = Some(d.source);
+        } else {
+            shared.count(shared.layout.request_slot(label, d.source));
+        }
         if let (Some(id), Some(c)) = (&d.issued, &cfg.issue_cookie) {
             self.set_cookie = Some(c.set_cookie(id.as_str(), visitor_used_tls(&req)));
         }
-        shared.count(shared.layout.request_slot(d.version, d.source));
-        self.version = Some(d.version);
+        self.version = Some(label);
         let protocol = Protocol::of(req.map().get("content-type"));
         if protocol.is_grpc() {
             self.grpc = Some(GrpcCall {
@@ -403,8 +459,19 @@ impl HttpContext for Http {
             }
         }
         let rh = &shared.cfg.response_headers;
-        if let (Some(name), Some(v)) = (&rh.version, shared.cfg.versions.get(version)) {
-            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(&v.name));
+        let mut version = version;
+        if rh.version.is_some() && self.route_source.is_some() {
+            version = picked_label(shared);
+            self.version = Some(version);
+            self.resolved = true;
+        }
+        if let Some(name) = &rh.version {
+            let label = shared
+                .cfg
+                .versions
+                .get(version)
+                .map_or(config::UNKNOWN_VERSION, |v| v.name.as_str());
+            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(label));
         }
         if let (Some(name), Some(id)) = (&rh.trace_id, &self.trace_id) {
             let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(id));
@@ -448,9 +515,16 @@ impl HttpContext for Http {
     }
 
     fn on_log(&mut self) {
-        let (Some(shared), Some(version)) = (self.shared.as_deref(), self.version) else {
+        let (Some(shared), Some(mut version)) = (self.shared.as_deref(), self.version) else {
             return;
         };
+        if let Some(source) = self.route_source {
+            // The version Envoy picked: whatever served the request is what gets counted.
+            if !self.resolved {
+                version = picked_label(shared);
+            }
+            shared.count(shared.layout.request_slot(version, source));
+        }
         // A gRPC call is judged by its final gRPC code, an HTTP request by its status class:
         // each finished request is counted in exactly one of the two.
         let local_candidate = match &self.grpc {

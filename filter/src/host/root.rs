@@ -192,13 +192,19 @@ impl RootContext for Root {
             }
         }
         log::info!(
-            "rollout {} configured: {}",
+            "rollout {} configured: {}{}",
             cfg.rollout_id,
             cfg.versions
                 .iter()
                 .map(|v| format!("{}={}", v.name, v.weight))
                 .collect::<Vec<_>>()
-                .join(" ")
+                .join(" "),
+            // The weights above are 0 there: the route's weights pick.
+            if cfg.route_weights.is_some() {
+                " (route weights)"
+            } else {
+                ""
+            }
         );
         let cache_size = cfg.certificate.as_ref().map_or(1, |c| c.cache_size);
         if let Err(e) = hostcalls::set_tick_period(FLUSH_PERIOD) {
