@@ -10,6 +10,7 @@ pub mod headers;
 pub mod identity;
 pub mod keys;
 pub mod metrics;
+pub mod rollouts;
 pub mod split;
 pub mod trace;
 

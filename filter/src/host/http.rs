@@ -8,8 +8,8 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 
-use super::root::Shared;
-use crate::config::CertSource;
+use super::root::{CertEntry, RolloutMetrics, Shared};
+use crate::config::{CertSource, Config};
 use crate::decision::{self, Peer, RequestView};
 use crate::headers::SerializedMap;
 use crate::identity::{self, CertReject};
@@ -19,6 +19,8 @@ use crate::trace;
 
 pub struct Http {
     shared: Option<Rc<Shared>>,
+    /// Index of the request's rollout (valid once `version` is set).
+    rollout: usize,
     /// Set once the request is decided; responses are counted only then.
     version: Option<usize>,
     status: Option<u16>,
@@ -32,6 +34,7 @@ impl Http {
     pub fn new(shared: Option<Rc<Shared>>) -> Self {
         Http {
             shared,
+            rollout: 0,
             version: None,
             status: None,
             trace_id: None,
@@ -130,16 +133,25 @@ fn property(path: &[&str]) -> Option<Vec<u8>> {
     hostcalls::get_property(path.to_vec()).ok().flatten()
 }
 
-/// The meaning of the verified peer certificate, from the per-worker cache or
-/// parsed once. `None` without a verified client certificate.
-fn peer(shared: &Shared, req: &HostRequest) -> Option<Rc<Result<Peer, CertReject>>> {
-    let cfg = &shared.cfg;
+/// The meaning of the verified peer certificate to rollout `index`, from the per-worker
+/// cache or parsed once. `None` without a verified client certificate.
+fn peer(
+    shared: &Shared,
+    index: usize,
+    cfg: &Config,
+    m: &RolloutMetrics,
+    req: &HostRequest,
+) -> Option<Rc<Result<Peer, CertReject>>> {
     // The digest exists exactly when `connection.mtls` is true (the peer presented a
     // certificate, which the listener's validation context verified): one read, not two.
-    let digest = property(&["connection", "sha256_peer_certificate_digest"])?;
-    if let Some(hit) = shared.peers.borrow().get(&digest) {
-        return Some(hit.clone());
+    let mut key = property(&["connection", "sha256_peer_certificate_digest"])?;
+    let digest_len = key.len();
+    let group = shared.cert_group.get(index).copied().unwrap_or(0);
+    key.extend_from_slice(&group.to_le_bytes());
+    if let Some(hit) = shared.peers.borrow().get(&key) {
+        return Some(hit.peer(index, cfg));
     }
+    let digest = &key[..digest_len];
     let source = cfg.certificate.as_ref().map_or(CertSource::Auto, |c| c.source);
     let from_attribute = match source {
         CertSource::Auto => property(&["connection", "peer_certificate"]),
@@ -150,31 +162,59 @@ fn peer(shared: &Shared, req: &HostRequest) -> Option<Rc<Result<Peer, CertReject
         None => {
             // Older proxies: only the XFCC element whose hash is the verified peer's digest.
             let xfcc = req.map().get("x-forwarded-client-cert").unwrap_or_default();
-            match identity::xfcc_certificate(xfcc, &digest) {
+            match identity::xfcc_certificate(xfcc, digest) {
                 Ok(pem) => pem,
                 Err(e) => {
                     log::debug!("x-forwarded-client-cert not used: {}", e.as_str());
-                    shared.count(shared.reject_slot_xfcc(e));
+                    shared.count(m, m.reject_slot_xfcc(e));
                     return None;
                 }
             }
         }
     };
     let label_oid = cfg.certificate.as_ref().and_then(|c| c.label_oid.as_ref());
-    let entry = identity::parse_certificate(&pem, label_oid).map(|mut cert| {
+    let parsed = identity::parse_certificate(&pem, label_oid).map(|mut cert| {
         if cfg.certificate.is_none() {
             // Identity only: labels are read when `certificate` is configured.
             cert.labels.clear();
             cert.label_rejects.clear();
         }
-        Peer::from_cert(cfg, &cert)
+        cert
     });
-    if let Err(e) = &entry {
+    if let Err(e) = &parsed {
         log::debug!("peer certificate not usable: {}", e.as_str());
     }
-    let entry = Rc::new(entry);
-    shared.peers.borrow_mut().insert(&digest, entry.clone());
-    Some(entry)
+    let entry = Rc::new(CertEntry::new(parsed));
+    shared.peers.borrow_mut().insert(&key, entry.clone());
+    Some(entry.peer(index, cfg))
+}
+
+/// A request no rollout matches: no decision and no header of ours, and every route or
+/// rollout-id header any rollout writes removed, so a client cannot pre-route itself.
+fn unmatched(shared: &Shared, req: &HostRequest) {
+    let mut removed = false;
+    for (name, _) in req.map().iter() {
+        if shared.filter.strips_when_unmatched(name) {
+            let name = std::str::from_utf8(name).unwrap_or_default();
+            if let Err(e) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
+                log::warn!("cannot remove {name}: {e:?}");
+            }
+            removed = true;
+        }
+    }
+    if removed {
+        clear_route_cache(shared);
+    }
+    shared.count_unmatched();
+}
+
+fn clear_route_cache(shared: &Shared) {
+    if shared.explicit_route_clear.get()
+        && hostcalls::call_foreign_function("clear_route_cache", None).is_err()
+    {
+        log::info!("host has no clear_route_cache; relying on automatic route refresh");
+        shared.explicit_route_clear.set(false);
+    }
 }
 
 fn set_request_header(name: &str, value: &[u8]) {
@@ -190,7 +230,6 @@ impl HttpContext for Http {
         let Some(shared) = self.shared.as_deref() else {
             return Action::Continue;
         };
-        let cfg = &shared.cfg;
         let mut req = HostRequest {
             headers: request_header_map(),
             source: None,
@@ -199,17 +238,35 @@ impl HttpContext for Http {
         if req.map().get("x-rollout-test-trap").is_some() {
             std::process::abort();
         }
-        let peer = if cfg.needs_peer { peer(shared, &req) } else { None };
+        let filter = &shared.filter;
+        let index = if filter.matches_everything() {
+            Some(0)
+        } else {
+            let map = req.map();
+            filter.select(map.get(":authority"), map.get(":path"))
+        };
+        let Some(index) = index else {
+            unmatched(shared, &req);
+            return Action::Continue;
+        };
+        let (Some(cfg), Some(m)) = (filter.rollouts.get(index), shared.metrics(index)) else {
+            return Action::Continue;
+        };
+        let peer = if cfg.needs_peer {
+            peer(shared, index, cfg, m, &req)
+        } else {
+            None
+        };
         let peer_ok = match peer.as_deref() {
             Some(Ok(p)) => {
                 for r in &p.rejects {
                     log::debug!("certificate label ignored: {}", r.as_str());
-                    shared.count(shared.reject_slot_label(*r));
+                    shared.count(m, m.reject_slot_label(*r));
                 }
                 Some(p)
             }
             Some(Err(e)) => {
-                shared.count(shared.reject_slot_cert(*e));
+                shared.count(m, m.reject_slot_cert(*e));
                 None
             }
             None => None,
@@ -217,7 +274,7 @@ impl HttpContext for Http {
         let d = decision::decide(cfg, &mut req, peer_ok);
         for r in d.rejected.iter() {
             log::debug!("ignored input: {}", r.as_str());
-            shared.count(shared.reject_slot_decision(r));
+            shared.count(m, m.reject_slot_decision(r));
         }
         let version = cfg.versions.get(d.version).map_or("", |v| v.name.as_str());
         let mut trace_out = None;
@@ -233,7 +290,7 @@ impl HttpContext for Http {
             let p = trace::propagate(&parents, &states, member, &cfg.trace.settings, random);
             for (r, n) in p.rejects.iter() {
                 log::debug!("trace context: {} x{n}", r.as_str());
-                shared.count_n(shared.reject_slot_trace(r), u64::from(n));
+                shared.count_n(m, m.reject_slot_trace(r), u64::from(n));
             }
             if cfg.response_headers.trace_id.is_some() {
                 self.trace_id = Some(p.trace_id_hex().to_string());
@@ -271,16 +328,12 @@ impl HttpContext for Http {
             set_request_header(":path", path);
         }
 
-        if shared.explicit_route_clear.get()
-            && hostcalls::call_foreign_function("clear_route_cache", None).is_err()
-        {
-            log::info!("host has no clear_route_cache; relying on automatic route refresh");
-            shared.explicit_route_clear.set(false);
-        }
+        clear_route_cache(shared);
         if let (Some(id), Some(c)) = (&d.issued, &cfg.issue_cookie) {
             self.set_cookie = Some(c.set_cookie(id.as_str(), visitor_used_tls(&req)));
         }
-        shared.count(shared.layout.request_slot(d.version, d.source));
+        shared.count(m, m.request_slot(d.version, d.source));
+        self.rollout = index;
         self.version = Some(d.version);
         Action::Continue
     }
@@ -293,8 +346,11 @@ impl HttpContext for Http {
             .ok()
             .flatten()
             .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok());
-        let rh = &shared.cfg.response_headers;
-        if let (Some(name), Some(v)) = (&rh.version, shared.cfg.versions.get(version)) {
+        let Some(cfg) = shared.filter.rollouts.get(self.rollout) else {
+            return Action::Continue;
+        };
+        let rh = &cfg.response_headers;
+        if let (Some(name), Some(v)) = (&rh.version, cfg.versions.get(version)) {
             let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(&v.name));
         }
         if let (Some(name), Some(id)) = (&rh.trace_id, &self.trace_id) {
@@ -314,19 +370,22 @@ impl HttpContext for Http {
         let (Some(shared), Some(version)) = (self.shared.as_deref(), self.version) else {
             return;
         };
+        let Some(m) = shared.metrics(self.rollout) else {
+            return;
+        };
         let class = CodeClass::of(self.status);
-        shared.count(shared.layout.response_slot(version, class));
+        shared.count(m, m.response_slot(version, class));
         // Error responses Envoy made itself (connect failure, timeout) rather than the upstream.
         if self.status.is_some_and(|s| s >= 400) {
             let details = hostcalls::get_property(vec!["response", "code_details"])
                 .ok()
                 .flatten();
             if details.as_deref() != Some(b"via_upstream") {
-                shared.count(shared.layout.local_reply_slot(version));
+                shared.count(m, m.local_reply_slot(version));
             }
         }
         match request_duration_ms() {
-            Some(ms) => shared.record(shared.layout.duration_slot(version), ms),
+            Some(ms) => m.record(m.duration_slot(version), ms),
             None => log::debug!("no request.duration; duration not recorded"),
         }
     }
