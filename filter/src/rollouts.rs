@@ -317,8 +317,6 @@ pub enum HostPattern {
 fn parse_match(raw: &[u8]) -> Result<Match, ConfigError> {
     let fields =
         json::members(raw).ok_or_else(|| err("", "must be an object with hosts and/or pathPrefix"))?;
-    let string =
-        |v: &[u8], at: &str| serde_json::from_slice::<String>(v).map_err(|_| err(at, "must be a string"));
     let mut m = Match::default();
     for (k, v) in fields {
         match k {
@@ -332,21 +330,31 @@ fn parse_match(raw: &[u8]) -> Result<Match, ConfigError> {
                 }
                 let mut out = Vec::with_capacity(list.len());
                 for (i, h) in list.iter().enumerate() {
-                    let at = format!("hosts[{i}]");
-                    let h = string(h, &at)?;
-                    if h == "*" {
-                        // Any host, as in an Envoy virtual host's domains.
-                        out.clear();
-                        break;
+                    let h = string(h)
+                        .ok_or_else(|| NOT_STRING.to_string())
+                        .and_then(|h| {
+                            if h == "*" {
+                                Ok(None)
+                            } else {
+                                host_pattern(&h).map(Some)
+                            }
+                        })
+                        .map_err(|r| err(format!("hosts[{i}]"), r))?;
+                    match h {
+                        Some(h) => out.push(h),
+                        None => {
+                            // Any host, as in an Envoy virtual host's domains.
+                            out.clear();
+                            break;
+                        }
                     }
-                    out.push(host_pattern(&h).map_err(|r| err(&at, r))?);
                 }
                 m.hosts = (!out.is_empty()).then_some(out);
             }
             b"pathPrefix" => {
-                let p = string(v, "pathPrefix")?;
-                let bad = |c: char| c.is_ascii_control() || c == ' ' || c == '?' || c == '#' || !c.is_ascii();
-                if !p.starts_with('/') || p.len() > MAX_PATH_PREFIX_LEN || p.chars().any(bad) {
+                let p = string(v).ok_or_else(|| err("pathPrefix", NOT_STRING))?;
+                let bad = |c: &u8| c.is_ascii_control() || b" ?#".contains(c) || !c.is_ascii();
+                if !p.starts_with('/') || p.len() > MAX_PATH_PREFIX_LEN || p.bytes().any(|c| bad(&c)) {
                     return Err(err(
                         "pathPrefix",
                         format!(
@@ -366,6 +374,24 @@ fn parse_match(raw: &[u8]) -> Result<Match, ConfigError> {
         }
     }
     Ok(m)
+}
+
+const NOT_STRING: &str = "must be a string (of host or path characters, no JSON escapes but \\/)";
+
+/// A JSON string's text. Host names and paths need no escapes but `\/`, which some
+/// encoders write; anything else escaped could not be a valid host or path prefix anyway.
+fn string(v: &[u8]) -> Option<String> {
+    let inner = v.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    let mut out = Vec::with_capacity(inner.len());
+    let mut bytes = inner.iter();
+    while let Some(&c) = bytes.next() {
+        match c {
+            b'\\' if bytes.next() == Some(&b'/') => out.push(b'/'),
+            b'\\' | b'"' => return None,
+            c => out.push(c),
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn host_pattern(h: &str) -> Result<HostPattern, String> {
@@ -743,6 +769,28 @@ mod tests {
         assert!(
             got.ends_with("(top-level default, as applied to rollouts[0])") && !got.contains(" at line "),
             "{got}"
+        );
+    }
+
+    #[test]
+    fn match_strings_accept_only_the_slash_escape() {
+        let f = parse(
+            r#"{"versions":[{"name":"a","weight":1}],"rollouts":[{"rolloutId":"a","match":{"hosts":["a.example.com"],"pathPrefix":"\/cart\/"}}]}"#,
+        );
+        assert_eq!(f.select(Some(b"a.example.com"), Some(b"/cart/1")), Some(0));
+        let e = error(
+            r#"{"versions":[{"name":"a","weight":1}],"rollouts":[{"rolloutId":"a","match":{"hosts":["a\u002eexample.com"]}}]}"#,
+        );
+        assert!(
+            e.starts_with("rollouts[0].match.hosts[0]: must be a string"),
+            "{e}"
+        );
+        let e = error(
+            r#"{"versions":[{"name":"a","weight":1}],"rollouts":[{"rolloutId":"a","match":{"pathPrefix":7}}]}"#,
+        );
+        assert!(
+            e.starts_with("rollouts[0].match.pathPrefix: must be a string"),
+            "{e}"
         );
     }
 
