@@ -23,10 +23,11 @@ WASM_OPT    := wasm-opt -O3 --enable-bulk-memory --enable-sign-ext --enable-muta
 WBG_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"/, "", $$3); print $$3}' Cargo.lock)
 CARGO_BIN   := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
 
-.PHONY: help build wasm-size build-trap envoy targets binaryen wasm-bindgen run test fmt-check lint unit wasm-test e2e soak validate clean
+.PHONY: help build wasm-size build-trap envoy targets binaryen wasm-bindgen run run-route-weights test fmt-check lint unit wasm-test e2e soak validate clean
 
 help:
 	@echo "make run    build the filter, start Envoy with the demo config, drive traffic, print the per-version table"
+	@echo "make run-route-weights   the same in route-weights mode: the table before and after a route weight change"
 	@echo "make test   fmt, clippy, unit tests (host and wasm32), e2e tests in a real Envoy"
 
 targets:
@@ -67,8 +68,12 @@ wasm-bindgen:
 	@if [ "$$($(CARGO_BIN)/wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $$2}')" != "$(WBG_VERSION)" ]; then \
 	  cargo install wasm-bindgen-cli --version $(WBG_VERSION); fi
 
-run: build envoy report-bin
-	cargo run --quiet -p rollout-e2e --bin rollout-demo
+run: build envoy
+	cargo run --quiet -p rollout-cli --bin rollout-demo
+
+# Route-weights mode: envoy-config/route-weights.yaml, weights moved 90/10 -> 75/25 by file-based RDS.
+run-route-weights: build envoy
+	cargo run --quiet -p rollout-cli --bin rollout-demo-route
 
 fmt-check:
 	cargo fmt --all -- --check
@@ -79,6 +84,7 @@ lint: targets
 
 unit:
 	cargo test -p rollout-filter
+	cargo test -p rollout-cli
 
 wasm-test: targets wasm-bindgen
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(CARGO_BIN)/wasm-bindgen-test-runner \

@@ -45,7 +45,7 @@ configs = {
     "demo.json": DEMO,
     "minimal.json": '{"rolloutId":"r","versions":[{"name":"v1","weight":1}]}',
     "trace.json": '{"rolloutId":"r","versions":[{"name":"v1","weight":1}],"trace":{"enabled":false,'
-                  '"newSpan":true,"sampled":false,"tracestateKey":"acme@rollout"},"rolloutIdHeader":"X-Rid",'
+                  '"newSpan":true,"sampled":false,"baggage":true,"baggagePrefix":"acme-"},"rolloutIdHeader":"X-Rid",'
                   '"responseHeaders":{"version":"x-v","traceId":"x-t"}}',
     "certificate.json": '{"rolloutId":"checkout-2026-11","versions":[{"name":"stable","weight":90},'
                         '{"name":"canary","weight":10}],"stickyKeys":[{"peerIdentity":true},{"header":"x-user-id"}],'
@@ -61,8 +61,9 @@ configs = {
     "bad-unknown.json": '{"rolloutId":"r","versions":[{"name":"a","weight":1}],"stickyKey":[],"override":{"cookie":"x"}}',
     "bad-escape.json": '{"rolloutId":"r\\u00e9","versions":[{"name":"a\\n","weight":1}],"routeHeader":"Host"}',
     "bad-trailing.json": '{"rolloutId":"r","versions":[{"name":"a","weight":1}]} x',
-    "long-key.json": '{"rolloutId":"%s","versions":[{"name":"%s","weight":1}],"trace":{"tracestateKey":"%s@%s"}}'
-                     % ("r" * 128, "v" * 63, "t" * 200, "s" * 14),
+    "long-key.json": '{"rolloutId":"%s","versions":[{"name":"%s","weight":1}],"trace":{"baggagePrefix":"%s"}}'
+                     % ("r" * 128, "v" * 63, "p" * 128),
+    "old-tracestate-key.json": '{"rolloutId":"r","versions":[{"name":"v1","weight":1}],"trace":{"tracestateKey":"acme@rollout"}}',
 }
 for name, text in configs.items():
     write("config", name, text)
@@ -83,11 +84,15 @@ traces = {
     "bad-upper": trace_seed(0, [b"p00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", b"sa=1"]),
     "zero-id": trace_seed(0, [b"p00-00000000000000000000000000000000-00f067aa0ba902b7-01"]),
     "duplicate": trace_seed(0, [b"p" + TP.encode(), b"p" + TP.encode(), b"sa=1"]),
-    "tenant-key": trace_seed(1, [b"kacme@rollout", b"vcheckout:canary", b"p" + TP.encode(),
-                                 b"sacme@rollout=x,t@sys=y,bad key=1,x=" + b"v" * 200]),
-    "bad-own": trace_seed(0, [b"kBad", b"v bad,value=", b"p" + TP.encode()]),
-    "many": trace_seed(0, [b"p" + TP.encode(), b"s" + b",".join(b"k%d=v%d" % (i, i) for i in range(40))]),
-    "long": trace_seed(0, [b"p" + TP.encode(), b"s" + b",".join(b"k%d=%s" % (i, b"x" * 150) for i in range(5))]),
+    "at-keys": trace_seed(1, [b"p" + TP.encode(), b"sfoo@=1,foo@@bar=2,foo@bar@baz=3,1a@b=4"]),
+    "bad-member": trace_seed(1, [b"p" + TP.encode(), b"sa=1,foo=bar=baz", b"sb=2"]),
+    "many": trace_seed(1, [b"p" + TP.encode(), b"s" + b",".join(b"k%d=v%d" % (i, i) for i in range(33))]),
+    "long": trace_seed(1, [b"p" + TP.encode(), b"s" + b",".join(b"k%d=%s" % (i, b"x" * 250) for i in range(5))]),
+    "baggage": trace_seed(4, [b"p" + TP.encode(), b"buserId=Am%C3%A9lie;p, lane=canary",
+                              b"b rollout.checkout-2026-11 = forged", b"vcan ary%"]),
+    "baggage-key": trace_seed(0, [b"krollout.other", b"vstable", b"ba=1,rollout.other=x,b=2"]),
+    "baggage-full": trace_seed(0, [b"b" + b",".join(b"k%d=v" % i for i in range(64))]),
+    "baggage-bytes": trace_seed(0, [b"ba=" + b"x" * 8170]),
     "zero-random": bytes(25) + b"p00-ffffffffffffffffffffffffffffffff-ffffffffffffffff-ff",
 }
 for name, data in traces.items():

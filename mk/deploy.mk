@@ -34,7 +34,7 @@ deploy-tools: $(DEPLOY_STAMP) $(DEPLOY_NODE)
 
 # The filter's own config parser, to vet every shipped pluginConfig.
 check-config-bin:
-	cargo build --quiet -p rollout-e2e --bin rollout-check-config
+	cargo build --quiet -p rollout-cli --bin rollout-check-config
 
 oci: build
 	python3 tools/oci_image.py --wasm $(WASM) --out $(OCI_DIR) --tar $(OCI_TAR) --render $(DEPLOY_OUT)

@@ -20,14 +20,10 @@ PROMETHEUS   ?= /usr/bin/prometheus
 # rollout-demo (`make run`) passes REPORT_ARGS to the report it prints; the tests read PROMETHEUS.
 export REPORT_ARGS PROMETHEUS
 
-.PHONY: report report-bin metrics-test prometheus-check
+.PHONY: report metrics-test prometheus-check
 
 report:
-	cargo run --quiet -p rollout-e2e --bin rollout-report -- --admin $(REPORT_ADMIN) $(REPORT_ARGS)
-
-# Built next to rollout-demo, which runs it before it stops its Envoy (`run: build envoy report-bin`).
-report-bin:
-	cargo build --quiet -p rollout-e2e --bin rollout-report
+	cargo run --quiet -p rollout-cli --bin rollout-report -- --admin $(REPORT_ADMIN) $(REPORT_ARGS)
 
 # Debian's Prometheus server (.ci/run installs the package; it never starts itself).
 prometheus-check:

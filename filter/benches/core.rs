@@ -10,6 +10,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use rollout_filter::baggage;
 use rollout_filter::config::Config;
 use rollout_filter::decision::{decide, Peer, RequestView};
 use rollout_filter::identity::{parse_certificate, LabelCache};
@@ -113,7 +114,7 @@ fn bench_decide(c: &mut Criterion) {
     }
 
     // The whole pure part of a request in the full product (f): decide, then
-    // the trace context to send upstream with this version's tracestate member.
+    // the trace context to send upstream and this version's baggage member.
     let h = headers(&[
         ("x-user-id", b"user-4711"),
         (
@@ -121,6 +122,7 @@ fn bench_decide(c: &mut Criterion) {
             b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         ),
         ("tracestate", b"congo=t61rcWkgMzE"),
+        ("baggage", b"userId=alice"),
     ]);
     let random = [0x5au8; 24];
     g.bench_function("full_request_with_trace", |b| {
@@ -132,14 +134,18 @@ fn bench_decide(c: &mut Criterion) {
             let d = decide(black_box(&cfg), &mut req, None);
             let parent = lookup(&h, "traceparent");
             let state = lookup(&h, "tracestate");
-            let member = cfg.trace.member_values.get(d.version).map_or("", |m| m.as_str());
-            black_box(trace::propagate(
-                &[parent],
-                &[state],
+            let bag = lookup(&h, "baggage");
+            let member = cfg
+                .trace
+                .baggage_members
+                .get(d.version.unwrap_or(0))
+                .map_or("", |m| m.as_str());
+            let edit = baggage::Edit::Set {
+                key: &cfg.trace.baggage_key,
                 member,
-                &cfg.trace.settings,
-                random,
-            ))
+            };
+            black_box(trace::propagate(&[parent], &[state], &cfg.trace.settings, random));
+            black_box(baggage::apply(&[bag], &[edit]))
         })
     });
 
@@ -186,18 +192,38 @@ fn bench_trace(c: &mut Criterion) {
             black_box(trace::propagate(
                 black_box(&[parent]),
                 black_box(&[state]),
-                "checkout-2026-11:canary",
                 &settings,
                 random,
             ))
         })
+    });
+    let new_span = TraceSettings {
+        new_span: true,
+        ..TraceSettings::default()
+    };
+    g.bench_function("propagate_new_span", |b| {
+        b.iter(|| {
+            black_box(trace::propagate(
+                black_box(&[parent]),
+                black_box(&[state]),
+                &new_span,
+                random,
+            ))
+        })
+    });
+    let bag: &[u8] = b"userId=alice,isProduction=false";
+    let edit = baggage::Edit::Set {
+        key: "rollout.checkout-2026-11",
+        member: "rollout.checkout-2026-11=canary",
+    };
+    g.bench_function("baggage_set", |b| {
+        b.iter(|| black_box(baggage::apply(black_box(&[bag]), &[edit])))
     });
     g.bench_function("propagate_new_trace", |b| {
         b.iter(|| {
             black_box(trace::propagate(
                 black_box(&[]),
                 black_box(&[]),
-                "checkout-2026-11:canary",
                 &settings,
                 random,
             ))

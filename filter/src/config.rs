@@ -66,6 +66,17 @@ struct RawConfig {
     response_headers: Option<RawResponseHeaders>,
     #[serde(default)]
     certificate: Option<RawCertificate>,
+    #[serde(default)]
+    route_weights: Option<RawRouteWeights>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRouteWeights {
+    #[serde(default)]
+    bucket_header: Option<String>,
+    #[serde(default)]
+    total_weight: Option<serde_json::Number>,
 }
 
 #[derive(Deserialize)]
@@ -89,6 +100,11 @@ struct RawTrace {
     #[serde(default)]
     sampled: Option<bool>,
     #[serde(default)]
+    baggage: Option<bool>,
+    #[serde(default)]
+    baggage_prefix: Option<String>,
+    /// No longer used (the filter writes no tracestate member): accepted with a warning.
+    #[serde(default)]
     tracestate_key: Option<String>,
 }
 
@@ -106,7 +122,11 @@ struct RawResponseHeaders {
 struct RawVersion {
     name: String,
     // A Number so that `-1` and `1.5` get our message, not serde's type error.
-    weight: serde_json::Number,
+    // Required without `routeWeights`, refused with it: checked in `validate`.
+    #[serde(default)]
+    weight: Option<serde_json::Number>,
+    #[serde(default)]
+    cluster: Option<String>,
 }
 
 /// One entry of `stickyKeys`: exactly one of `header`, `cookie`, `sourceAddress`,
@@ -146,8 +166,25 @@ struct RawOverride {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Version {
     pub name: String,
+    /// 0 in route-weights mode, where the route's weights pick.
     pub weight: u32,
+    /// The upstream cluster serving this version, for counting in route-weights mode.
+    pub cluster: Option<String>,
 }
+
+/// Route-weights mode: the filter writes the flagd bucket into `bucket_header` and
+/// Envoy's `weighted_clusters.header_name` picks the version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteWeights {
+    pub bucket_header: String,
+    /// The route's weights sum (Envoy takes the header value modulo it).
+    pub total_weight: u32,
+}
+
+pub const DEFAULT_BUCKET_HEADER: &str = "x-rollout-bucket";
+pub const DEFAULT_ROUTE_TOTAL_WEIGHT: u32 = 100;
+/// The version label of a request whose upstream cluster matches no version (route-weights mode).
+pub const UNKNOWN_VERSION: &str = "unknown";
 
 /// Where a sticky key may come from, tried in configured order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,14 +239,19 @@ impl IssueCookie {
     }
 }
 
-/// W3C trace context handling.
+/// W3C trace context and the decision in W3C baggage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Trace {
+    /// `traceparent` / `tracestate` handling.
     pub enabled: bool,
-    /// newSpan, sampled and the tracestate key.
+    /// newSpan and sampled.
     pub settings: crate::trace::TraceSettings,
-    /// The tracestate member value per version (`<rolloutId>:<version>`), built once.
-    pub member_values: Vec<String>,
+    /// Write the decision into `baggage`.
+    pub baggage: bool,
+    /// The baggage key: `baggagePrefix` + `rolloutId`.
+    pub baggage_key: String,
+    /// The baggage member per version (`<key>=<version>`), built once.
+    pub baggage_members: Vec<String>,
 }
 
 /// Response headers for debugging from curl; off unless named.
@@ -220,7 +262,8 @@ pub struct ResponseHeaders {
 }
 
 pub const DEFAULT_ROLLOUT_ID_HEADER: &str = "x-rollout-id";
-pub const DEFAULT_TRACESTATE_KEY: &str = "rollout";
+pub const DEFAULT_BAGGAGE_PREFIX: &str = "rollout.";
+const MAX_BAGGAGE_PREFIX_LEN: usize = 128;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Override {
@@ -276,6 +319,10 @@ pub struct Config {
     pub certificate: Option<Certificate>,
     /// Whether requests need the peer certificate at all (labels, trust or identity key).
     pub needs_peer: bool,
+    /// Set in route-weights mode.
+    pub route_weights: Option<RouteWeights>,
+    /// Accepted but worth a warning in the log (deprecated fields), one line each.
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -305,6 +352,7 @@ impl Config {
                 format!("must list 1 to {MAX_VERSIONS} versions"),
             ));
         }
+        let route_mode = raw.route_weights.is_some();
         let mut versions: Vec<Version> = Vec::with_capacity(raw.versions.len());
         let mut total: u64 = 0;
         for (i, v) in raw.versions.into_iter().enumerate() {
@@ -315,9 +363,47 @@ impl Config {
                     format!("duplicate version name {:?}", v.name),
                 ));
             }
-            let weight = v.weight.as_u64().ok_or_else(|| {
-                ConfigError::new(format!("versions[{i}].weight"), "must be an integer >= 0")
-            })?;
+            if route_mode && v.name == UNKNOWN_VERSION {
+                return Err(ConfigError::new(
+                    format!("versions[{i}].name"),
+                    "\"unknown\" is reserved with routeWeights (it counts requests to no configured version)",
+                ));
+            }
+            let cluster = match v.cluster {
+                Some(c) => {
+                    check_cluster_name(&c)
+                        .map_err(|r| ConfigError::new(format!("versions[{i}].cluster"), r))?;
+                    if versions
+                        .iter()
+                        .any(|seen| seen.cluster.as_deref() == Some(c.as_str()))
+                    {
+                        return Err(ConfigError::new(
+                            format!("versions[{i}].cluster"),
+                            "already the cluster of another version",
+                        ));
+                    }
+                    Some(c)
+                }
+                None => None,
+            };
+            let weight = match (v.weight, route_mode) {
+                (Some(_), true) => {
+                    return Err(ConfigError::new(
+                        format!("versions[{i}].weight"),
+                        "not allowed with routeWeights: the route's weights pick the version",
+                    ))
+                }
+                (None, true) => 0,
+                (None, false) => {
+                    return Err(ConfigError::new(
+                        format!("versions[{i}]"),
+                        "missing field `weight`",
+                    ))
+                }
+                (Some(w), false) => w.as_u64().ok_or_else(|| {
+                    ConfigError::new(format!("versions[{i}].weight"), "must be an integer >= 0")
+                })?,
+            };
             total = total.saturating_add(weight);
             if total > MAX_TOTAL_WEIGHT {
                 return Err(ConfigError::new(
@@ -329,11 +415,43 @@ impl Config {
             versions.push(Version {
                 name: v.name,
                 weight: u32::try_from(weight).unwrap_or(u32::MAX),
+                cluster,
             });
         }
-        if total == 0 {
-            return Err(ConfigError::new("versions", "weights must sum to at least 1"));
-        }
+        let route_weights = match raw.route_weights {
+            None => {
+                if total == 0 {
+                    return Err(ConfigError::new("versions", "weights must sum to at least 1"));
+                }
+                None
+            }
+            Some(rw) => {
+                let total_weight = match rw.total_weight {
+                    None => DEFAULT_ROUTE_TOTAL_WEIGHT,
+                    Some(n) => n
+                        .as_u64()
+                        .filter(|t| (1..=MAX_TOTAL_WEIGHT).contains(t))
+                        .and_then(|t| u32::try_from(t).ok())
+                        .ok_or_else(|| {
+                            ConfigError::new(
+                                "routeWeights.totalWeight",
+                                "must be an integer from 1 to 2147483647 (the sum of the route's weights)",
+                            )
+                        })?,
+                };
+                let bucket_header = match rw.bucket_header {
+                    Some(h) => {
+                        check_header_name(&h).map_err(|r| ConfigError::new("routeWeights.bucketHeader", r))?
+                    }
+                    None => DEFAULT_BUCKET_HEADER.to_string(),
+                };
+                total = u64::from(total_weight);
+                Some(RouteWeights {
+                    bucket_header,
+                    total_weight,
+                })
+            }
+        };
 
         let route_header = match raw.route_header {
             Some(h) => check_header_name(&h).map_err(|r| ConfigError::new("routeHeader", r))?,
@@ -398,39 +516,52 @@ impl Config {
             enabled: None,
             new_span: None,
             sampled: None,
+            baggage: None,
+            baggage_prefix: None,
             tracestate_key: None,
         });
-        let tracestate_key = raw_trace
-            .tracestate_key
-            .unwrap_or_else(|| DEFAULT_TRACESTATE_KEY.to_string());
-        if !crate::trace::is_valid_key(&tracestate_key) {
-            return Err(ConfigError::new(
-                "trace.tracestateKey",
-                format!("must be a W3C tracestate key (e.g. `rollout` or `tenant@system`), got {tracestate_key:?}"),
-            ));
+        let mut warnings = Vec::new();
+        if raw_trace.tracestate_key.is_some() {
+            // Refusing it would fail the upgrade of every config that set it; it has no effect.
+            warnings.push(
+                "trace.tracestateKey: ignored (deprecated): the filter no longer writes a tracestate \
+                 member; the decision travels in baggage as <trace.baggagePrefix><rolloutId>=<version>"
+                    .to_string(),
+            );
         }
-        let member_values: Vec<String> = versions
-            .iter()
-            .map(|v| format!("{}:{}", raw.rollout_id, v.name))
-            .collect();
-        // rolloutId and version names are within the value grammar; the length is not guaranteed.
-        if member_values
-            .iter()
-            .any(|m| !crate::trace::is_valid_member_value(m) || tracestate_key.len() + 1 + m.len() > 256)
+        let prefix = raw_trace
+            .baggage_prefix
+            .unwrap_or_else(|| DEFAULT_BAGGAGE_PREFIX.to_string());
+        if prefix.len() > MAX_BAGGAGE_PREFIX_LEN
+            || !(prefix.is_empty() || crate::baggage::is_valid_key(&prefix))
         {
             return Err(ConfigError::new(
-                "trace.tracestateKey",
-                "key, rolloutId and version name together are too long for a tracestate member",
+                "trace.baggagePrefix",
+                format!(
+                    "must be up to {MAX_BAGGAGE_PREFIX_LEN} HTTP token characters (e.g. `rollout.`), got {prefix:?}"
+                ),
             ));
         }
+        // rolloutId is made of token characters, so the key is a valid baggage key.
+        let baggage_key = format!("{prefix}{}", raw.rollout_id);
+        // Route-weights mode: one more for a request whose version is not known yet.
+        let unknown = route_weights.is_some().then_some(UNKNOWN_VERSION);
+        let baggage_members = versions
+            .iter()
+            .map(|v| v.name.as_str())
+            .chain(unknown)
+            .map(|name| crate::baggage::member(&baggage_key, name))
+            .collect();
+        let enabled = raw_trace.enabled.unwrap_or(true);
         let trace = Trace {
-            enabled: raw_trace.enabled.unwrap_or(true),
+            enabled,
             settings: crate::trace::TraceSettings {
                 new_span: raw_trace.new_span.unwrap_or(false),
                 sampled: raw_trace.sampled.unwrap_or(true),
-                key: tracestate_key,
             },
-            member_values,
+            baggage: raw_trace.baggage.unwrap_or(enabled),
+            baggage_key,
+            baggage_members,
         };
 
         let rollout_id_header = match raw.rollout_id_header {
@@ -453,10 +584,33 @@ impl Config {
             ("override.header", ov.header.as_ref()),
         ];
         for (field, h) in owned {
-            if h.is_some_and(|h| *h == route_header || h == "traceparent" || h == "tracestate") {
+            if h.is_some_and(|h| {
+                *h == route_header || matches!(h.as_str(), "traceparent" | "tracestate" | "baggage")
+            }) {
                 return Err(ConfigError::new(
                     field,
-                    "must differ from routeHeader, traceparent and tracestate",
+                    "must differ from routeHeader, traceparent, tracestate and baggage",
+                ));
+            }
+        }
+        if let Some(rw) = &route_weights {
+            // The bucket header is written on every request: it may not clobber another
+            // header the filter reads or writes.
+            let h = rw.bucket_header.as_str();
+            let sticky_header = sticky_keys
+                .iter()
+                .any(|k| matches!(k, StickyKey::Header(s) if s == h));
+            if h == route_header
+                || h == rollout_id_header
+                || ov.header.as_deref() == Some(h)
+                || h == "traceparent"
+                || h == "tracestate"
+                || h == "baggage"
+                || sticky_header
+            {
+                return Err(ConfigError::new(
+                    "routeWeights.bucketHeader",
+                    "must differ from routeHeader, rolloutIdHeader, override.header, the sticky key headers and the trace headers",
                 ));
             }
         }
@@ -511,6 +665,8 @@ impl Config {
             response_headers,
             certificate,
             needs_peer,
+            route_weights,
+            warnings,
         })
     }
 }
@@ -616,6 +772,14 @@ fn check_version_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Envoy cluster names: printable ASCII (Istio's `outbound|PORT|SUBSET|HOST` included).
+fn check_cluster_name(c: &str) -> Result<(), String> {
+    if c.is_empty() || c.len() > 255 || !c.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be 1 to 255 printable ASCII characters".into());
+    }
+    Ok(())
+}
+
 fn is_tchar(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
 }
@@ -697,8 +861,10 @@ mod tests {
         assert!(c.sticky_keys.is_empty());
         assert_eq!(c.r#override, Override::default());
         assert!(c.trace.enabled && c.trace.settings.sampled && !c.trace.settings.new_span);
-        assert_eq!(c.trace.settings.key, "rollout");
-        assert_eq!(c.trace.member_values, vec!["r:v1"]);
+        assert!(c.trace.baggage);
+        assert_eq!(c.trace.baggage_key, "rollout.r");
+        assert_eq!(c.trace.baggage_members, vec!["rollout.r=v1"]);
+        assert!(c.warnings.is_empty());
         assert_eq!(c.rollout_id_header, "x-rollout-id");
         assert_eq!(c.response_headers, ResponseHeaders::default());
     }
@@ -727,15 +893,51 @@ mod tests {
     fn trace_and_header_fields() {
         let c = Config::from_json(
             br#"{"rolloutId":"r","versions":[{"name":"v1","weight":1}],
-                "trace":{"enabled":false,"newSpan":true,"sampled":false,"tracestateKey":"acme@rollout"},
+                "trace":{"enabled":false,"newSpan":true,"sampled":false,"baggagePrefix":"acme-"},
                 "rolloutIdHeader":"X-Rid","responseHeaders":{"version":"x-v","traceId":"x-t"}}"#,
         )
         .unwrap();
         assert!(!c.trace.enabled && c.trace.settings.new_span && !c.trace.settings.sampled);
-        assert_eq!(c.trace.settings.key, "acme@rollout");
+        // Baggage follows `enabled` unless set.
+        assert!(!c.trace.baggage);
+        assert_eq!(c.trace.baggage_members, vec!["acme-r=v1"]);
         assert_eq!(c.rollout_id_header, "x-rid");
         assert_eq!(c.response_headers.version.as_deref(), Some("x-v"));
         assert_eq!(c.response_headers.trace_id.as_deref(), Some("x-t"));
+    }
+
+    #[test]
+    fn baggage_fields_and_the_old_tracestate_key() {
+        let c = Config::from_json(
+            br#"{"rolloutId":"checkout-2026-11","versions":[{"name":"stable","weight":1},{"name":"canary","weight":1}],
+                "trace":{"baggagePrefix":"","tracestateKey":"acme@rollout"}}"#,
+        )
+        .unwrap();
+        assert!(c.trace.enabled && c.trace.baggage);
+        assert_eq!(c.trace.baggage_key, "checkout-2026-11");
+        assert_eq!(
+            c.trace.baggage_members,
+            vec!["checkout-2026-11=stable", "checkout-2026-11=canary"]
+        );
+        // The old field is accepted, has no effect, and says so once.
+        assert_eq!(c.warnings.len(), 1);
+        assert!(c.warnings[0].starts_with("trace.tracestateKey: ignored (deprecated)"));
+        assert!(c.warnings[0].contains("trace.baggagePrefix"));
+        let c = Config::from_json(
+            br#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"trace":{"enabled":false,"baggage":true}}"#,
+        )
+        .unwrap();
+        assert!(!c.trace.enabled && c.trace.baggage);
+        let c = Config::from_json(
+            br#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"trace":{"baggage":false}}"#,
+        )
+        .unwrap();
+        assert!(c.trace.enabled && !c.trace.baggage);
+        let long = format!(
+            r#"{{"rolloutId":"r","versions":[{{"name":"a","weight":1}}],"trace":{{"baggagePrefix":"{}"}}}}"#,
+            "p".repeat(129)
+        );
+        assert!(err(&long).starts_with("trace.baggagePrefix: "));
     }
 
     #[test]
@@ -765,7 +967,11 @@ mod tests {
             (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"override":{"header":"X-Rollout-Version"}}"#.into(), "override.header: must differ from routeHeader"),
             (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"override":{"query":"a=b"}}"#.into(), "override.query: must be a non-empty plain query parameter name"),
             (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"override":{"cookie":"x"}}"#.into(), "override.cookie: unknown field `cookie`"),
-            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"trace":{"tracestateKey":"Bad"}}"#.into(), "trace.tracestateKey: must be a W3C tracestate key"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"trace":{"baggagePrefix":"a b"}}"#.into(), "trace.baggagePrefix: must be up to 128 HTTP token characters"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"trace":{"baggagePrefix":"a=b"}}"#.into(), "trace.baggagePrefix: must be up to 128"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"trace":{"tracestateKey":1}}"#.into(), "trace.tracestateKey: invalid type"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"trace":{"baggage":"yes"}}"#.into(), "trace.baggage: invalid type"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"rolloutIdHeader":"Baggage"}"#.into(), "rolloutIdHeader: must differ from routeHeader, traceparent, tracestate and baggage"),
             (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"trace":{"sampeld":true}}"#.into(), "trace.sampeld: unknown field"),
             (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"rolloutIdHeader":"x-rollout-version"}"#.into(), "rolloutIdHeader: must differ from routeHeader"),
             (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"override":{"header":"traceparent"}}"#.into(), "override.header: must differ from routeHeader, traceparent"),
@@ -782,6 +988,69 @@ mod tests {
             let got = err(json);
             assert!(
                 got.starts_with(want) || got.contains(want),
+                "config {json}\n  got:  {got}\n  want: {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn route_weights_contract() {
+        let c = Config::from_json(
+            br#"{"rolloutId":"r","versions":[{"name":"stable"},{"name":"canary","cluster":"outbound|80|canary|h"}],"routeWeights":{}}"#,
+        )
+        .unwrap();
+        let rw = c.route_weights.as_ref().unwrap();
+        assert_eq!(
+            (rw.bucket_header.as_str(), rw.total_weight),
+            ("x-rollout-bucket", 100)
+        );
+        assert_eq!(c.total_weight, 100);
+        assert_eq!(c.versions[1].cluster.as_deref(), Some("outbound|80|canary|h"));
+        assert_eq!(
+            c.trace.baggage_members,
+            vec!["rollout.r=stable", "rollout.r=canary", "rollout.r=unknown"]
+        );
+        let c = Config::from_json(
+            br#"{"rolloutId":"r","versions":[{"name":"a"}],"routeWeights":{"bucketHeader":"X-Bucket","totalWeight":1000}}"#,
+        )
+        .unwrap();
+        let rw = c.route_weights.unwrap();
+        assert_eq!((rw.bucket_header.as_str(), rw.total_weight), ("x-bucket", 1000));
+        // Filter-weights mode accepts `cluster` too (documentation only there).
+        let c =
+            Config::from_json(br#"{"rolloutId":"r","versions":[{"name":"a","weight":1,"cluster":"a-v1"}]}"#)
+                .unwrap();
+        assert!(c.route_weights.is_none());
+    }
+
+    #[test]
+    fn route_weights_errors() {
+        let rw = |versions: &str, extra: &str| {
+            format!(r#"{{"rolloutId":"r","versions":{versions},"routeWeights":{{{extra}}}}}"#)
+        };
+        let cases: &[(String, &str)] = &[
+            (rw(r#"[{"name":"stable","weight":90}]"#, ""), "versions[0].weight: not allowed with routeWeights"),
+            (rw(r#"[{"name":"stable"},{"name":"canary","weight":0}]"#, ""), "versions[1].weight: not allowed with routeWeights"),
+            (rw(r#"[{"name":"unknown"}]"#, ""), "versions[0].name: \"unknown\" is reserved with routeWeights"),
+            (rw(r#"[{"name":"a","cluster":""}]"#, ""), "versions[0].cluster: must be 1 to 255 printable ASCII"),
+            (rw(r#"[{"name":"a","cluster":"c"},{"name":"b","cluster":"c"}]"#, ""), "versions[1].cluster: already the cluster of another version"),
+            (rw(r#"[{"name":"a"}]"#, r#""totalWeight":0"#), "routeWeights.totalWeight: must be an integer from 1 to 2147483647"),
+            (rw(r#"[{"name":"a"}]"#, r#""totalWeight":2147483648"#), "routeWeights.totalWeight: must be an integer"),
+            (rw(r#"[{"name":"a"}]"#, r#""totalWeight":1.5"#), "routeWeights.totalWeight: must be an integer"),
+            (rw(r#"[{"name":"a"}]"#, r#""bucketHeader":"a b""#), "routeWeights.bucketHeader: must be a non-empty HTTP token"),
+            (rw(r#"[{"name":"a"}]"#, r#""bucketHeader":"x-rollout-version""#), "routeWeights.bucketHeader: must differ from routeHeader"),
+            (rw(r#"[{"name":"a"}]"#, r#""bucketHeader":"Tracestate""#), "routeWeights.bucketHeader: must differ"),
+            (rw(r#"[{"name":"a"}]"#, r#""bucketHeader":"x-rollout-id""#), "routeWeights.bucketHeader: must differ"),
+            (rw(r#"[{"name":"a"}]"#, r#""bucketHeadr":"x""#), "routeWeights.bucketHeadr: unknown field"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a"}],"stickyKeys":[{"header":"x-b"}],"routeWeights":{"bucketHeader":"x-b"}}"#.into(), "routeWeights.bucketHeader: must differ"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a"}],"routeWeights":true}"#.into(), "routeWeights: invalid type"),
+            // Without routeWeights a weight is still required.
+            (r#"{"rolloutId":"r","versions":[{"name":"a"}]}"#.into(), "versions[0]: missing field `weight`"),
+        ];
+        for (json, want) in cases {
+            let got = err(json);
+            assert!(
+                got.starts_with(want),
                 "config {json}\n  got:  {got}\n  want: {want}"
             );
         }

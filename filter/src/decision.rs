@@ -115,14 +115,18 @@ pub enum Reject {
     UntrustedOverrideHeader,
     /// An override query parameter from a caller not in `trustedPeers`: removed.
     UntrustedOverrideQuery,
+    /// A certificate label's `weight` in route-weights mode, where the route's weights
+    /// pick: the caller is bucketed like everyone else.
+    LabelWeightIgnored,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 4] = [
+    pub const ALL: [Reject; 5] = [
         Reject::UnknownOverrideHeader,
         Reject::UnknownOverrideQuery,
         Reject::UntrustedOverrideHeader,
         Reject::UntrustedOverrideQuery,
+        Reject::LabelWeightIgnored,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -131,6 +135,7 @@ impl Reject {
             Reject::UnknownOverrideQuery => "unknown_override_query",
             Reject::UntrustedOverrideHeader => "untrusted_override_header",
             Reject::UntrustedOverrideQuery => "untrusted_override_query",
+            Reject::LabelWeightIgnored => "label_weight_ignored",
         }
     }
 }
@@ -159,8 +164,11 @@ impl Rejections {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
-    /// Index into `Config::versions`.
-    pub version: usize,
+    /// Index into `Config::versions`. Always set in filter-weights mode; in route-weights
+    /// mode only when an override or a certificate pin chose (else the route picks).
+    pub version: Option<usize>,
+    /// Route-weights mode with a sticky key: flagd's bucket, written into `bucketHeader`.
+    pub bucket: Option<u32>,
     pub source: Source,
     pub rejected: Rejections,
     /// The id to send back as `Set-Cookie` (source `StickyIssued` only).
@@ -304,39 +312,57 @@ pub fn decide(cfg: &Config, req: &mut impl RequestView, peer: Option<&Peer>) -> 
 
     if let Some(version) = peer.and_then(|p| p.pin) {
         return Decision {
-            version,
+            version: Some(version),
+            bucket: None,
             source: Source::Certificate,
             rejected,
             issued: None,
         };
     }
 
+    if cfg.route_weights.is_some() && peer.is_some_and(|p| p.weights.is_some()) {
+        // The route's weights pick: a label's own share cannot apply.
+        rejected.add(Reject::LabelWeightIgnored);
+    }
     let mut issued = None;
-    let (hash, source) = match sticky_hash(cfg, req, peer) {
-        Some(hash) => (hash, Source::Sticky),
+    let keyed = match sticky_hash(cfg, req, peer) {
+        Some(hash) => Some((hash, Source::Sticky)),
         // The issuing cookie is the last sticky key, so it was absent too.
-        None => match cfg
+        None => cfg
             .issue_cookie
             .as_ref()
             .and_then(|_| req.random_id())
             .map(IssuedId::new)
-        {
-            Some(id) => {
+            .map(|id| {
                 issued = Some(id);
                 (
                     split::hash(cfg.rollout_id.as_bytes(), id.as_bytes()),
                     Source::StickyIssued,
                 )
-            }
-            None => (req.random_u32(), Source::Random),
-        },
+            }),
     };
+    if let Some(rw) = &cfg.route_weights {
+        // The filter only supplies the sticky bucket. No key: no header, and Envoy
+        // draws its own random value.
+        let bucket = keyed.map(|(hash, _)| {
+            u32::try_from(split::bucket(hash, u64::from(rw.total_weight))).unwrap_or(u32::MAX)
+        });
+        return Decision {
+            version: None,
+            bucket,
+            source: keyed.map_or(Source::Random, |(_, source)| source),
+            rejected,
+            issued,
+        };
+    }
+    let (hash, source) = keyed.unwrap_or_else(|| (req.random_u32(), Source::Random));
     let version = match peer.and_then(|p| p.weights.as_ref()) {
         Some((weights, total)) => split::pick(hash, weights, *total),
         None => split::pick(hash, &cfg.weights, cfg.total_weight),
     };
     Decision {
-        version,
+        version: Some(version),
+        bucket: None,
         source,
         rejected,
         issued,
@@ -355,7 +381,8 @@ fn apply_override(
         _ if !trusted => rejected.add(untrusted),
         Some(version) => {
             return Some(Decision {
-                version,
+                version: Some(version),
+                bucket: None,
                 source,
                 rejected: *rejected,
                 issued: None,
@@ -439,7 +466,7 @@ pub(crate) mod tests {
     }
 
     fn version(cfg: &Config, d: Decision) -> &str {
-        &cfg.versions[d.version].name
+        &cfg.versions[d.version.unwrap()].name
     }
 
     #[test]
@@ -591,8 +618,8 @@ pub(crate) mod tests {
                 &cfg.weights,
                 cfg.total_weight,
             );
-            assert_eq!(d.version, want);
-            seen[d.version] += 1;
+            assert_eq!(d.version, Some(want));
+            seen[d.version.unwrap()] += 1;
         }
         // Bucketed by the ids, not the random number (which alone would say canary).
         assert!(seen[0] > 0 && seen[1] > 0, "{seen:?}");
@@ -791,6 +818,80 @@ pub(crate) mod tests {
         }
     }
 
+    fn route_config() -> Config {
+        Config::from_json(
+            br#"{
+            "rolloutId": "checkout-2026-11",
+            "versions": [ { "name": "stable" }, { "name": "canary" } ],
+            "routeWeights": { "totalWeight": 100 },
+            "stickyKeys": [ { "header": "x-user-id" } ],
+            "override": { "header": "x-rollout-pin", "trustedPeers": ["*"] },
+            "certificate": {}
+        }"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn route_weights_mode_gives_the_bucket_not_a_version() {
+        let cfg = route_config();
+        for key in ["alice", "bob", "carol", "user-1"] {
+            let d = decide(
+                &cfg,
+                &mut FakeRequest::with(&[("x-user-id", key.as_bytes())]),
+                None,
+            );
+            let h = split::hash(b"checkout-2026-11", key.as_bytes());
+            assert_eq!((d.version, d.source), (None, Source::Sticky));
+            assert_eq!(d.bucket.map(u64::from), Some(split::bucket(h, 100)));
+            // Envoy's walk over stable 90 / canary 10 is flagd's pick.
+            let envoy = usize::from(d.bucket.unwrap() >= 90);
+            assert_eq!(envoy, split::pick(h, &[90u32, 10], 100));
+        }
+        // No key: no bucket, Envoy draws.
+        let d = decide(&cfg, &mut FakeRequest::with(&[("x-rollout-bucket", b"99")]), None);
+        assert_eq!((d.version, d.bucket, d.source), (None, None, Source::Random));
+        // An override still names the version.
+        let d = decide(
+            &cfg,
+            &mut FakeRequest::with(&[("x-rollout-pin", b"canary"), ("x-user-id", b"a")]),
+            None,
+        );
+        assert_eq!(
+            (d.version, d.bucket, d.source),
+            (Some(1), None, Source::OverrideHeader)
+        );
+    }
+
+    #[test]
+    fn route_weights_mode_pins_but_ignores_label_weights() {
+        let cfg = route_config();
+        let pinned = Peer::from_cert(
+            &cfg,
+            &cert(
+                "spiffe://x/y",
+                vec![label("checkout-2026-11", Some("canary"), None)],
+            ),
+        );
+        let d = decide(
+            &cfg,
+            &mut FakeRequest::with(&[("x-user-id", b"a")]),
+            Some(&pinned),
+        );
+        assert_eq!((d.version, d.source), (Some(1), Source::Certificate));
+        let weighted = Peer::from_cert(
+            &cfg,
+            &cert("spiffe://x/y", vec![label("checkout-2026-11", None, Some(30))]),
+        );
+        let d = decide(
+            &cfg,
+            &mut FakeRequest::with(&[("x-user-id", b"a")]),
+            Some(&weighted),
+        );
+        assert_eq!((d.version, d.source), (None, Source::Sticky));
+        assert!(d.rejected.contains(Reject::LabelWeightIgnored));
+    }
+
     #[test]
     fn peer_identity_is_a_sticky_key() {
         let cfg = strict_config();
@@ -811,6 +912,6 @@ pub(crate) mod tests {
             &cfg.weights,
             cfg.total_weight,
         );
-        assert_eq!(a.version, want);
+        assert_eq!(a.version, Some(want));
     }
 }

@@ -3,6 +3,75 @@
 //! each name and value followed by a NUL byte. One host call fetches the whole
 //! map; every lookup after that is a scan over borrowed bytes.
 
+/// What to do with one request header on the way upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderChange {
+    /// Leave every value exactly as it came (or absent).
+    Keep,
+    /// Remove every value.
+    Remove,
+    /// Replace every value with this one.
+    Set(Vec<u8>),
+}
+
+/// The non-empty members of a comma-separated list spread over several header
+/// values (read as one value joined with commas), without the optional
+/// whitespace around them. One concrete iterator for every list header
+/// (`tracestate`, `baggage`), so the module carries its code once.
+#[derive(Clone)]
+pub struct ListMembers<'a, 'b> {
+    values: &'a [&'b [u8]],
+    current: Option<&'b [u8]>,
+}
+
+impl<'a, 'b> ListMembers<'a, 'b> {
+    pub fn new(values: &'a [&'b [u8]]) -> Self {
+        ListMembers {
+            values,
+            current: None,
+        }
+    }
+}
+
+impl<'b> Iterator for ListMembers<'_, 'b> {
+    type Item = &'b [u8];
+
+    fn next(&mut self) -> Option<&'b [u8]> {
+        loop {
+            let cur = match self.current.take() {
+                Some(c) => c,
+                None => {
+                    let (first, rest) = self.values.split_first()?;
+                    self.values = rest;
+                    first
+                }
+            };
+            let member = match cur.iter().position(|b| *b == b',') {
+                Some(i) => {
+                    self.current = cur.get(i.saturating_add(1)..);
+                    cur.get(..i).unwrap_or_default()
+                }
+                None => cur,
+            };
+            let member = trim_ows(member);
+            if !member.is_empty() {
+                return Some(member);
+            }
+        }
+    }
+}
+
+/// `s` without leading and trailing spaces and tabs (RFC 9110 OWS).
+pub fn trim_ows(s: &[u8]) -> &[u8] {
+    let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = s.iter().position(|b| !is_ows(b)).unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|b| !is_ows(b))
+        .map_or(start, |i| i.saturating_add(1));
+    s.get(start..end).unwrap_or_default()
+}
+
 /// A view over a serialized header map. Malformed input reads as fewer headers,
 /// never as an error or a panic.
 #[derive(Clone, Copy)]
@@ -121,6 +190,17 @@ mod tests {
     use super::*;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn list_members() {
+        let values: [&[u8]; 4] = [b" a=1 ,\t,b=2", b"", b",, c ", b"d"];
+        let got: Vec<&[u8]> = ListMembers::new(&values).collect();
+        assert_eq!(got, vec![&b"a=1"[..], b"b=2", b"c", b"d"]);
+        assert_eq!(ListMembers::new(&[]).count(), 0);
+        assert_eq!(ListMembers::new(&[b" , \t,"]).count(), 0);
+        assert_eq!(trim_ows(b" \t x y\t "), b"x y");
+        assert_eq!(trim_ows(b" \t "), b"");
+    }
 
     #[test]
     fn reads_what_the_host_writes() {

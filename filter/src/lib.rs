@@ -4,8 +4,11 @@
 //! The pure core (everything but `host`) never touches proxy-wasm and is tested
 //! on the host and on wasm32. `host` is the only code that talks to Envoy.
 
+pub mod baggage;
+pub mod cluster;
 pub mod config;
 pub mod decision;
+pub mod grpc;
 pub mod headers;
 pub mod identity;
 pub mod keys;

@@ -5,8 +5,9 @@
 //! Every name is built from configuration, never from request data, so the
 //! number of metrics is fixed when the configuration is accepted.
 
-use crate::config::Config;
+use crate::config::{Config, UNKNOWN_VERSION};
 use crate::decision::Source;
+use crate::grpc::GrpcCode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -68,6 +69,7 @@ pub struct Layout {
     pub names: Vec<(Kind, String)>,
     versions: usize,
     responses_at: usize,
+    grpc_at: usize,
     local_at: usize,
     duration_at: usize,
     rejects_at: usize,
@@ -79,46 +81,57 @@ impl Layout {
     pub fn new<R: AsRef<str>>(cfg: &Config, reject_reasons: &[R]) -> Layout {
         let id = &cfg.rollout_id;
         let mut names = Vec::new();
-        for v in &cfg.versions {
+        let labels = version_labels(cfg);
+        for v in labels.clone() {
             for s in Source::ALL {
                 names.push((
                     Kind::Counter,
                     format!(
                         "rollout_requests_total;rollout={id};version={};source={}",
-                        v.name,
+                        v,
                         s.as_str()
                     ),
                 ));
             }
         }
         let responses_at = names.len();
-        for v in &cfg.versions {
+        for v in labels.clone() {
             for c in CodeClass::ALL {
                 names.push((
                     Kind::Counter,
                     format!(
                         "rollout_responses_total;rollout={id};version={};code_class={}",
-                        v.name,
+                        v,
+                        c.as_str()
+                    ),
+                ));
+            }
+        }
+        // gRPC calls are counted here, by final gRPC code, instead of by HTTP class.
+        let grpc_at = names.len();
+        for v in labels.clone() {
+            for c in GrpcCode::ALL {
+                names.push((
+                    Kind::Counter,
+                    format!(
+                        "rollout_grpc_responses_total;rollout={id};version={v};grpc_code={}",
                         c.as_str()
                     ),
                 ));
             }
         }
         let local_at = names.len();
-        for v in &cfg.versions {
+        for v in labels.clone() {
             names.push((
                 Kind::Counter,
-                format!("rollout_local_replies_total;rollout={id};version={}", v.name),
+                format!("rollout_local_replies_total;rollout={id};version={v}"),
             ));
         }
         let duration_at = names.len();
-        for v in &cfg.versions {
+        for v in labels.clone() {
             names.push((
                 Kind::Histogram,
-                format!(
-                    "rollout_request_duration_milliseconds;rollout={id};version={}",
-                    v.name
-                ),
+                format!("rollout_request_duration_milliseconds;rollout={id};version={v}"),
             ));
         }
         let rejects_at = names.len();
@@ -133,8 +146,9 @@ impl Layout {
         names.push((Kind::Gauge, format!("rollout_vm_memory_bytes;rollout={id}")));
         Layout {
             names,
-            versions: cfg.versions.len(),
+            versions: labels.count(),
             responses_at,
+            grpc_at,
             local_at,
             duration_at,
             rejects_at,
@@ -148,6 +162,10 @@ impl Layout {
 
     pub fn response_slot(&self, version: usize, class: CodeClass) -> usize {
         self.responses_at + version * CodeClass::ALL.len() + class as usize
+    }
+
+    pub fn grpc_response_slot(&self, version: usize, code: GrpcCode) -> usize {
+        self.grpc_at + version * GrpcCode::ALL.len() + code as usize
     }
 
     pub fn local_reply_slot(&self, version: usize) -> usize {
@@ -171,6 +189,13 @@ impl Layout {
     pub fn versions(&self) -> usize {
         self.versions
     }
+}
+
+/// The `version` label values: every version, and in route-weights mode also
+/// [`UNKNOWN_VERSION`] (index `versions.len()`) for a cluster that serves none of them.
+fn version_labels(cfg: &Config) -> impl Iterator<Item = &str> + Clone {
+    let unknown = cfg.route_weights.is_some().then_some(UNKNOWN_VERSION);
+    cfg.versions.iter().map(|v| v.name.as_str()).chain(unknown)
 }
 
 #[cfg(test)]
@@ -202,6 +227,14 @@ mod tests {
             "rollout_responses_total;rollout=checkout-2026-11;version=stable;code_class=reset"
         );
         assert_eq!(
+            name(l.grpc_response_slot(1, GrpcCode::Unavailable)),
+            "rollout_grpc_responses_total;rollout=checkout-2026-11;version=canary;grpc_code=UNAVAILABLE"
+        );
+        assert_eq!(
+            name(l.grpc_response_slot(0, GrpcCode::Reset)),
+            "rollout_grpc_responses_total;rollout=checkout-2026-11;version=stable;grpc_code=reset"
+        );
+        assert_eq!(
             name(l.local_reply_slot(1)),
             "rollout_local_replies_total;rollout=checkout-2026-11;version=canary"
         );
@@ -216,7 +249,10 @@ mod tests {
             name(l.reject_slot(1)),
             "rollout_rejected_total;rollout=checkout-2026-11;reason=b"
         );
-        assert_eq!(l.names.len(), 2 * Source::ALL.len() + 2 * 6 + 2 + 2 + 2 + 1);
+        assert_eq!(
+            l.names.len(),
+            2 * Source::ALL.len() + 2 * 6 + 2 * 19 + 2 + 2 + 2 + 1
+        );
         assert_eq!(
             name(l.memory_slot()),
             "rollout_vm_memory_bytes;rollout=checkout-2026-11"
@@ -225,6 +261,39 @@ mod tests {
         uniq.sort();
         uniq.dedup();
         assert_eq!(uniq.len(), l.names.len());
+    }
+
+    #[test]
+    fn route_weights_mode_has_an_unknown_version_label() {
+        let cfg = Config::from_json(
+            br#"{"rolloutId":"r","versions":[{"name":"stable"},{"name":"canary"}],"routeWeights":{}}"#,
+        )
+        .unwrap();
+        let l = Layout::new(&cfg, &["a"]);
+        assert_eq!(l.versions(), 3);
+        assert_eq!(
+            l.names[l.request_slot(2, Source::Sticky)].1,
+            "rollout_requests_total;rollout=r;version=unknown;source=sticky"
+        );
+        assert_eq!(
+            l.names[l.duration_slot(2)].1,
+            "rollout_request_duration_milliseconds;rollout=r;version=unknown"
+        );
+        assert_eq!(
+            l.names[l.grpc_response_slot(2, GrpcCode::ALL[0])].1,
+            format!(
+                "rollout_grpc_responses_total;rollout=r;version=unknown;grpc_code={}",
+                GrpcCode::ALL[0].as_str()
+            )
+        );
+        assert_eq!(
+            l.names[l.local_reply_slot(2)].1,
+            "rollout_local_replies_total;rollout=r;version=unknown"
+        );
+        assert_eq!(
+            l.names[l.reject_slot(0)].1,
+            "rollout_rejected_total;rollout=r;reason=a"
+        );
     }
 
     #[test]

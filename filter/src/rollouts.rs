@@ -22,7 +22,7 @@ pub struct FilterConfig {
     /// One per entry, in configuration order; the single-rollout form has exactly one.
     pub rollouts: Vec<Config>,
     pub matcher: Matcher,
-    /// Every route and rollout-id header any entry writes (lowercase, each once, sorted):
+    /// Every route, bucket and rollout-id header any entry writes (lowercase, each once, sorted):
     /// removed from requests no entry matches, so a client cannot pre-route itself.
     pub unmatched_strip: Vec<String>,
     /// Whether `rollouts` was used (the single form never leaves a request unmatched).
@@ -88,7 +88,11 @@ impl FilterConfig {
         }
         let mut unmatched_strip: Vec<String> = Vec::new();
         for c in &rollouts {
-            for h in [&c.route_header, &c.rollout_id_header] {
+            let bucket = c.route_weights.as_ref().map(|rw| &rw.bucket_header);
+            for h in [Some(&c.route_header), Some(&c.rollout_id_header), bucket]
+                .into_iter()
+                .flatten()
+            {
                 // Kept sorted by insertion (no sort routine in the module).
                 if let Err(at) = unmatched_strip.binary_search(h) {
                     unmatched_strip.insert(at, h.clone());
@@ -604,6 +608,21 @@ mod tests {
             ["x-cart-version", "x-rollout-id", "x-rollout-version"]
         );
         assert!(f.strips_when_unmatched(b"x-cart-version") && !f.strips_when_unmatched(b"x-rollout-pin"));
+    }
+
+    #[test]
+    fn unmatched_requests_lose_every_bucket_header_too() {
+        let f = parse(
+            r#"{"rollouts":[
+              {"rolloutId":"a","match":{"hosts":["a.example.com"]},"versions":[{"name":"v1"},{"name":"v2"}],
+               "routeWeights":{"bucketHeader":"x-a-bucket"}},
+              {"rolloutId":"b","versions":[{"name":"v1","weight":1}],"match":{"hosts":["b.example.com"]},
+               "rolloutIdHeader":"x-b-id"}]}"#,
+        );
+        assert_eq!(
+            f.unmatched_strip,
+            ["x-a-bucket", "x-b-id", "x-rollout-id", "x-rollout-version"]
+        );
     }
 
     #[test]

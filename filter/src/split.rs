@@ -14,13 +14,19 @@ pub fn hash(prefix: &[u8], key: &[u8]) -> u32 {
     murmur3::murmur3_32(&mut input, 0).unwrap_or(0)
 }
 
+/// flagd's bucket of `hash` out of `total`: `(hash × total) >> 32`, in `0..total`.
+/// Route-weights mode writes it for Envoy, whose `value % total` then keeps it as is.
+pub fn bucket(hash: u32, total: u64) -> u64 {
+    ((u128::from(hash) * u128::from(total)) >> 32) as u64
+}
+
 /// The version index for `hash` under `weights` (whose sum is `total`, >= 1).
 ///
 /// Returns the last version with a non-zero weight if the weights do not add up
 /// (never the case for a validated config), so there is always an answer.
 /// Generic so certificate-adjusted weights (u64) use the same walk as flagd's (u32).
 pub fn pick<W: Copy + Into<u64>>(hash: u32, weights: &[W], total: W) -> usize {
-    let bucket = (u128::from(hash) * u128::from(total.into())) >> 32;
+    let bucket = u128::from(bucket(hash, total.into()));
     let mut acc: u128 = 0;
     let mut last_nonzero = 0;
     for (i, w) in weights.iter().enumerate() {
@@ -83,6 +89,20 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn bucket_walk_is_the_pick() {
+        // Envoy walks weighted_clusters in order over the bucket: the same answer as pick.
+        let weights = [75u32, 25];
+        for i in 0..2000 {
+            let h = hash(b"r", format!("k{i}").as_bytes());
+            let b = bucket(h, 100);
+            assert!(b < 100);
+            assert_eq!(usize::from(b >= 75), pick(h, &weights, 100));
+        }
+        assert_eq!(bucket(u32::MAX, u64::from(i32::MAX as u32)), i32::MAX as u64 - 1);
+        assert_eq!(bucket(0, 100), 0);
     }
 
     #[test]

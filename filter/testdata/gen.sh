@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates the certificate fixtures used by filter/src/identity.rs tests.
+# Regenerates the certificate fixtures used by the filter/src/identity/ tests.
 # Run once from anywhere: `filter/testdata/gen.sh`. The output (*.pem, *.der,
 # *.sha256) is committed; private keys are thrown away, the tests never need them.
 # Requires the `openssl` CLI (tested with OpenSSL 3.0).

@@ -2,7 +2,8 @@
 //!
 //! Invariants, beyond "no panic":
 //! - an accepted config is internally consistent (1..=16 versions, weights sum
-//!   to `total_weight` in 1..=i32::MAX, one valid tracestate member per version,
+//!   to `total_weight` in 1..=i32::MAX, one baggage member per version that
+//!   reads back as that version,
 //!   lowercase header names, the route header never doubles as another one);
 //! - it re-validates identically: the same JSON re-serialized by serde_json
 //!   (formatting and key order do not matter), and the config's own canonical
@@ -14,7 +15,7 @@ use libfuzzer_sys::fuzz_target;
 use rollout_filter::config::{Config, StickyKey, MAX_TOTAL_WEIGHT, MAX_VERSIONS};
 use rollout_filter::decision::weights_with_share;
 use rollout_filter::split;
-use rollout_filter::trace;
+use rollout_filter::baggage;
 use serde_json::{json, Map, Value};
 
 /// config.rs escapes the field names it echoes, so errors are always one line.
@@ -71,8 +72,22 @@ fn check_consistent(c: &Config) {
     assert!((1..=MAX_VERSIONS).contains(&n));
     assert_eq!(c.weights, c.versions.iter().map(|v| v.weight).collect::<Vec<_>>());
     let sum: u64 = c.weights.iter().map(|w| u64::from(*w)).sum();
-    assert_eq!(sum, u64::from(c.total_weight));
-    assert!((1..=MAX_TOTAL_WEIGHT).contains(&sum));
+    match &c.route_weights {
+        // Route-weights mode: no weights of its own; the route's sum instead.
+        Some(rw) => {
+            assert_eq!(sum, 0);
+            assert_eq!(rw.total_weight, c.total_weight);
+            assert!((1..=MAX_TOTAL_WEIGHT).contains(&u64::from(c.total_weight)));
+            assert!(c.versions.iter().all(|v| v.name != "unknown"));
+            let h = &rw.bucket_header;
+            assert!(!h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && !b.is_ascii_uppercase()), "{h:?}");
+            assert!(![&c.route_header, &c.rollout_id_header].contains(&h));
+        }
+        None => {
+            assert_eq!(sum, u64::from(c.total_weight));
+            assert!((1..=MAX_TOTAL_WEIGHT).contains(&sum));
+        }
+    }
     for (i, v) in c.versions.iter().enumerate() {
         assert_eq!(
             c.version_index(v.name.as_bytes()),
@@ -81,12 +96,15 @@ fn check_consistent(c: &Config) {
             v.name
         );
     }
-    assert_eq!(c.trace.member_values.len(), n);
-    assert!(trace::is_valid_key(&c.trace.settings.key));
-    for (m, v) in c.trace.member_values.iter().zip(&c.versions) {
-        assert_eq!(*m, format!("{}:{}", c.rollout_id, v.name));
-        assert!(trace::is_valid_member_value(m));
-        assert!(c.trace.settings.key.len() + 1 + m.len() <= 256);
+    let unknown = usize::from(c.route_weights.is_some());
+    assert_eq!(c.trace.baggage_members.len(), n + unknown);
+    assert!(baggage::is_valid_key(&c.trace.baggage_key));
+    assert!(c.trace.baggage_key.ends_with(&c.rollout_id));
+    for (m, v) in c.trace.baggage_members.iter().zip(&c.versions) {
+        let values: [&[u8]; 1] = [m.as_bytes()];
+        let got = baggage::get(&values, &c.trace.baggage_key).expect("member reads back");
+        assert_eq!(got.value().as_deref(), Some(v.name.as_str()));
+        assert_eq!(got.text(), m.as_bytes());
     }
     let lower = |h: &str| {
         assert!(
@@ -105,7 +123,7 @@ fn check_consistent(c: &Config) {
     {
         lower(h);
     }
-    for reserved in ["traceparent", "tracestate", &c.route_header] {
+    for reserved in ["traceparent", "tracestate", "baggage", &c.route_header] {
         assert_ne!(c.rollout_id_header, reserved);
         assert_ne!(c.r#override.header.as_deref(), Some(reserved));
     }
@@ -142,6 +160,12 @@ fn check_consistent(c: &Config) {
 /// The split over any accepted weights: `pick` lands on a version with
 /// weight, and a certificate label's share (`weights_with_share`) is exact.
 fn check_split(c: &Config, data: &[u8]) {
+    if let Some(rw) = &c.route_weights {
+        for hash in [0, u32::MAX, split::hash(c.rollout_id.as_bytes(), data)] {
+            assert!(split::bucket(hash, u64::from(rw.total_weight)) < u64::from(rw.total_weight));
+        }
+        return;
+    }
     let seed = data.iter().fold(0u32, |h, b| h.rotate_left(5) ^ u32::from(*b));
     for hash in [0, u32::MAX, seed, split::hash(c.rollout_id.as_bytes(), data)] {
         let i = split::pick(hash, &c.weights, c.total_weight);
@@ -214,7 +238,17 @@ fn canonical(c: &Config) -> Map<String, Value> {
     let versions: Vec<Value> = c
         .versions
         .iter()
-        .map(|v| json!({ "name": v.name, "weight": v.weight }))
+        .map(|v| {
+            let mut o = Map::new();
+            o.insert("name".into(), json!(v.name));
+            if c.route_weights.is_none() {
+                o.insert("weight".into(), json!(v.weight));
+            }
+            if let Some(cl) = &v.cluster {
+                o.insert("cluster".into(), json!(cl));
+            }
+            Value::Object(o)
+        })
         .collect();
     let v = json!({
         "rolloutId": c.rollout_id,
@@ -226,13 +260,22 @@ fn canonical(c: &Config) -> Map<String, Value> {
             "enabled": c.trace.enabled,
             "newSpan": c.trace.settings.new_span,
             "sampled": c.trace.settings.sampled,
-            "tracestateKey": c.trace.settings.key,
+            "baggage": c.trace.baggage,
+            "baggagePrefix": c.trace.baggage_key.strip_suffix(c.rollout_id.as_str()).unwrap_or_default(),
         },
         "rolloutIdHeader": c.rollout_id_header,
         "responseHeaders": rh,
     });
     match v {
-        Value::Object(m) => m,
+        Value::Object(mut m) => {
+            if let Some(rw) = &c.route_weights {
+                m.insert(
+                    "routeWeights".into(),
+                    json!({ "bucketHeader": rw.bucket_header, "totalWeight": rw.total_weight }),
+                );
+            }
+            m
+        }
         _ => unreachable!(),
     }
 }

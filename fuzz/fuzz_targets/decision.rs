@@ -36,10 +36,13 @@ const DARK: &str = r#"{"rolloutId":"r","versions":[{"name":"stable","weight":70}
 /// Overrides configured but nobody trusted; a single version with all the weight last.
 const STRICT: &str = r#"{"rolloutId":"checkout-2026-11","versions":[{"name":"stable","weight":0},{"name":"canary","weight":5}],"stickyKeys":[{"peerIdentity":true},{"header":"x-user-id"}],"override":{"header":"x-rollout-pin","query":"rollout-version"},"certificate":{}}"#;
 
-fn configs() -> &'static [Config; 3] {
-    static CONFIGS: OnceLock<[Config; 3]> = OnceLock::new();
+/// Route-weights mode (envoy-config/route-weights.yaml, with a certificate section).
+const ROUTE: &str = r#"{"rolloutId":"checkout-2026-11","versions":[{"name":"stable"},{"name":"canary"}],"routeWeights":{"totalWeight":100},"stickyKeys":[{"header":"x-user-id"},{"cookie":"uid"}],"override":{"header":"x-rollout-pin","query":"rollout-version","trustedPeers":["*"]},"certificate":{}}"#;
+
+fn configs() -> &'static [Config; 4] {
+    static CONFIGS: OnceLock<[Config; 4]> = OnceLock::new();
     CONFIGS.get_or_init(|| {
-        [DEMO, DARK, STRICT].map(|j| Config::from_json(j.as_bytes()).unwrap_or_else(|e| panic!("{e}: {j}")))
+        [DEMO, DARK, STRICT, ROUTE].map(|j| Config::from_json(j.as_bytes()).unwrap_or_else(|e| panic!("{e}: {j}")))
     })
 }
 
@@ -81,7 +84,7 @@ fuzz_target!(|data: &[u8]| {
             *v = Some(line);
         }
     }
-    let cfg = &configs()[usize::from(mask >> 5 & 3) % 3];
+    let cfg = &configs()[usize::from(mask >> 5 & 3)];
     check_share(
         &cfg.weights,
         random as usize % cfg.weights.len(),
@@ -101,15 +104,26 @@ fuzz_target!(|data: &[u8]| {
 
     let mut r1 = req.clone();
     let d = decide(cfg, &mut r1, peer.as_ref());
+    // Filter-weights mode always names a version (in range); route-weights mode names one
+    // only for an override or a pin, and gives a bucket below the route's total otherwise.
+    let version = match (d.version, &cfg.route_weights) {
+        (Some(v), _) => v,
+        (None, Some(rw)) => {
+            assert!(matches!(d.source, Source::Sticky | Source::Random), "{d:?}");
+            assert!(d.bucket.is_none_or(|b| b < rw.total_weight), "{d:?}");
+            assert_eq!(d.bucket.is_some(), d.source == Source::Sticky, "{d:?}");
+            0
+        }
+        (None, None) => panic!("filter-weights mode decided no version: {d:?}"),
+    };
     assert!(
-        d.version < cfg.versions.len(),
-        "version index {} out of range",
-        d.version
+        version < cfg.versions.len(),
+        "version index {version} out of range"
     );
-    if matches!(d.source, Source::Sticky | Source::Random) {
+    if cfg.route_weights.is_none() && matches!(d.source, Source::Sticky | Source::Random) {
         let w = match peer.as_ref().and_then(|p| p.weights.as_ref()) {
-            Some((w, _)) => w[d.version],
-            None => u64::from(cfg.weights[d.version]),
+            Some((w, _)) => w[version],
+            None => u64::from(cfg.weights[version]),
         };
         assert!(w > 0, "weight-0 version chosen by the split");
     }
@@ -200,7 +214,8 @@ fn expected(cfg: &Config, req: &Request, peer: Option<&Peer>) -> Decision {
             match cfg.version_index(pin.trim_ascii()) {
                 Some(version) => {
                     return Decision {
-                        version,
+                        version: Some(version),
+                        bucket: None,
                         source: Source::OverrideHeader,
                         rejected,
                         issued: None,
@@ -218,7 +233,8 @@ fn expected(cfg: &Config, req: &Request, peer: Option<&Peer>) -> Decision {
                 match cfg.version_index(v) {
                     Some(version) => {
                         return Decision {
-                            version,
+                            version: Some(version),
+                            bucket: None,
                             source: Source::OverrideQuery,
                             rejected,
                             issued: None,
@@ -231,7 +247,8 @@ fn expected(cfg: &Config, req: &Request, peer: Option<&Peer>) -> Decision {
     }
     if let Some(version) = peer.and_then(|p| p.pin) {
         return Decision {
-            version,
+            version: Some(version),
+            bucket: None,
             source: Source::Certificate,
             rejected,
             issued: None,
@@ -249,6 +266,20 @@ fn expected(cfg: &Config, req: &Request, peer: Option<&Peer>) -> Decision {
         }?;
         (!v.is_empty()).then_some(v)
     });
+    if let Some(rw) = &cfg.route_weights {
+        if peer.is_some_and(|p| p.weights.is_some()) {
+            rejected.add(Reject::LabelWeightIgnored);
+        }
+        let total = u64::from(rw.total_weight);
+        let bucket = sticky.map(|key| split::bucket(split::hash(cfg.rollout_id.as_bytes(), key), total) as u32);
+        return Decision {
+            version: None,
+            bucket,
+            source: if bucket.is_some() { Source::Sticky } else { Source::Random },
+            rejected,
+            issued: None,
+        };
+    }
     let (hash, source) = match sticky {
         Some(key) => (split::hash(cfg.rollout_id.as_bytes(), key), Source::Sticky),
         None => (req.random, Source::Random),
@@ -259,7 +290,8 @@ fn expected(cfg: &Config, req: &Request, peer: Option<&Peer>) -> Decision {
     };
     // No fixed config issues cookies.
     Decision {
-        version,
+        version: Some(version),
+        bucket: None,
         source,
         rejected,
         issued: None,

@@ -6,32 +6,20 @@
 
 pub mod certs;
 pub mod echo;
+pub mod grpc;
 pub mod prom;
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use echo::{Echo, Seen};
-
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
-}
-
-/// `$ENVOY`, else the project's virtual environment (`make envoy` installs it).
-pub fn envoy_bin() -> PathBuf {
-    match std::env::var_os("ENVOY") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => workspace_root().join(".venv/bin/envoy"),
-    }
-}
+pub use rollout_cli::exposition::{parse_prometheus, Sample};
+pub use rollout_cli::http::{agent, mtls_agent};
+pub use rollout_cli::{envoy_bin, settle, workspace_root};
 
 /// The test-only build whose VM traps on request (`make build-trap`).
 pub fn trap_wasm_path() -> PathBuf {
@@ -74,6 +62,9 @@ pub struct Options {
     pub wasm: Option<PathBuf>,
     /// `FAIL_OPEN`, `FAIL_CLOSED` or `FAIL_RELOAD`.
     pub failure_policy: &'static str,
+    /// Also a gRPC server per version (HTTP/2 upstream, failing as `fail_every` says), which
+    /// requests with a gRPC content-type are routed to.
+    pub grpc: bool,
 }
 
 impl Options {
@@ -87,6 +78,7 @@ impl Options {
             dead_versions: Vec::new(),
             wasm: None,
             failure_policy: "FAIL_OPEN",
+            grpc: false,
         }
     }
 }
@@ -98,6 +90,8 @@ pub struct Envoy {
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     pub upstreams: Vec<Echo>,
+    /// With [`Options::grpc`]: the gRPC servers, in version order.
+    pub grpc_upstreams: Vec<grpc::GrpcServer>,
 }
 
 impl Envoy {
@@ -119,8 +113,25 @@ impl Envoy {
                 }
             })
             .collect();
-        let yaml = render_config(opts, &upstreams);
-        Self::start_yaml(&yaml, upstreams)
+        let grpc_upstreams: Vec<grpc::GrpcServer> = if opts.grpc {
+            opts.versions
+                .iter()
+                .map(|v| {
+                    let fail = opts
+                        .fail_every
+                        .iter()
+                        .find(|(n, _)| n == v)
+                        .map_or(0, |(_, k)| *k);
+                    grpc::GrpcServer::start(v, fail)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let yaml = render_config(opts, &upstreams, &grpc_upstreams);
+        let mut envoy = Self::start_yaml(&yaml, upstreams)?;
+        envoy.grpc_upstreams = grpc_upstreams;
+        Ok(envoy)
     }
 
     /// Start Envoy with a config of the caller's. It must have an admin on port 0
@@ -164,6 +175,7 @@ impl Envoy {
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
             dir,
             upstreams,
+            grpc_upstreams: Vec::new(),
         };
         envoy.wait_ready()?;
         Ok(envoy)
@@ -290,44 +302,6 @@ impl Drop for Envoy {
     }
 }
 
-/// Long enough for the filter's 100 ms counter flush to have run since the last request.
-pub fn settle() {
-    std::thread::sleep(Duration::from_millis(250));
-}
-
-/// A keep-alive HTTP client for the tests.
-pub fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(10))
-        .max_idle_connections_per_host(8)
-        .build()
-}
-
-/// A client that presents `identity` (cert + key PEM) and trusts `ca_pem`.
-pub fn mtls_agent(ca_pem: &str, identity: Option<(&str, &str)>) -> ureq::Agent {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()).flatten() {
-        let _ = roots.add(c);
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let cfg = match identity {
-        Some((cert, key)) => {
-            let chain: Vec<_> = rustls_pemfile::certs(&mut cert.as_bytes()).flatten().collect();
-            let key = rustls_pemfile::private_key(&mut key.as_bytes()).unwrap().unwrap();
-            builder.with_client_auth_cert(chain, key).unwrap()
-        }
-        None => builder.with_no_client_auth(),
-    };
-    ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(10))
-        .tls_config(Arc::new(cfg))
-        .build()
-}
-
 /// What the echo upstream reported for one request through Envoy.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -343,10 +317,7 @@ impl Reply {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        rollout_cli::http::header(&self.headers, name)
     }
 
     /// Every value of a repeated header (e.g. `set-cookie`), in order.
@@ -361,38 +332,11 @@ impl Reply {
 
 /// GET `url` with `headers`; any HTTP status is a reply, transport errors are `Err`.
 pub fn get(agent: &ureq::Agent, url: &str, headers: &[(&str, &str)]) -> Result<Reply, String> {
-    let mut req = agent.get(url);
-    for (k, v) in headers {
-        req = req.set(k, v);
-    }
-    let resp = match req.call() {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => return Err(e.to_string()),
-    };
-    let status = resp.status();
-    // `headers_names` lists a repeated header once per line; `all` already gives every line.
-    let mut names = resp.headers_names();
-    let mut uniq = std::collections::HashSet::new();
-    names.retain(|n| uniq.insert(n.clone()));
-    let headers = names
-        .into_iter()
-        .flat_map(|n| {
-            resp.all(&n)
-                .into_iter()
-                .map(|v| (n.clone(), v.to_string()))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let mut body = Vec::new();
-    resp.into_reader()
-        .take(1 << 20)
-        .read_to_end(&mut body)
-        .map_err(|e| e.to_string())?;
+    let r = rollout_cli::http::get(agent, url, headers)?;
     Ok(Reply {
-        status,
-        seen: serde_json::from_slice(&body).ok(),
-        headers,
+        status: r.status,
+        seen: serde_json::from_slice(&r.body).ok(),
+        headers: r.headers,
     })
 }
 
@@ -435,46 +379,17 @@ pub fn raw_request(addr: SocketAddr, head_lines: &[&[u8]]) -> Result<Reply, Stri
     })
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub value: f64,
-}
-
-/// Parse Prometheus text exposition (the subset Envoy writes).
-pub fn parse_prometheus(text: &str) -> Vec<Sample> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let value = value.parse().ok()?;
-            let (name, labels) = match series.split_once('{') {
-                Some((n, rest)) => (n, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            let labels = labels
-                .split("\",")
-                .filter_map(|kv| {
-                    let (k, v) = kv.split_once("=\"")?;
-                    Some((
-                        k.trim_start_matches(',').to_string(),
-                        v.trim_end_matches('"').to_string(),
-                    ))
-                })
-                .collect();
-            Some(Sample {
-                name: name.to_string(),
-                labels,
-                value,
-            })
-        })
-        .collect()
-}
-
-fn render_config(opts: &Options, upstreams: &[Echo]) -> String {
+fn render_config(opts: &Options, upstreams: &[Echo], grpc: &[grpc::GrpcServer]) -> String {
     let wasm = opts.wasm.clone().unwrap_or_else(wasm_path);
     let mut routes = String::new();
+    // gRPC calls go to the version's gRPC server.
+    for g in grpc {
+        routes.push_str(&format!(
+            "              - match: {{ prefix: \"/\", headers: [{{ name: {h}, string_match: {{ exact: {v} }} }}, {{ name: content-type, string_match: {{ prefix: application/grpc }} }}] }}\n                route: {{ cluster: g_{v} }}\n",
+            h = opts.route_header,
+            v = g.name
+        ));
+    }
     for v in &opts.versions {
         routes.push_str(&format!(
             "              - match: {{ prefix: \"/\", headers: [{{ name: {h}, string_match: {{ exact: {v} }} }}] }}\n                route: {{ cluster: v_{v} }}\n",
@@ -491,6 +406,13 @@ fn render_config(opts: &Options, upstreams: &[Echo]) -> String {
             "  - name: v_{n}\n    connect_timeout: 1s\n    type: STATIC\n    load_assignment:\n      cluster_name: v_{n}\n      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {p} }} }} }} }}] }}]\n",
             n = u.name,
             p = u.addr.port()
+        ));
+    }
+    for g in grpc {
+        clusters.push_str(&format!(
+            "  - name: g_{n}\n    connect_timeout: 1s\n    type: STATIC\n    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: {{ http2_protocol_options: {{}} }}\n    load_assignment:\n      cluster_name: g_{n}\n      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {p} }} }} }} }}] }}]\n",
+            n = g.name,
+            p = g.addr.port()
         ));
     }
     let (transport, xfcc) = match &opts.tls {
@@ -534,6 +456,7 @@ stats_config:
   - {{ tag_name: source, regex: "(;source=([^;]+))" }}
   - {{ tag_name: reason, regex: "(;reason=([^;]+))" }}
   - {{ tag_name: code_class, regex: "(;code_class=([^;]+))" }}
+  - {{ tag_name: grpc_code, regex: "(;grpc_code=([^;]+))" }}
 static_resources:
   listeners:
   - name: front

@@ -1,6 +1,8 @@
 //! Issue 5: no query ships unproven. A real Prometheus (Debian's `prometheus`)
 //! scrapes a real Envoy running the filter while traffic flows to a healthy
-//! stable and a canary that fails every 5th request; then EVERY PromQL query in
+//! stable and a canary that fails every 5th request — HTTP requests with 503, gRPC calls
+//! (a real gRPC client and server over HTTP/2) with UNAVAILABLE or a reset while the
+//! HTTP status stays 200; then EVERY PromQL query in
 //! the shipped files under `istio/` (Argo Rollouts AnalysisTemplates, Flagger
 //! MetricTemplates, Grafana dashboard targets and variables) is filled in and run
 //! through Prometheus's HTTP API, and must return what it is for: canary success
@@ -13,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use rollout_e2e::grpc::GrpcClient;
 use rollout_e2e::prom::{Prometheus, QueryResult, Target};
 use rollout_e2e::{agent, get, workspace_root, Envoy, Options};
 use serde::Deserialize;
@@ -24,11 +27,14 @@ const CONFIG: &str = r#"{
   "rolloutId": "checkout-2026-11",
   "versions": [ { "name": "stable", "weight": 50 }, { "name": "canary", "weight": 50 } ],
   "stickyKeys": [ { "header": "x-user-id" } ],
-  "override": { "header": "x-rollout-pin", "query": "rollout-version", "trustedPeers": ["*"] }
+  "override": { "header": "x-rollout-pin", "query": "rollout-version", "trustedPeers": ["*"] },
+  "responseHeaders": { "version": "x-rollout-served" }
 }"#;
 /// The canary upstream answers every 5th request 503: 80 % success.
 const CANARY_FAIL_EVERY: u64 = 5;
 const VERSIONS: [&str; 2] = ["stable", "canary"];
+/// Both response counters: HTTP requests by class, gRPC calls by code.
+const RESPONSES: &str = "__name__=~\"rollout_responses_total|rollout_grpc_responses_total\"";
 /// How the shipped templates' variables are filled in.
 const WINDOW: &str = "1m";
 
@@ -355,12 +361,14 @@ fn argo_condition(cond: &str, result: &[f64]) -> Result<bool, String> {
 struct Observed {
     /// (version that answered, status) -> count.
     replies: BTreeMap<(String, u16), u64>,
+    /// gRPC calls: (version, code the client saw) -> count.
+    grpc: BTreeMap<(String, String), u64>,
     sent_bad_header: u64,
     sent_bad_query: u64,
 }
 
 impl Observed {
-    fn requests(&self, version: &str) -> u64 {
+    fn http_requests(&self, version: &str) -> u64 {
         self.replies
             .iter()
             .filter(|((v, _), _)| v == version)
@@ -368,18 +376,38 @@ impl Observed {
             .sum()
     }
 
-    fn total(&self) -> u64 {
-        self.replies.values().sum()
+    fn grpc_calls(&self, version: &str, ok: Option<bool>) -> u64 {
+        self.grpc
+            .iter()
+            .filter(|((v, c), _)| v == version && ok.is_none_or(|ok| ok != grpc_failure(c)))
+            .map(|(_, n)| n)
+            .sum()
     }
 
-    fn success(&self, version: &str) -> f64 {
-        let ok: u64 = self
-            .replies
+    /// HTTP requests and gRPC calls.
+    fn requests(&self, version: &str) -> u64 {
+        self.http_requests(version) + self.grpc_calls(version, None)
+    }
+
+    fn total(&self) -> u64 {
+        self.replies.values().sum::<u64>() + self.grpc.values().sum::<u64>()
+    }
+
+    fn http_ok(&self, version: &str) -> u64 {
+        self.replies
             .iter()
             .filter(|((v, s), _)| v == version && *s < 500)
             .map(|(_, n)| n)
-            .sum();
-        ok as f64 / self.requests(version) as f64
+            .sum()
+    }
+
+    /// The one success rule: HTTP neither 5xx nor reset, gRPC not a failing code.
+    fn success(&self, version: &str) -> f64 {
+        (self.http_ok(version) + self.grpc_calls(version, Some(true))) as f64 / self.requests(version) as f64
+    }
+
+    fn http_success(&self, version: &str) -> f64 {
+        self.http_ok(version) as f64 / self.http_requests(version) as f64
     }
 
     fn share(&self, version: &str) -> f64 {
@@ -387,10 +415,37 @@ impl Observed {
     }
 }
 
-/// Mixed traffic from 2 client threads for `duration`: sticky keys, header and query
-/// overrides, overrides naming no version (rejected), and keyless requests (random).
+fn grpc_failure(code: &str) -> bool {
+    rollout_filter::grpc::GrpcCode::ALL
+        .iter()
+        .any(|c| c.as_str() == code && c.is_failure())
+}
+
+/// gRPC calls with sticky keys in their metadata for `duration`, on one HTTP/2 connection.
+fn drive_grpc(envoy: &Envoy, duration: Duration) -> Observed {
+    let mut client = GrpcClient::connect(envoy.listener).unwrap_or_else(|e| panic!("{e}"));
+    let mut o = Observed::default();
+    let end = Instant::now() + duration;
+    let mut i = 0u64;
+    while Instant::now() < end && i < 5_000 {
+        let key = format!("g-{i}");
+        let r = client
+            .call(&[("x-user-id", &key)])
+            .unwrap_or_else(|e| panic!("gRPC call {i}: {e}"));
+        let v = r.header("x-rollout-served").unwrap_or("none").to_string();
+        *o.grpc.entry((v, r.code)).or_default() += 1;
+        std::thread::sleep(Duration::from_millis(2));
+        i += 1;
+    }
+    o
+}
+
+/// Mixed traffic from 2 HTTP client threads and a gRPC one for `duration`: sticky keys,
+/// header and query overrides, overrides naming no version (rejected), and keyless
+/// requests (random).
 fn drive(envoy: &Envoy, duration: Duration) -> Observed {
     let results: Vec<Observed> = std::thread::scope(|s| {
+        let grpc = s.spawn(move || drive_grpc(envoy, duration));
         let handles: Vec<_> = (0..2)
             .map(|t| {
                 s.spawn(move || {
@@ -430,6 +485,7 @@ fn drive(envoy: &Envoy, duration: Duration) -> Observed {
             .collect();
         handles
             .into_iter()
+            .chain([grpc])
             .map(|h| h.join().expect("client thread"))
             .collect()
     });
@@ -437,6 +493,9 @@ fn drive(envoy: &Envoy, duration: Duration) -> Observed {
     for o in results {
         for (k, n) in o.replies {
             *all.replies.entry(k).or_default() += n;
+        }
+        for (k, n) in o.grpc {
+            *all.grpc.entry(k).or_default() += n;
         }
         all.sent_bad_header += o.sent_bad_header;
         all.sent_bad_query += o.sent_bad_query;
@@ -544,7 +603,7 @@ fn expect(key: &str, version: Option<&str>, r: &QueryResult, o: &Observed) -> Re
             near("sum of shares", m.values().sum(), 1.0, 1e-9)?;
             Ok(fmt_map(&m))
         }
-        "grafana:Success rate by version (non-5xx, non-reset):A" => {
+        "grafana:Success rate by version:A" => {
             let m = per_version(r)?;
             for (ver, x) in &m {
                 near(&format!("{ver} success rate"), *x, o.success(ver), 0.01)?;
@@ -575,18 +634,45 @@ fn expect(key: &str, version: Option<&str>, r: &QueryResult, o: &Observed) -> Re
             near(
                 "canary 5xx part",
                 at("canary/5xx") / (at("canary/2xx") + at("canary/5xx")),
-                1.0 - o.success("canary"),
+                1.0 - o.http_success("canary"),
                 0.01,
             )?;
             Ok(fmt_map(&m.into_iter().filter(|(_, x)| *x > 0.0).collect()))
         }
         "grafana:Envoy local replies/s by version:A" => {
-            // The canary's 503s come from the upstream: none of them is a local reply.
+            // The canary's 503s come from the upstream: none of them is a local reply. Its gRPC
+            // calls reset before any response are answered UNAVAILABLE by Envoy itself.
             let m = per_version(r)?;
-            for (ver, x) in &m {
-                near(&format!("{ver} local replies/s"), *x, 0.0, 0.0)?;
-            }
+            near("stable local replies/s", m["stable"], 0.0, 0.0)?;
+            positive_finite("canary local replies/s", m["canary"])?;
             Ok(fmt_map(&m))
+        }
+        "grafana:gRPC responses/s by version and code:A" => {
+            let mut m = BTreeMap::new();
+            for s in &r.series {
+                m.insert(
+                    format!("{}/{}", s.label("version"), s.label("grpc_code")),
+                    s.value,
+                );
+            }
+            let at = |k: &str| m.get(k).copied().unwrap_or(0.0);
+            for k in ["stable/OK", "canary/OK", "canary/UNAVAILABLE", "canary/reset"] {
+                positive_finite(&format!("{k}/s"), at(k))?;
+            }
+            let sum = |v: &str, fail: bool| -> f64 {
+                m.iter()
+                    .filter(|(k, _)| {
+                        k.split_once('/')
+                            .is_some_and(|(kv, c)| kv == v && grpc_failure(c) == fail)
+                    })
+                    .map(|(_, x)| x)
+                    .sum()
+            };
+            near("stable failing gRPC/s", sum("stable", true), 0.0, 0.0)?;
+            let (ok, bad) = (sum("canary", false), sum("canary", true));
+            let seen = o.grpc_calls("canary", Some(true)) as f64 / o.grpc_calls("canary", None) as f64;
+            near("canary gRPC success", ok / (ok + bad), seen, 0.01)?;
+            Ok(fmt_map(&m.into_iter().filter(|(_, x)| *x > 0.0).collect()))
         }
         "grafana:Decision sources:A" => {
             let m = by_label(r, "source")?;
@@ -759,6 +845,7 @@ fn every_shipped_query_returns_what_it_should() {
 
     let mut opts = Options::new(CONFIG, &VERSIONS);
     opts.fail_every = vec![("canary".into(), CANARY_FAIL_EVERY)];
+    opts.grpc = true;
     let envoy = Envoy::start(&opts).unwrap_or_else(|e| panic!("{e}"));
     let mut target = Target::envoy("rollout-gateway", envoy.admin);
     // As Kubernetes service discovery labels the gateway pods' series.
@@ -780,17 +867,21 @@ fn every_shipped_query_returns_what_it_should() {
     let observed = drive(&envoy, Duration::from_secs(6));
     let total = observed.total();
     println!(
-        "sent {total} requests in {:.1} s: {:?}",
+        "sent {total} requests and gRPC calls in {:.1} s: HTTP {:?}, gRPC {:?}",
         started.elapsed().as_secs_f64(),
-        observed.replies
+        observed.replies,
+        observed.grpc
     );
     assert!(observed.requests("canary") > 200 && observed.requests("stable") > 200);
+    for v in VERSIONS {
+        assert!(observed.grpc_calls(v, None) > 100, "{v}: {:?}", observed.grpc);
+    }
 
     // Wait until Prometheus has the final counts.
     let envoy_responses: f64 = envoy
         .prometheus()
         .iter()
-        .filter(|s| s.name == "rollout_responses_total")
+        .filter(|s| s.name == "rollout_responses_total" || s.name == "rollout_grpc_responses_total")
         .map(|s| s.value)
         .sum();
     assert_eq!(envoy_responses as u64, total, "Envoy counted every response");
@@ -800,12 +891,10 @@ fn every_shipped_query_returns_what_it_should() {
         let sum =
             |q: String| -> Result<f64, String> { Ok(p.query(&q)?.series.first().map_or(-1.0, |s| s.value)) };
         let sel = format!("rollout=\"{ROLLOUT}\"");
-        Ok(
-            sum(format!("sum(rollout_responses_total{{{sel}}})"))? == envoy_responses
-                && sum(format!(
-                    "sum(rollout_request_duration_milliseconds_count{{{sel}}})"
-                ))? == envoy_responses,
-        )
+        Ok(sum(format!("sum({{{RESPONSES},{sel}}})"))? == envoy_responses
+            && sum(format!(
+                "sum(rollout_request_duration_milliseconds_count{{{sel}}})"
+            ))? == envoy_responses)
     })
     .unwrap_or_else(|e| panic!("{e}"));
 
@@ -877,8 +966,9 @@ fn every_shipped_query_returns_what_it_should() {
     let sel = format!("rollout=\"{ROLLOUT}\"");
     let success = prom
         .query(&format!(
-            "100 * sum by (version) (rollout_responses_total{{{sel},code_class!~\"5xx|reset\"}}) \
-             / sum by (version) (rollout_responses_total{{{sel}}})"
+            "100 * sum by (version) ({{{RESPONSES},{sel},code_class!~\"5xx|reset\",grpc_code!~\"{}\"}}) \
+             / sum by (version) ({{{RESPONSES},{sel}}})",
+            rollout_filter::grpc::GrpcCode::FAILURE_REGEX
         ))
         .and_then(|r| per_version(&r))
         .unwrap_or_else(|e| panic!("{e}"));

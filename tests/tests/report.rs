@@ -3,12 +3,11 @@
 //! one is a hold (exit 1) until it has enough requests, then a promote (exit 0).
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use rollout_e2e::{agent, get, Echo, Envoy, Options};
 
 mod common;
-use common::{report, report_bin};
+use common::{report, report_at};
 
 const CONFIG: &str = r#"{
   "rolloutId": "checkout-2026-11",
@@ -155,10 +154,7 @@ fn no_report_is_exit_3_with_the_reason() {
 
     // Nothing listening.
     let dead = Echo::dead("nobody");
-    let out = Command::new(report_bin())
-        .args(["--admin", &dead.addr.to_string()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+    let (code, _, err) = report_at(&dead.addr.to_string(), &[]);
+    assert_eq!(code, Some(3));
+    assert!(err.contains("cannot read"));
 }

@@ -7,9 +7,10 @@
 use std::hint::black_box;
 use std::sync::OnceLock;
 
+use rollout_filter::baggage;
 use rollout_filter::config::Config;
 use rollout_filter::decision::{decide, RequestView};
-use rollout_filter::headers::{serialize, SerializedMap};
+use rollout_filter::headers::{serialize, HeaderChange, SerializedMap};
 use rollout_filter::trace;
 
 /// The full product's configuration: row (f) of `make bench`.
@@ -72,19 +73,29 @@ pub extern "C" fn run(n: u32) -> u32 {
         let d = decide(&s.cfg, &mut req, None);
         let parents: Vec<&[u8]> = map.get_all("traceparent").collect();
         let states: Vec<&[u8]> = map.get_all("tracestate").collect();
+        let bags: Vec<&[u8]> = map.get_all("baggage").collect();
         let member = s
             .cfg
             .trace
-            .member_values
-            .get(d.version)
+            .baggage_members
+            .get(d.version.unwrap_or(0))
             .map_or("", String::as_str);
         let mut random = [0u8; 24];
         random[0] = i as u8;
-        let p = trace::propagate(&parents, &states, member, &s.cfg.trace.settings, random);
+        let p = trace::propagate(&parents, &states, &s.cfg.trace.settings, random);
+        let edit = baggage::Edit::Set {
+            key: &s.cfg.trace.baggage_key,
+            member,
+        };
+        let b = baggage::apply(&bags, &[edit]);
+        let bag_len = match &b.header {
+            HeaderChange::Set(v) => v.len(),
+            _ => 0,
+        };
         sum = sum
-            .wrapping_add(d.version as u32)
-            .wrapping_add(p.traceparent.len() as u32)
-            .wrapping_add(p.tracestate.len() as u32);
+            .wrapping_add(d.version.unwrap_or(0) as u32)
+            .wrapping_add(p.traceparent.as_ref().map_or(0, String::len) as u32)
+            .wrapping_add(bag_len as u32);
     }
     sum
 }
@@ -96,7 +107,7 @@ pub extern "C" fn run_decide(n: u32) -> u32 {
     let mut sum: u32 = 1;
     for _ in 0..n {
         let mut req = Request(SerializedMap::new(black_box(&s.headers)));
-        sum = sum.wrapping_add(decide(&s.cfg, &mut req, None).version as u32 + 1);
+        sum = sum.wrapping_add(decide(&s.cfg, &mut req, None).version.unwrap_or(0) as u32 + 1);
     }
     sum
 }
@@ -114,11 +125,10 @@ pub extern "C" fn run_trace(n: u32) -> u32 {
         let p = trace::propagate(
             &[black_box(parent)],
             &[black_box(state)],
-            "canary",
             &s.cfg.trace.settings,
             random,
         );
-        sum = sum.wrapping_add(p.traceparent.len() as u32);
+        sum = sum.wrapping_add(p.trace_id[0] as u32 + 1);
     }
     sum
 }

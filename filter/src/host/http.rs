@@ -1,17 +1,20 @@
 //! Per-request glue: read the request headers once, decide, write the route,
-//! trace and rollout-id headers, and count the request, its response class and
-//! its duration.
+//! trace and rollout-id headers, and count the request, its response class (or,
+//! for a gRPC call, its final gRPC code) and its duration.
 
 use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, MapType};
+use proxy_wasm::types::{Action, BufferType, MapType};
 
 use super::root::{CertEntry, RolloutMetrics, Shared};
-use crate::config::{CertSource, Config};
+use crate::baggage;
+use crate::cluster;
+use crate::config::{self, CertSource, Config};
 use crate::decision::{self, Peer, RequestView};
-use crate::headers::SerializedMap;
+use crate::grpc::{GrpcCode, Protocol, ResponseSeen, WebTrailerScanner};
+use crate::headers::{HeaderChange, SerializedMap};
 use crate::identity::{self, CertReject};
 use crate::keys;
 use crate::metrics::CodeClass;
@@ -21,13 +24,31 @@ pub struct Http {
     shared: Option<Rc<Shared>>,
     /// Index of the request's rollout (valid once `version` is set).
     rollout: usize,
-    /// Set once the request is decided; responses are counted only then.
+    /// Set once the request is decided; responses are counted only then. In route-weights
+    /// mode the version label the request phase knows (an override or pin; else `unknown`),
+    /// replaced at response time by the version of the cluster Envoy picked.
     version: Option<usize>,
+    /// Route-weights mode: the decision's source, counted once the picked cluster is known.
+    route_source: Option<decision::Source>,
+    /// Route-weights mode: `version` is the cluster Envoy used (read once per request).
+    resolved: bool,
     status: Option<u16>,
     /// Kept only when a trace-id response header is configured.
     trace_id: Option<String>,
     /// `Set-Cookie` value for a visitor issued a fresh id, added to the response.
     set_cookie: Option<String>,
+    /// Set for a gRPC call: what its response has shown so far.
+    grpc: Option<GrpcCall>,
+}
+
+struct GrpcCall {
+    seen: ResponseSeen,
+    /// gRPC-Web only: the status may come in a trailer frame of the body.
+    web: Option<Box<WebTrailerScanner>>,
+}
+
+fn response_grpc_status(map: MapType) -> Option<Vec<u8>> {
+    hostcalls::get_map_value_bytes(map, "grpc-status").ok().flatten()
 }
 
 impl Http {
@@ -36,9 +57,12 @@ impl Http {
             shared,
             rollout: 0,
             version: None,
+            route_source: None,
+            resolved: false,
             status: None,
             trace_id: None,
             set_cookie: None,
+            grpc: None,
         }
     }
 }
@@ -217,9 +241,48 @@ fn clear_route_cache(shared: &Shared) {
     }
 }
 
+fn remove_request_header(name: &str) {
+    write_request_header(name, None);
+}
+
+/// Route-weights mode: the version label of the cluster Envoy routed this request to.
+fn picked_label(cfg: &Config) -> usize {
+    let cluster = property(&["xds", "cluster_name"]);
+    cluster::label_of(cfg, cluster.as_deref())
+}
+
+/// `n` in decimal, written into `buf` (no allocation on the request path).
+fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        if let Some(d) = buf.get_mut(at) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || at == 0 {
+            break;
+        }
+    }
+    buf.get(at..).unwrap_or_default()
+}
+
 fn set_request_header(name: &str, value: &[u8]) {
-    if let Err(e) = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value)) {
-        log::warn!("cannot set request header {name}: {e:?}");
+    write_request_header(name, Some(value));
+}
+
+/// Replace every value of `name`, or remove them all (`None`).
+fn write_request_header(name: &str, value: Option<&[u8]>) {
+    if let Err(e) = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, value) {
+        log::warn!("cannot write request header {name}: {e:?}");
+    }
+}
+
+fn change_request_header(name: &str, change: &HeaderChange) {
+    match change {
+        HeaderChange::Keep => {}
+        HeaderChange::Set(v) => set_request_header(name, v),
+        HeaderChange::Remove => remove_request_header(name),
     }
 }
 
@@ -276,26 +339,49 @@ impl HttpContext for Http {
             log::debug!("ignored input: {}", r.as_str());
             shared.count(m, m.reject_slot_decision(r));
         }
-        let version = cfg.versions.get(d.version).map_or("", |v| v.name.as_str());
+        // Route-weights mode knows the version here only for an override or a pin.
+        let version = d
+            .version
+            .and_then(|i| cfg.versions.get(i))
+            .map(|v| v.name.as_bytes());
+        // Else its label is `unknown`: `xds.cluster_name` cannot tell yet. Until the router
+        // re-resolves the route, it still names the cluster of the route Envoy resolved
+        // before this filter changed the headers (checked on Envoy 1.40; README,
+        // "Route-weights mode"). The pick is read at response time instead.
+        let label = d.version.unwrap_or(cfg.versions.len());
         let mut trace_out = None;
         if cfg.trace.enabled {
             let map = req.map();
             let parents: Vec<&[u8]> = map.get_all("traceparent").collect();
             let states: Vec<&[u8]> = map.get_all("tracestate").collect();
-            let member = cfg.trace.member_values.get(d.version).map_or("", String::as_str);
             let mut random = [0u8; 24];
             for chunk in random.chunks_mut(8) {
                 chunk.copy_from_slice(&fastrand::u64(..).to_le_bytes());
             }
-            let p = trace::propagate(&parents, &states, member, &cfg.trace.settings, random);
+            let p = trace::propagate(&parents, &states, &cfg.trace.settings, random);
             for (r, n) in p.rejects.iter() {
                 log::debug!("trace context: {} x{n}", r.as_str());
                 shared.count_n(m, m.reject_slot_trace(r), u64::from(n));
             }
             if cfg.response_headers.trace_id.is_some() {
-                self.trace_id = Some(p.trace_id_hex().to_string());
+                self.trace_id = Some(p.trace_id_hex());
             }
             trace_out = Some(p);
+        }
+        let mut baggage_out = HeaderChange::Keep;
+        if cfg.trace.baggage {
+            let values: Vec<&[u8]> = req.map().get_all("baggage").collect();
+            let member = cfg.trace.baggage_members.get(label).map_or("", String::as_str);
+            let edit = baggage::Edit::Set {
+                key: &cfg.trace.baggage_key,
+                member,
+            };
+            let applied = baggage::apply(&values, &[edit]);
+            if applied.not_added() > 0 {
+                log::debug!("baggage member not added: the header is at the W3C limits");
+                shared.count(m, m.reject_slot_trace(trace::TraceReject::BaggageFull));
+            }
+            baggage_out = applied.header;
         }
 
         // An override from a caller that may not use it never reaches the upstream.
@@ -313,32 +399,60 @@ impl HttpContext for Http {
         // Every header we own is replaced, whatever the client sent (each set replaces all
         // values). One call per header measured faster than one set_header_map_pairs
         // call, which makes Envoy remove and re-add every header.
-        set_request_header(&cfg.route_header, version.as_bytes());
+        match version {
+            Some(name) => set_request_header(&cfg.route_header, name),
+            None => remove_request_header(&cfg.route_header),
+        }
+        if let Some(rw) = &cfg.route_weights {
+            match d.bucket {
+                Some(b) => {
+                    let mut buf = [0u8; 10];
+                    set_request_header(&rw.bucket_header, decimal(b, &mut buf));
+                }
+                // No sticky key (or an override): a client's bucket never chooses a version.
+                None => remove_request_header(&rw.bucket_header),
+            }
+        }
         set_request_header(&cfg.rollout_id_header, cfg.rollout_id.as_bytes());
         if let Some(p) = &trace_out {
-            set_request_header("traceparent", p.traceparent.as_bytes());
-            set_request_header("tracestate", p.tracestate.as_bytes());
-        }
-        if let Some(name) = strip_header {
-            if let Err(e) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
-                log::warn!("cannot remove {name}: {e:?}");
+            if let Some(tp) = &p.traceparent {
+                set_request_header("traceparent", tp.as_bytes());
             }
+            change_request_header("tracestate", &p.tracestate);
+        }
+        change_request_header("baggage", &baggage_out);
+        if let Some(name) = strip_header {
+            remove_request_header(name);
         }
         if let Some(path) = &new_path {
             set_request_header(":path", path);
         }
 
         clear_route_cache(shared);
+        if cfg.route_weights.is_some() {
+            // Counted when the response comes: the cluster Envoy used is known then.
+            self.route_source = Some(d.source);
+        } else {
+            shared.count(m, m.request_slot(label, d.source));
+        }
         if let (Some(id), Some(c)) = (&d.issued, &cfg.issue_cookie) {
             self.set_cookie = Some(c.set_cookie(id.as_str(), visitor_used_tls(&req)));
         }
-        shared.count(m, m.request_slot(d.version, d.source));
         self.rollout = index;
-        self.version = Some(d.version);
+        self.version = Some(label);
+        let protocol = Protocol::of(req.map().get("content-type"));
+        if protocol.is_grpc() {
+            self.grpc = Some(GrpcCall {
+                seen: ResponseSeen::default(),
+                web: protocol
+                    .status_in_body()
+                    .then(|| Box::new(WebTrailerScanner::new(protocol))),
+            });
+        }
         Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let (Some(shared), Some(version)) = (self.shared.as_deref(), self.version) else {
             return Action::Continue;
         };
@@ -346,12 +460,30 @@ impl HttpContext for Http {
             .ok()
             .flatten()
             .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok());
+        if let Some(g) = &mut self.grpc {
+            g.seen.http_status = self.status;
+            g.seen.complete |= end_of_stream;
+            // A trailers-only response (an error, or Envoy's own reply to a gRPC call).
+            if let Some(v) = response_grpc_status(MapType::HttpResponseHeaders) {
+                g.seen.status_value(&v);
+            }
+        }
         let Some(cfg) = shared.filter.rollouts.get(self.rollout) else {
             return Action::Continue;
         };
         let rh = &cfg.response_headers;
-        if let (Some(name), Some(v)) = (&rh.version, cfg.versions.get(version)) {
-            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(&v.name));
+        let mut version = version;
+        if rh.version.is_some() && self.route_source.is_some() {
+            version = picked_label(cfg);
+            self.version = Some(version);
+            self.resolved = true;
+        }
+        if let Some(name) = &rh.version {
+            let label = cfg
+                .versions
+                .get(version)
+                .map_or(config::UNKNOWN_VERSION, |v| v.name.as_str());
+            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(label));
         }
         if let (Some(name), Some(id)) = (&rh.trace_id, &self.trace_id) {
             let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(id));
@@ -366,17 +498,67 @@ impl HttpContext for Http {
         Action::Continue
     }
 
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(g) = &mut self.grpc else {
+            return Action::Continue;
+        };
+        g.seen.complete |= end_of_stream;
+        if let Some(scanner) = &mut g.web {
+            if body_size > 0 {
+                if let Ok(Some(chunk)) = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
+                    scanner.feed(&chunk);
+                }
+            }
+            if let Some(v) = scanner.status() {
+                g.seen.status_value(v);
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        if let Some(g) = &mut self.grpc {
+            g.seen.complete = true;
+            if let Some(v) = response_grpc_status(MapType::HttpResponseTrailers) {
+                g.seen.status_value(&v);
+            }
+        }
+        Action::Continue
+    }
+
     fn on_log(&mut self) {
-        let (Some(shared), Some(version)) = (self.shared.as_deref(), self.version) else {
+        let (Some(shared), Some(mut version)) = (self.shared.as_deref(), self.version) else {
             return;
         };
-        let Some(m) = shared.metrics(self.rollout) else {
+        let (Some(cfg), Some(m)) = (
+            shared.filter.rollouts.get(self.rollout),
+            shared.metrics(self.rollout),
+        ) else {
             return;
         };
-        let class = CodeClass::of(self.status);
-        shared.count(m, m.response_slot(version, class));
+        if let Some(source) = self.route_source {
+            // The version Envoy picked: whatever served the request is what gets counted.
+            if !self.resolved {
+                version = picked_label(cfg);
+            }
+            shared.count(m, m.request_slot(version, source));
+        }
+        // A gRPC call is judged by its final gRPC code, an HTTP request by its status class:
+        // each finished request is counted in exactly one of the two.
+        let local_candidate = match &self.grpc {
+            Some(g) => {
+                let code = g.seen.code();
+                shared.count(m, m.grpc_response_slot(version, code));
+                // Envoy answers a gRPC call itself with HTTP 200 and a grpc-status.
+                !matches!(code, GrpcCode::Ok | GrpcCode::Missing | GrpcCode::Reset)
+            }
+            None => {
+                shared.count(m, m.response_slot(version, CodeClass::of(self.status)));
+                self.status.is_some_and(|s| s >= 400)
+            }
+        };
         // Error responses Envoy made itself (connect failure, timeout) rather than the upstream.
-        if self.status.is_some_and(|s| s >= 400) {
+        if local_candidate {
             let details = hostcalls::get_property(vec!["response", "code_details"])
                 .ok()
                 .flatten();

@@ -118,6 +118,10 @@ impl RolloutMetrics {
         self.layout.local_reply_slot(version)
     }
 
+    pub fn grpc_response_slot(&self, version: usize, code: crate::grpc::GrpcCode) -> usize {
+        self.layout.grpc_response_slot(version, code)
+    }
+
     pub fn duration_slot(&self, version: usize) -> usize {
         self.layout.duration_slot(version)
     }
@@ -369,15 +373,31 @@ impl RootContext for Root {
             }
         };
         let per_rollout = !filter.multi || log::log_enabled!(log::Level::Debug);
-        for cfg in filter.rollouts.iter().filter(|_| per_rollout) {
+        for cfg in &filter.rollouts {
+            for w in &cfg.warnings {
+                if filter.multi {
+                    log::warn!("configuration: rollout {}: {w}", cfg.rollout_id);
+                } else {
+                    log::warn!("configuration: {w}");
+                }
+            }
+            if !per_rollout {
+                continue;
+            }
             let line = format!(
-                "rollout {} configured: {}",
+                "rollout {} configured: {}{}",
                 cfg.rollout_id,
                 cfg.versions
                     .iter()
                     .map(|v| format!("{}={}", v.name, v.weight))
                     .collect::<Vec<_>>()
-                    .join(" ")
+                    .join(" "),
+                // The weights above are 0 there: the route's weights pick.
+                if cfg.route_weights.is_some() {
+                    " (route weights)"
+                } else {
+                    ""
+                }
             );
             if filter.multi {
                 log::debug!("{line}");

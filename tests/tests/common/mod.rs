@@ -1,8 +1,5 @@
-//! Shared by the integration tests that run the `rollout-report` binary. It cannot live in
-//! the harness library: `CARGO_BIN_EXE_*` is only set when integration tests are compiled.
-
-use std::path::PathBuf;
-use std::process::{Command, Output};
+//! Shared by the integration tests that run `rollout-report` (the report of the `rollout-cli`
+//! crate, called in-process).
 
 use rollout_e2e::Envoy;
 
@@ -16,28 +13,23 @@ pub const ABORT_THRESHOLDS: &[&str] = &[
     "50",
 ];
 
-pub fn report_bin() -> PathBuf {
-    let bin = option_env!("CARGO_BIN_EXE_rollout-report")
-        .or(option_env!("CARGO_BIN_EXE_report"))
-        .expect("the rollout-report binary ([[bin]] in tests/Cargo.toml)");
-    PathBuf::from(bin)
-}
-
 /// `rollout-report` against `envoy` once its counters have been flushed:
 /// (exit code, stdout, stderr).
 pub fn report(envoy: &Envoy, args: &[&str]) -> (Option<i32>, String, String) {
     rollout_e2e::settle();
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = Command::new(report_bin())
-        .args(["--admin", &envoy.admin.to_string()])
-        .args(args)
-        .output()
-        .expect("run rollout-report");
+    report_at(&envoy.admin.to_string(), args)
+}
+
+/// `rollout-report --admin <admin> <args>`, run in this process (`rollout_cli::report`).
+pub fn report_at(admin: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let argv = ["--admin", admin]
+        .into_iter()
+        .chain(args.iter().copied())
+        .map(str::to_string);
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let code = rollout_cli::report::main(argv, &mut stdout, &mut stderr);
     (
-        status.code(),
+        Some(i32::from(code)),
         String::from_utf8_lossy(&stdout).into_owned(),
         String::from_utf8_lossy(&stderr).into_owned(),
     )

@@ -8,31 +8,49 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::process::ExitCode;
+use std::io::Write;
 use std::time::Duration;
 
-use rollout_e2e::{parse_prometheus, Sample};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
+use rollout_filter::grpc::GrpcCode;
 
-const USAGE: &str = "\
-usage: rollout-report [--admin HOST:PORT] [--rollout ID] [--baseline VERSION]
-                      [--min-success PERCENT] [--max-p99-ms MS] [--min-requests N]
-                      [--window DURATION]
+use crate::exposition::{parse_prometheus, Sample};
 
+const ABOUT: &str = "\
 Reads Envoy's admin /stats/prometheus and prints per version: requests, share,
-success rate (responses neither 5xx nor reset / all responses), p50/p99 latency
+success rate (responses that succeeded / all responses: HTTP neither 5xx nor
+reset, gRPC calls not UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL,
+UNAVAILABLE, DATA_LOSS, missing or reset), p50/p99 latency
 (estimated from the histogram buckets), and a verdict for every version except
-the baseline.
+the baseline.";
 
-  --admin HOST:PORT      Envoy admin address              [default: 127.0.0.1:18900]
-  --rollout ID           only this rolloutId              [default: every rollout]
-  --baseline VERSION     the version the others replace   [default: stable]
-  --min-success PERCENT  abort below this success rate    [default: 99.9]
-  --max-p99-ms MS        abort above this p99 latency     [default: 300]
-  --min-requests N       hold while a version has fewer   [default: 100]
-  --window DURATION      judge only what happens during DURATION (e.g. 30s, 2m)
-                         instead of everything since Envoy started
-
-exit code: 0 promote, 1 hold, 2 abort, 3 no report";
+/// The command line; [`Args`] is what the report runs with.
+#[derive(Debug, Parser)]
+#[command(name = "rollout-report", about = ABOUT, after_help = "exit code: 0 promote, 1 hold, 2 abort, 3 no report")]
+struct Cli {
+    /// Envoy admin address
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:18900")]
+    admin: String,
+    /// only this rolloutId [default: every rollout]
+    #[arg(long, value_name = "ID")]
+    rollout: Option<String>,
+    /// the version the others replace
+    #[arg(long, value_name = "VERSION", default_value = "stable")]
+    baseline: String,
+    /// abort below this success rate
+    #[arg(long, value_name = "PERCENT", default_value_t = 99.9, value_parser = percentage)]
+    min_success: f64,
+    /// abort above this p99 latency
+    #[arg(long, value_name = "MS", default_value_t = 300.0, value_parser = non_negative)]
+    max_p99_ms: f64,
+    /// hold while a version has fewer
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    min_requests: u64,
+    /// judge only what happens during DURATION (e.g. 30s, 2m) instead of everything since Envoy started
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    window: Option<Duration>,
+}
 
 #[derive(Debug, Clone, PartialEq)]
 struct Args {
@@ -69,54 +87,41 @@ impl Default for Args {
 
 /// `Ok(None)`: `--help` was asked for.
 fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, String> {
-    let mut a = Args::default();
-    let mut it = argv.into_iter();
-    while let Some(arg) = it.next() {
-        if arg == "-h" || arg == "--help" {
-            return Ok(None);
-        }
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = || -> Result<String, String> {
-            match &inline {
-                Some(v) => Ok(v.clone()),
-                None => it.next().ok_or_else(|| format!("{flag} needs a value")),
-            }
-        };
-        let number = |flag: &str, v: String| -> Result<f64, String> {
-            v.parse::<f64>()
-                .ok()
-                .filter(|n| n.is_finite() && *n >= 0.0)
-                .ok_or_else(|| format!("{flag}: not a number >= 0: {v:?}"))
-        };
-        match flag.as_str() {
-            "--admin" => a.admin = value()?,
-            "--rollout" => a.rollout = Some(value()?),
-            "--baseline" => a.baseline = value()?,
-            "--min-success" => {
-                let v = number(&flag, value()?)?;
-                if v > 100.0 {
-                    return Err(format!("--min-success is a percentage, got {v}"));
-                }
-                a.thresholds.min_success = v;
-            }
-            "--max-p99-ms" => a.thresholds.max_p99_ms = number(&flag, value()?)?,
-            "--min-requests" => {
-                let v = value()?;
-                a.thresholds.min_requests = v
-                    .parse()
-                    .map_err(|_| format!("--min-requests: not a whole number: {v:?}"))?;
-            }
-            "--window" => a.window = Some(parse_duration(&value()?)?),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
+    let cli = match Cli::try_parse_from(std::iter::once("rollout-report".to_string()).chain(argv)) {
+        Ok(cli) => cli,
+        Err(e) if e.kind() == ErrorKind::DisplayHelp => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    Ok(Some(Args {
+        admin: cli.admin,
+        rollout: cli.rollout,
+        baseline: cli.baseline,
+        thresholds: Thresholds {
+            min_success: cli.min_success,
+            max_p99_ms: cli.max_p99_ms,
+            min_requests: cli.min_requests,
+        },
+        window: cli.window,
+    }))
+}
+
+fn non_negative(v: &str) -> Result<f64, String> {
+    v.parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite() && *n >= 0.0)
+        .ok_or_else(|| format!("not a number >= 0: {v:?}"))
+}
+
+fn percentage(v: &str) -> Result<f64, String> {
+    let v = non_negative(v)?;
+    if v > 100.0 {
+        return Err(format!("--min-success is a percentage, got {v}"));
     }
-    Ok(Some(a))
+    Ok(v)
 }
 
 /// `500ms`, `30s`, `2m`, `1h`; a bare number is seconds.
+// Not humantime: it takes neither fractions (`1.5m`) nor a bare number of seconds.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
@@ -146,6 +151,8 @@ struct VersionStats {
     requests: BTreeMap<String, f64>,
     /// `rollout_responses_total` by `code_class`.
     responses: BTreeMap<String, f64>,
+    /// `rollout_grpc_responses_total` by `grpc_code`.
+    grpc: BTreeMap<String, f64>,
     local_replies: f64,
     /// `rollout_request_duration_milliseconds_bucket`: (le, cumulative count), ascending le.
     buckets: Vec<(f64, f64)>,
@@ -196,6 +203,10 @@ fn collect(samples: &[Sample]) -> BTreeMap<String, RolloutStats> {
             "rollout_responses_total" => {
                 let class = label(s, "code_class").unwrap_or("").to_string();
                 *vs.responses.entry(class).or_default() += s.value;
+            }
+            "rollout_grpc_responses_total" => {
+                let code = label(s, "grpc_code").unwrap_or("").to_string();
+                *vs.grpc.entry(code).or_default() += s.value;
             }
             "rollout_local_replies_total" => vs.local_replies += s.value,
             "rollout_request_duration_milliseconds_bucket" => {
@@ -251,6 +262,7 @@ fn delta(
                     let d = VersionStats {
                         requests: sub_maps(&av.requests, &bv.requests),
                         responses: sub_maps(&av.responses, &bv.responses),
+                        grpc: sub_maps(&av.grpc, &bv.grpc),
                         local_replies: av.local_replies - bv.local_replies,
                         buckets,
                     };
@@ -309,19 +321,33 @@ impl VersionStats {
         self.requests.values().sum()
     }
 
+    /// HTTP responses and gRPC calls.
     fn responses_total(&self) -> f64 {
-        self.responses.values().sum()
+        self.responses.values().sum::<f64>() + self.grpc.values().sum::<f64>()
     }
 
-    /// 5xx and resets (streams that ended without a response status).
-    fn failures(&self) -> f64 {
+    /// HTTP 5xx and resets (streams that ended without a response status).
+    fn http_failures(&self) -> f64 {
         ["5xx", "reset"]
             .iter()
             .map(|c| self.responses.get(*c).copied().unwrap_or(0.0))
             .sum()
     }
 
-    /// Percent of responses that are neither 5xx nor reset.
+    /// gRPC calls that ended with a failing code.
+    fn grpc_failures(&self) -> f64 {
+        self.grpc
+            .iter()
+            .filter(|(c, _)| grpc_failure(c))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    fn failures(&self) -> f64 {
+        self.http_failures() + self.grpc_failures()
+    }
+
+    /// Percent of responses that succeeded.
     fn success_pct(&self) -> Option<f64> {
         let all = self.responses_total();
         (all > 0.0).then(|| (all - self.failures()) * 100.0 / all)
@@ -330,6 +356,17 @@ impl VersionStats {
     fn quantile(&self, q: f64) -> Option<f64> {
         bucket_quantile(q, &self.buckets)
     }
+}
+
+/// Whether a `grpc_code` label value fails the success rate: the filter's one rule
+/// (`GrpcCode::is_failure`, README "gRPC"), which the shipped queries spell as a regex.
+fn grpc_failure(code: &str) -> bool {
+    GrpcCode::ALL.iter().any(|c| c.as_str() == code && c.is_failure())
+}
+
+/// The failing `grpc_code` values, for the report's footer.
+fn grpc_failure_codes() -> String {
+    GrpcCode::FAILURE_REGEX.replace('|', ", ")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -372,12 +409,23 @@ fn judge(v: &VersionStats, t: &Thresholds) -> (Verdict, Vec<String>) {
     match v.success_pct() {
         Some(s) if s < t.min_success => {
             verdict = Verdict::Abort;
-            why.push(format!(
-                "success {s:.2}% < {}% ({} of {} responses 5xx or reset)",
-                t.min_success,
-                v.failures(),
-                v.responses_total()
-            ));
+            let grpc = v.grpc_failures();
+            why.push(if grpc > 0.0 {
+                format!(
+                    "success {s:.2}% < {}% ({} of {} responses failed: {} 5xx or reset, {grpc} gRPC calls with a failing code)",
+                    t.min_success,
+                    v.failures(),
+                    v.responses_total(),
+                    v.http_failures(),
+                )
+            } else {
+                format!(
+                    "success {s:.2}% < {}% ({} of {} responses 5xx or reset)",
+                    t.min_success,
+                    v.failures(),
+                    v.responses_total()
+                )
+            });
         }
         Some(_) => {}
         None => {
@@ -489,6 +537,13 @@ fn render_rollout(id: &str, r: &RolloutStats, baseline: &str, t: &Thresholds, ou
             .join(", ")
     };
     let _ = writeln!(out, "decisions: {}", list(&sources));
+    // gRPC calls by code, per version (only versions that had any).
+    for (name, v) in &r.versions {
+        if v.grpc.values().any(|n| *n > 0.0) {
+            let codes: BTreeMap<&str, f64> = v.grpc.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+            let _ = writeln!(out, "grpc codes {name}: {}", list(&codes));
+        }
+    }
     let rejected: BTreeMap<&str, f64> = r.rejected.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     let _ = writeln!(out, "rejected inputs: {}", list(&rejected));
     for line in &reasons {
@@ -552,9 +607,11 @@ fn render(
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "success = responses neither 5xx nor reset / all responses. p50/p99 are estimates: linear \
+        "success = responses that succeeded / all responses (HTTP: neither 5xx nor reset; gRPC: \
+         none of {}). p50/p99 are estimates: linear \
          interpolation inside Envoy's histogram buckets (as Prometheus's histogram_quantile), \
          bounds {} ... ms; durations are whole milliseconds.",
+        grpc_failure_codes(),
         bounds.join(", ")
     );
     let _ = writeln!(
@@ -624,26 +681,28 @@ fn run(args: &Args) -> Result<(String, Verdict), String> {
     }
 }
 
-fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
+/// The report with the command line `argv` (without the program name): what it prints goes
+/// to `out` and `err`, the exit code is returned.
+pub fn main(argv: impl IntoIterator<Item = String>, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let args = match parse_args(argv) {
         Ok(Some(a)) => a,
         Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
+            let _ = writeln!(out, "{}", Cli::command().render_help());
+            return 0;
         }
         Err(e) => {
-            eprintln!("rollout-report: {e}\n\n{USAGE}");
-            return ExitCode::from(3);
+            let _ = write!(err, "{e}");
+            return 3;
         }
     };
     match run(&args) {
         Ok((text, verdict)) => {
-            print!("{text}");
-            ExitCode::from(verdict.exit_code())
+            let _ = write!(out, "{text}");
+            verdict.exit_code()
         }
         Err(e) => {
-            eprintln!("rollout-report: {e}");
-            ExitCode::from(3)
+            let _ = writeln!(err, "rollout-report: {e}");
+            3
         }
     }
 }
@@ -948,6 +1007,31 @@ envoy_server_uptime{} 12
         // 20 new observations, all above 10 ms: the estimate is the highest finite bound.
         assert_eq!(c.quantile(0.5), Some(10.0));
         assert_eq!(d["r1"].rejected["unknown_override_header"], 0.0);
+    }
+
+    #[test]
+    fn grpc_calls_are_judged_by_their_code() {
+        let text = r#"rollout_requests_total{rollout="r1",version="canary",source="sticky"} 100
+rollout_responses_total{rollout="r1",version="canary",code_class="2xx"} 50
+rollout_responses_total{rollout="r1",version="canary",code_class="5xx"} 0
+rollout_grpc_responses_total{rollout="r1",version="canary",grpc_code="OK"} 38
+rollout_grpc_responses_total{rollout="r1",version="canary",grpc_code="NOT_FOUND"} 2
+rollout_grpc_responses_total{rollout="r1",version="canary",grpc_code="UNAVAILABLE"} 8
+rollout_grpc_responses_total{rollout="r1",version="canary",grpc_code="reset"} 2
+"#;
+        let stats = collect(&parse_prometheus(text));
+        let c = &stats["r1"].versions["canary"];
+        assert_eq!(c.responses_total(), 100.0);
+        assert_eq!(c.grpc_failures(), 10.0, "NOT_FOUND is the caller's");
+        assert_eq!(c.success_pct(), Some(90.0));
+        let (v, why) = judge(c, &thresholds(50));
+        assert_eq!(v, Verdict::Abort);
+        assert!(
+            why[0].contains("(10 of 100 responses failed: 0 5xx or reset, 10 gRPC calls"),
+            "{why:?}"
+        );
+        assert!(grpc_failure("DATA_LOSS") && grpc_failure("missing") && !grpc_failure("OK"));
+        assert!(!grpc_failure("CANCELLED") && !grpc_failure("nonsense"));
     }
 
     #[test]

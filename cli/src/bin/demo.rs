@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rollout_e2e::{envoy_bin, get, workspace_root};
+use rollout_cli::http::{agent, get, mtls_agent};
+use rollout_cli::{envoy_bin, settle, workspace_root};
 
 const FRONT: &str = "http://127.0.0.1:18000";
 const ADMIN: &str = "http://127.0.0.1:18900";
@@ -140,7 +141,7 @@ fn run() -> Result<(), String> {
         elapsed.as_secs_f64()
     );
     println!();
-    rollout_e2e::settle();
+    settle();
     print_report()?;
     drop(envoy);
     if sticky_ok != REPEATED_USERS.len() || unexpected > 0 {
@@ -149,26 +150,17 @@ fn run() -> Result<(), String> {
     Ok(())
 }
 
-/// Run `rollout-report` (built next to this binary: `make run` builds it) against the demo
-/// Envoy, with `$REPORT_ARGS`. The demo shows the verdict; it does not fail on hold or abort.
+/// The report (`rollout-report`) against the demo Envoy, with `$REPORT_ARGS`. The demo
+/// shows the verdict; it does not fail on hold or abort.
 fn print_report() -> Result<(), String> {
-    let bin = std::env::current_exe()
-        .map_err(|e| e.to_string())?
-        .with_file_name("rollout-report");
     let args = std::env::var("REPORT_ARGS").unwrap_or_default();
-    let status = Command::new(&bin)
-        .args(["--admin", ADMIN.trim_start_matches("http://")])
-        .args(args.split_whitespace())
-        .status()
-        .map_err(|e| {
-            format!(
-                "cannot run {} (cargo build -p rollout-e2e --bin rollout-report): {e}",
-                bin.display()
-            )
-        })?;
-    match status.code() {
-        Some(0..=2) => Ok(()),
-        _ => Err(format!("rollout-report failed ({status})")),
+    let argv = ["--admin", ADMIN.trim_start_matches("http://")]
+        .into_iter()
+        .chain(args.split_whitespace())
+        .map(str::to_string);
+    match rollout_cli::report::main(argv, &mut std::io::stdout(), &mut std::io::stderr()) {
+        0..=2 => Ok(()),
+        code => Err(format!("rollout-report failed (exit code {code})")),
     }
 }
 
@@ -189,7 +181,7 @@ fn mtls_callers(root: &std::path::Path) -> Result<Vec<(String, u64)>, String> {
         ),
     ] {
         let (cert, key) = (read(&format!("{name}.pem"))?, read(&format!("{name}.key"))?);
-        let agent = rollout_e2e::mtls_agent(&ca, Some((&cert, &key)));
+        let agent = mtls_agent(&ca, Some((&cert, &key)));
         let mut canary = 0;
         for i in 0..MTLS_USERS {
             let r = get(
@@ -217,7 +209,7 @@ fn drive(n: u32, key: impl Fn(u32) -> String + Sync) -> Result<BTreeMap<String, 
             .map(|t| {
                 let key = &key;
                 s.spawn(move || {
-                    let agent = rollout_e2e::agent();
+                    let agent = agent();
                     let mut counts = BTreeMap::new();
                     for i in (t..n).step_by(threads as usize) {
                         let r = get(&agent, &format!("{FRONT}/"), &[("x-user-id", &key(i))])?;
