@@ -1036,7 +1036,8 @@ def main() -> int:
                 if not r.mem_start:
                     r.notes.append("no wasm memory reservation found in /proc/PID/maps")
             # The modules' own memory.size gauges (last VM to write wins), to check the /proc reading.
-            inside = {k: v for k, v in st.items() if INSIDE_MEMORY.match(k)}
+            # With many rollouts every one carries the same VM's gauge: one note per metric name.
+            inside = {k.split(";")[0]: v for k, v in st.items() if INSIDE_MEMORY.match(k)}
             for k, v in inside.items():
                 same = "matches a VM" if r.mem_end and v in r.mem_end else "DIFFERS from the /proc reading"
                 r.notes.append(f"gauge {k.split(';')[0].removeprefix('wasmcustom.')}: {v // 1024} KiB ({same})")
