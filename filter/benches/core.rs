@@ -12,9 +12,9 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion};
 use rollout_filter::baggage;
 use rollout_filter::config::Config;
-use rollout_filter::rollouts::FilterConfig;
 use rollout_filter::decision::{decide, Peer, RequestView};
 use rollout_filter::identity::{parse_certificate, LabelCache};
+use rollout_filter::rollouts::FilterConfig;
 use rollout_filter::split;
 use rollout_filter::trace::{self, TraceSettings};
 
@@ -281,7 +281,14 @@ fn bench_rollouts(c: &mut Criterion) {
         let f = FilterConfig::from_json(rollouts_config(n).as_bytes()).expect("bench rollouts");
         let exact = format!("svc-{}.example.com:8443", (n.max(2) - 2) / 2);
         let hosts: [(&str, &[u8]); 3] = [
-            ("exact", if n > 1 { exact.as_bytes() } else { b"a.wild.example.com" }),
+            (
+                "exact",
+                if n > 1 {
+                    exact.as_bytes()
+                } else {
+                    b"a.wild.example.com"
+                },
+            ),
             ("wildcard_depth2", b"a.b.wild.example.com"),
             ("unmatched", b"www.other-site.example.org"),
         ];
