@@ -3,8 +3,10 @@
 # VENV, ENVOY, WASM and the `build` and `envoy` targets.
 #
 #   make oci           build target/oci (OCI image layout) + target/rollout-filter-oci.tar, print the
-#                      manifest digest and the sha256 for the WasmPlugin, render target/deploy/istio/
-#   make deploy-test   manifests strictly valid (incl. typo'd fixtures that must fail), the OCI image
+#                      manifest digest and the sha256 for the WasmPlugins, render every
+#                      istio/**/wasmplugin.yaml with it filled in under target/deploy/istio/
+#   make deploy-test   manifests strictly valid (incl. typo'd fixtures that must fail), the route
+#                      fixtures up to date with them (tools/istio_routes.py), the OCI image
 #                      unpacked and its layer compared with the .wasm, the Istio-shaped Envoy config
 #                      checked against the WasmPlugin and loaded by `envoy --mode validate`
 # The hot-reload and Istio-config e2e tests are tests/tests/deploy.rs (`make e2e`).
@@ -41,7 +43,9 @@ oci: build
 
 manifests-test: deploy-tools check-config-bin
 	$(DEPLOY_PY) tools/validate_manifests.py --check-config $(CHECK_CONFIG) \
-	  istio/ istio/file/ tools/testdata/valid/
+	  istio/ istio/file/ istio/route-weights/ istio/flagger/ tools/testdata/valid/
+	@echo "--- the gateway routes istiod renders for them (tests/tests/istio_rollout.rs loads these):"
+	$(DEPLOY_PY) tools/istio_routes.py --check tests/fixtures/istio-routes
 	@echo "--- typo'd and otherwise broken manifests must be rejected:"
 	$(DEPLOY_PY) tools/validate_manifests.py --check-config $(CHECK_CONFIG) --expect-invalid \
 	  tools/testdata/invalid/
@@ -49,7 +53,8 @@ manifests-test: deploy-tools check-config-bin
 oci-test: oci deploy-tools check-config-bin
 	python3 tools/check_oci.py --tar $(OCI_TAR) --dir $(OCI_DIR) --wasm $(WASM) --rendered $(DEPLOY_OUT)
 	$(DEPLOY_PY) tools/validate_manifests.py --check-config $(CHECK_CONFIG) \
-	  $(DEPLOY_OUT)/istio/wasmplugin.yaml $(DEPLOY_OUT)/istio/file/wasmplugin.yaml
+	  $(DEPLOY_OUT)/istio/wasmplugin.yaml $(DEPLOY_OUT)/istio/file/wasmplugin.yaml \
+	  $(DEPLOY_OUT)/istio/route-weights/wasmplugin.yaml $(DEPLOY_OUT)/istio/flagger/wasmplugin.yaml
 
 ecds-test: build envoy deploy-tools
 	$(DEPLOY_PY) tools/ecds_check.py --envoy envoy-config/istio-ecds.yaml \

@@ -10,8 +10,8 @@ Checks, independently of tools/oci_image.py:
   application/vnd.oci.image.layer.v1.tar+gzip and is a gzip'd tar holding plugin.wasm (Istio
   takes the first entry whose base name is plugin.wasm) with exactly the bytes of FILE, starting
   with the wasm magic; the config's diff_id is the sha256 of the uncompressed layer;
-- with --rendered: the generated WasmPlugins pin the manifest digest (oci://) and the .wasm's
-  sha256 (file://).
+- with --rendered: every istio/**/wasmplugin.yaml has a generated copy that pins the manifest
+  digest (oci:// url) or the .wasm's sha256 (file://).
 Prints `N passed, 0 failed` and exits 0, or names each failed check and exits 1.
 """
 
@@ -123,8 +123,15 @@ def main() -> int:
     check(diff_ids[-1:] == ["sha256:" + sha(layer_tar)], "config diff_id = sha256 of the uncompressed layer")
 
     if args.rendered:
-        for rel, want in (("istio/wasmplugin.yaml", digest.split(":", 1)[1]), ("istio/file/wasmplugin.yaml", sha(wasm))):
-            text = (args.rendered / rel).read_text()
+        # Every WasmPlugin in istio/ has a rendered copy pinning what its url scheme needs.
+        root = Path(__file__).resolve().parent.parent
+        for src in sorted((root / "istio").rglob("wasmplugin.yaml")):
+            rel = src.relative_to(root)
+            url = re.search(r"(?m)^\s*url:\s*(\S+)", src.read_text())
+            oci = url is not None and url[1].startswith("oci://")
+            want = digest.split(":", 1)[1] if oci else sha(wasm)
+            dst = args.rendered / rel
+            text = dst.read_text() if dst.exists() else ""
             got = re.findall(r'(?m)^\s*sha256:\s*"?([0-9a-f]{64})"?\s*$', text)
             check(got == [want], f"{args.rendered / rel} pins sha256 {want[:12]}…")
 

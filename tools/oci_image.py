@@ -12,7 +12,8 @@ same manifest digest, so the digest can be pinned in the WasmPlugin.
 
 Prints the manifest digest (WasmPlugin `sha256` for oci:// URLs: Istio checks it against the image
 manifest digest) and the .wasm's own sha256 (the `sha256` for http(s):// URLs, a record for file://),
-and with --render writes istio/wasmplugin.yaml and istio/file/wasmplugin.yaml with them filled in.
+and with --render writes the WasmPlugins in WASMPLUGINS (istio/wasmplugin.yaml, istio/file/, istio/route-weights/,
+istio/flagger/) with them filled in.
 Standard library only.
 """
 
@@ -30,6 +31,14 @@ import tarfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The WasmPlugins `--render` fills in, and which sha256 each pins: the image manifest digest for
+# oci:// urls (Istio compares it with the manifest), the .wasm's own sha256 for file:// (a record).
+WASMPLUGINS = {
+    "istio/wasmplugin.yaml": "manifest",
+    "istio/file/wasmplugin.yaml": "wasm",
+    "istio/route-weights/wasmplugin.yaml": "manifest",
+    "istio/flagger/wasmplugin.yaml": "manifest",
+}
 LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
 CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -164,12 +173,10 @@ def main() -> int:
     print(f"WasmPlugin sha256  {manifest_digest.split(':', 1)[1]}   (oci:// url: the manifest digest)")
     print(f"WasmPlugin sha256  {wasm_sha}   (https:// url; file:// record)")
     if args.render:
-        pairs = [
-            (ROOT / "istio/wasmplugin.yaml", args.render / "istio/wasmplugin.yaml", manifest_digest.split(":", 1)[1]),
-            (ROOT / "istio/file/wasmplugin.yaml", args.render / "istio/file/wasmplugin.yaml", wasm_sha),
-        ]
-        for src, dst, sha in pairs:
-            render(src, dst, sha)
+        shas = {"manifest": manifest_digest.split(":", 1)[1], "wasm": wasm_sha}
+        for path, kind in WASMPLUGINS.items():
+            dst = args.render / path
+            render(ROOT / path, dst, shas[kind])
             print(f"rendered           {rel(dst)}")
     print("push (keeps the digest): oras cp --from-oci-layout " f"{rel(args.out)}:{args.tag} REGISTRY/rollout-filter:{args.tag}")
     print(

@@ -12,11 +12,15 @@ Schemas come from maintained model packages, pinned in tools/requirements.txt an
   the model has no field (alias) for.
 - Argo Rollouts (Rollout, AnalysisTemplate, ClusterAnalysisTemplate): npm @kubernetes-models/argo-rollouts,
   run by tools/validate_argo.mjs with the same strictness added.
+- Istio EnvoyFilter: the same cloudcoil models; each patch `value` (free-form in the CRD) is parsed
+  into Envoy's own protobuf type for its applyTo (PyPI xds-protos), which rejects unknown fields as
+  istiod's validation does. A MERGE that sets a route's weighted_clusters must name the route and
+  carry a proxyVersion guard (istio/route-weights/envoyfilter.yaml says why).
+- Flagger (Canary, MetricTemplate): no registry package has a schema, so tools/flagger_models.py
+  models them from Flagger's Go types, rejecting unknown keys.
 - ConfigMap istio/stats-bootstrap.yaml: checked here (metadata through cloudcoil's ObjectMeta, data as a
   string map) and its stats_tags compared with envoy-config/istio-ecds.yaml.
-A kind without a schema here is an error, so nothing unvalidated ships silently; the few kinds no
-registry package has a schema for (NO_SCHEMA_PACKAGE: Flagger's MetricTemplate) are reported as
-SKIPPED.
+A kind without a schema here is an error, so nothing unvalidated ships silently.
 
 With --check-config, each WasmPlugin's pluginConfig is also run through the filter's own parser
 (the rollout-check-config binary), which must print "ok".
@@ -39,7 +43,13 @@ import yaml
 from cloudcoil import apimachinery
 from cloudcoil.models.istio.extensions import v1alpha1 as istio_ext
 from cloudcoil.models.istio.networking import v1 as istio_net_v1
+from cloudcoil.models.istio.networking import v1alpha3 as istio_net_v1alpha3
 from cloudcoil.models.istio.networking import v1beta1 as istio_net_v1beta1
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from google.protobuf import json_format
+
+import flagger_models
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / "tools"
@@ -52,17 +62,27 @@ ISTIO_MODELS: dict[tuple[str, str], type[pydantic.BaseModel]] = {
     ("networking.istio.io/v1beta1", "VirtualService"): istio_net_v1beta1.VirtualService,
     ("networking.istio.io/v1beta1", "DestinationRule"): istio_net_v1beta1.DestinationRule,
     ("networking.istio.io/v1beta1", "Gateway"): istio_net_v1beta1.Gateway,
+    ("networking.istio.io/v1alpha3", "EnvoyFilter"): istio_net_v1alpha3.EnvoyFilter,
+}
+FLAGGER_MODELS: dict[tuple[str, str], type[pydantic.BaseModel]] = {
+    ("flagger.app/v1beta1", "Canary"): flagger_models.Canary,
+    ("flagger.app/v1beta1", "MetricTemplate"): flagger_models.MetricTemplate,
+}
+# EnvoyFilter applyTo -> the Envoy type its patch value is (istio pkg/config/xds BuildXDSObjectFromStruct).
+ENVOY_PATCH_TYPES = {
+    "HTTP_ROUTE": route_components_pb2.Route,
+    "VIRTUAL_HOST": route_components_pb2.VirtualHost,
+    "ROUTE_CONFIGURATION": route_pb2.RouteConfiguration,
+    "CLUSTER": cluster_pb2.Cluster,
 }
 ARGO_KINDS = {
     ("argoproj.io/v1alpha1", "Rollout"),
     ("argoproj.io/v1alpha1", "AnalysisTemplate"),
     ("argoproj.io/v1alpha1", "ClusterAnalysisTemplate"),
 }
-# Kinds shipped here for which no registry package has a schema. Reported as SKIPPED (never as
-# valid) so they stay visible; anything else without a schema is an error.
-NO_SCHEMA_PACKAGE = {
-    ("flagger.app/v1beta1", "MetricTemplate"),
-}
+# Kinds shipped here with no schema at all. Reported as SKIPPED (never as valid) so they stay
+# visible; anything else without a schema is an error.
+NO_SCHEMA_PACKAGE: set[tuple[str, str]] = set()
 # Free-form by definition (google.protobuf.Struct / map fields): not walked for unknown keys.
 # pluginConfig is checked by the filter's own parser instead.
 FREE_FORM = {"pluginConfig"}
@@ -119,6 +139,40 @@ def validate_istio(doc: dict, model: type[pydantic.BaseModel]) -> pydantic.BaseM
     if unknown:
         raise Invalid("unknown field(s): " + ", ".join(unknown))
     return obj
+
+
+def validate_envoyfilter_values(doc: dict) -> None:
+    for i, cp in enumerate(doc.get("spec", {}).get("configPatches") or []):
+        where = f"spec.configPatches[{i}]"
+        apply_to = cp.get("applyTo")
+        patch = cp.get("patch") or {}
+        if "value" not in patch:
+            continue
+        typ = ENVOY_PATCH_TYPES.get(apply_to)
+        if typ is None:
+            raise Invalid(f"{where}.patch.value: applyTo {apply_to} is not checked by this validator")
+        try:
+            msg = json_format.ParseDict(patch["value"], typ())
+        except json_format.ParseError as e:
+            raise Invalid(f"{where}.patch.value: {str(e).splitlines()[0]}") from None
+        # A MERGE into a route's weighted_clusters is only safe on a route istiod always renders as
+        # weighted_clusters: name that route, and keep istiod < 1.19 (which could render it as a
+        # plain cluster, making this an empty weighted_clusters Envoy rejects) out by proxyVersion.
+        if apply_to == "HTTP_ROUTE" and patch.get("operation") in ("MERGE", "MERGE_AND_REPLACE_LIST"):
+            if msg.route.HasField("weighted_clusters"):
+                match = cp.get("match") or {}
+                route = ((match.get("routeConfiguration") or {}).get("vhost") or {}).get("route") or {}
+                if not route.get("name"):
+                    raise Invalid(f"{where}.match.routeConfiguration.vhost.route.name: required for a weighted_clusters MERGE")
+                if not (match.get("proxy") or {}).get("proxyVersion"):
+                    raise Invalid(f"{where}.match.proxy.proxyVersion: required for a weighted_clusters MERGE")
+
+
+def validate_flagger(doc: dict, model: type[pydantic.BaseModel]) -> None:
+    for key in flagger_models.NOT_CHECKED:
+        if key in ((doc.get("spec") or {}).get("service") or {}) or key in ((doc.get("spec") or {}).get("analysis") or {}):
+            raise Invalid(f"spec: {key} is not checked by this validator (Istio/Gateway API types inside a Canary)")
+    validate_istio(doc, model)
 
 
 # ---- ConfigMap (the Istio bootstrap override) ------------------------------------------------------
@@ -225,6 +279,10 @@ def make_validators(checker: str | None) -> Callable[[list[tuple[str, dict]]], d
                     validate_istio(doc, ISTIO_MODELS[gvk])
                     if gvk[1] == "WasmPlugin" and checker:
                         check_plugin_config(checker, doc.get("spec", {}).get("pluginConfig"))
+                    if gvk[1] == "EnvoyFilter":
+                        validate_envoyfilter_values(doc)
+                elif gvk in FLAGGER_MODELS:
+                    validate_flagger(doc, FLAGGER_MODELS[gvk])
                 elif gvk in ARGO_KINDS:
                     argo.append((name, doc))
                     continue

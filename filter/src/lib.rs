@@ -12,6 +12,7 @@ pub mod grpc;
 pub mod headers;
 pub mod identity;
 pub mod keys;
+pub mod lane;
 pub mod metrics;
 pub mod rollouts;
 pub mod split;

@@ -6,16 +6,14 @@
 //! the weights through file-based RDS (temp file + rename) while traffic flows, as a control
 //! plane does for Argo Rollouts' `setWeight` steps and abort.
 
-use rollout_e2e::{agent, get, workspace_root, Echo, Envoy};
+use rollout_e2e::{agent, get, rds, workspace_root, Echo, Envoy};
 use rollout_filter::split;
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-const ENVOY_CONFIG: &str = "envoy-config/route-weights.yaml";
 const RDS_FILE: &str = "envoy-config/rds/checkout.yaml";
 const ROLLOUT: &str = "checkout-2026-11";
 const STABLE: &str = "outbound|8080|stable|checkout.prod.svc.cluster.local";
@@ -42,7 +40,8 @@ fn replace_once(text: &str, from: &str, to: &str) -> String {
 enum Route {
     /// `weighted_clusters` stable, canary (istiod: two non-zero destinations).
     Weighted(u32, u32),
-    /// A plain `cluster: stable` (istiod at canary weight 0: one destination left).
+    /// A plain `cluster: stable`: a control plane that collapses a one-cluster split (istiod
+    /// before 1.19; since then istiod keeps `weighted_clusters`, README "Istio").
     PlainStable,
 }
 
@@ -98,65 +97,36 @@ fn route_table(version: u32, route: Route) -> String {
     }
 }
 
-/// Replace the watched file as a control plane must: write a temp file, rename it over.
-fn write_atomically(dir: &Path, content: &str) {
-    let tmp = dir.join(".checkout.yaml.tmp");
-    std::fs::write(&tmp, content).expect("write temp RDS file");
-    std::fs::rename(&tmp, dir.join("checkout.yaml")).expect("rename RDS file");
-}
-
 struct RouteEnvoy {
     envoy: Envoy,
     rds_dir: tempfile::TempDir,
     version: u32,
 }
 
+const RDS_NAME: &str = "checkout.yaml";
+
 impl RouteEnvoy {
     fn start(route: Route) -> RouteEnvoy {
-        Self::start_with(route, |yaml| yaml)
+        Self::start_with(route, None)
     }
 
-    /// `edit` may change the bootstrap (e.g. the filter config) after ports and paths.
-    fn start_with(route: Route, edit: impl FnOnce(String) -> String) -> RouteEnvoy {
+    /// `plugin_config`: the filter's config when not the shipped one.
+    fn start_with(route: Route, plugin_config: Option<String>) -> RouteEnvoy {
         let rds_dir = tempfile::tempdir().expect("tempdir");
-        write_atomically(rds_dir.path(), &route_table(1, route));
+        rds::write_atomically(rds_dir.path(), RDS_NAME, &route_table(1, route));
         let (stable, canary) = (Echo::start("stable"), Echo::start("canary"));
-        let mut yaml = read(ENVOY_CONFIG);
-        let begin = yaml
-            .find("  # demo-backends-begin")
-            .expect("demo-backends-begin marker");
-        let end_marker = "  # demo-backends-end\n";
-        let end = yaml.find(end_marker).expect("demo-backends-end marker") + end_marker.len();
-        yaml.replace_range(begin..end, "");
-        let yaml = replace_once(&yaml, "port_value: 18020", "port_value: 0");
-        let yaml = replace_once(&yaml, "port_value: 18920", "port_value: 0");
-        let yaml = replace_once(
-            &yaml,
-            "port_value: 18121",
-            &format!("port_value: {}", stable.addr.port()),
-        );
-        let yaml = replace_once(
-            &yaml,
-            "port_value: 18122",
-            &format!("port_value: {}", canary.addr.port()),
-        );
-        let yaml = replace_once(
-            &yaml,
-            "filename: target/rollout-filter.wasm",
-            &format!("filename: \"{}\"", rollout_e2e::wasm_path().display()),
-        );
-        let dir = rds_dir.path().display();
-        let yaml = replace_once(
-            &yaml,
-            "path: envoy-config/rds/checkout.yaml",
-            &format!("path: \"{dir}/checkout.yaml\""),
-        );
-        let yaml = replace_once(
-            &yaml,
-            "watched_directory: { path: envoy-config/rds }",
-            &format!("watched_directory: {{ path: \"{dir}\" }}"),
-        );
-        let envoy = Envoy::start_yaml(&edit(yaml), vec![stable, canary]).unwrap_or_else(|e| panic!("{e}"));
+        let yaml = rds::Bootstrap {
+            dir: rds_dir.path(),
+            file: RDS_NAME,
+            route_config: None,
+            clusters: vec![
+                (STABLE.to_string(), stable.addr.port()),
+                (CANARY.to_string(), canary.addr.port()),
+            ],
+            plugin_config,
+        }
+        .render();
+        let envoy = Envoy::start_yaml(&yaml, vec![stable, canary]).unwrap_or_else(|e| panic!("{e}"));
         let re = RouteEnvoy {
             envoy,
             rds_dir,
@@ -167,8 +137,7 @@ impl RouteEnvoy {
     }
 
     fn rds_stat(&self, name: &str) -> u64 {
-        let key = format!("http.front.rds.checkout.{name}");
-        self.envoy.stats_now().get(&key).copied().unwrap_or(0)
+        rds::stat(&self.envoy, "checkout", name)
     }
 
     fn wait_rds(&self, success: u64) {
@@ -193,7 +162,7 @@ impl RouteEnvoy {
     /// Write the new route table and wait until Envoy has applied it.
     fn set_route(&mut self, route: Route) {
         self.version += 1;
-        write_atomically(self.rds_dir.path(), &route_table(self.version, route));
+        rds::write_atomically(self.rds_dir.path(), RDS_NAME, &route_table(self.version, route));
         self.wait_rds(u64::from(self.version));
         assert_eq!(self.rds_stat("update_rejected"), 0);
     }
@@ -405,7 +374,7 @@ fn route_weights_ramp_and_abort_keep_users_sticky_and_flagd_identical() {
         ("setWeight 25", Route::Weighted(75, 25)),
         ("setWeight 50", Route::Weighted(50, 50)),
         ("setWeight 100", Route::Weighted(0, 100)),
-        ("abort (istiod: cluster)", Route::PlainStable),
+        ("abort (plain cluster)", Route::PlainStable),
         ("abort (weighted 100/0)", Route::Weighted(100, 0)),
     ];
     let mut re = RouteEnvoy::start(steps[0].1);
@@ -598,9 +567,8 @@ fn explicit_clusters_and_unmatched_clusters_are_counted() {
     let edited = format!(
         r#""versions": [ {{ "name": "stable", "cluster": "{STABLE}" }}, {{ "name": "canary", "cluster": "canary-v2" }} ],"#
     );
-    let re = RouteEnvoy::start_with(Route::Weighted(50, 50), |yaml| {
-        replace_once(&yaml, shipped, &edited)
-    });
+    let config = replace_once(&rds::shipped_plugin_config(), shipped, &edited);
+    let re = RouteEnvoy::start_with(Route::Weighted(50, 50), Some(config));
     let a = agent();
     let url = re.envoy.url("/");
     let mut unknown_headers = 0;

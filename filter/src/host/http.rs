@@ -17,6 +17,7 @@ use crate::grpc::{GrpcCode, Protocol, ResponseSeen, WebTrailerScanner};
 use crate::headers::{HeaderChange, SerializedMap};
 use crate::identity::{self, CertReject};
 use crate::keys;
+use crate::lane;
 use crate::metrics::CodeClass;
 use crate::trace;
 
@@ -151,6 +152,16 @@ fn visitor_used_tls(req: &HostRequest) -> bool {
         Some(proto) => proto.trim_ascii().eq_ignore_ascii_case(b"https"),
         None => property(&["connection", "tls_version"]).is_some_and(|v| !v.is_empty()),
     }
+}
+
+/// The listener's `traffic_direction`: `xds.listener_direction` on Envoy 1.40, top-level
+/// `listener_direction` on older proxies. Read per request that carries a lane, not cached per
+/// root context: Envoy gives each listener's filter its own direction, but listeners whose
+/// plugin configs are identical share one root context.
+fn listener_direction() -> Option<i64> {
+    property(&["xds", "listener_direction"])
+        .or_else(|| property(&["listener_direction"]))
+        .and_then(|d| lane::parse_direction(&d))
 }
 
 fn property(path: &[&str]) -> Option<Vec<u8>> {
@@ -315,11 +326,27 @@ impl HttpContext for Http {
         let (Some(cfg), Some(m)) = (filter.rollouts.get(index), shared.metrics(index)) else {
             return Action::Continue;
         };
-        let peer = if cfg.needs_peer {
-            peer(shared, index, cfg, m, &req)
-        } else {
-            None
-        };
+        // Read once, when first needed: for every request when the config needs it, else
+        // only for the trust check of a lane arriving on an inbound listener.
+        let mut peer_read = cfg.needs_peer.then(|| peer(shared, index, cfg, m, &req));
+        let mut lane_in = lane::Incoming::Absent;
+        if let Some(l) = &cfg.lane {
+            let values: Vec<&[u8]> = req.map().get_all("baggage").collect();
+            lane_in = lane::judge(
+                l,
+                &values,
+                |v| cfg.version_index(v),
+                || l.side.is_inbound(listener_direction),
+                || {
+                    !l.trusted_peers.is_empty()
+                        && matches!(
+                            peer_read.get_or_insert_with(|| peer(shared, index, cfg, m, &req)).as_deref(),
+                            Some(Ok(p)) if p.lane_trusted
+                        )
+                },
+            );
+        }
+        let peer = peer_read.flatten();
         let peer_ok = match peer.as_deref() {
             Some(Ok(p)) => {
                 for r in &p.rejects {
@@ -334,7 +361,7 @@ impl HttpContext for Http {
             }
             None => None,
         };
-        let d = decision::decide(cfg, &mut req, peer_ok);
+        let d = decision::decide_in_lane(cfg, &mut req, peer_ok, lane_in);
         for r in d.rejected.iter() {
             log::debug!("ignored input: {}", r.as_str());
             shared.count(m, m.reject_slot_decision(r));
@@ -358,7 +385,9 @@ impl HttpContext for Http {
             for chunk in random.chunks_mut(8) {
                 chunk.copy_from_slice(&fastrand::u64(..).to_le_bytes());
             }
-            let p = trace::propagate(&parents, &states, &cfg.trace.settings, random);
+            // A certificate label's traceId starts the trace when the request brings none.
+            let start = peer_ok.and_then(|p| p.trace_id);
+            let p = trace::propagate_seeded(&parents, &states, &cfg.trace.settings, random, start);
             for (r, n) in p.rejects.iter() {
                 log::debug!("trace context: {} x{n}", r.as_str());
                 shared.count_n(m, m.reject_slot_trace(r), u64::from(n));
@@ -368,18 +397,31 @@ impl HttpContext for Http {
             }
             trace_out = Some(p);
         }
-        let mut baggage_out = HeaderChange::Keep;
-        if cfg.trace.baggage {
-            let values: Vec<&[u8]> = req.map().get_all("baggage").collect();
-            let member = cfg.trace.baggage_members.get(label).map_or("", String::as_str);
-            let edit = baggage::Edit::Set {
+        // The decision member and the lane member: one pass of the baggage writer, one write.
+        let mut edits = [baggage::Edit::Remove { key: "" }; 2];
+        let mut n = 0;
+        if let Some(member) = cfg.trace.baggage_members.get(label).filter(|_| cfg.trace.baggage) {
+            edits[0] = baggage::Edit::Set {
                 key: &cfg.trace.baggage_key,
                 member,
             };
-            let applied = baggage::apply(&values, &[edit]);
+            n = 1;
+        }
+        if let Some(e) = cfg.lane.as_ref().and_then(|l| lane::edit(l, lane_in, d.version)) {
+            edits[n] = e;
+            n += 1;
+        }
+        let mut baggage_out = HeaderChange::Keep;
+        if n > 0 {
+            let values: Vec<&[u8]> = req.map().get_all("baggage").collect();
+            let applied = baggage::apply(&values, &edits[..n]);
             if applied.not_added() > 0 {
                 log::debug!("baggage member not added: the header is at the W3C limits");
-                shared.count(m, m.reject_slot_trace(trace::TraceReject::BaggageFull));
+                shared.count_n(
+                    m,
+                    m.reject_slot_trace(trace::TraceReject::BaggageFull),
+                    u64::from(applied.not_added()),
+                );
             }
             baggage_out = applied.header;
         }
