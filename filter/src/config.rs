@@ -811,14 +811,19 @@ fn sticky_key(k: RawStickyKey) -> Result<(StickyKey, Option<u32>), (&'static str
             .filter(|s| (1..=MAX_COOKIE_MAX_AGE).contains(s))
             .ok_or((
                 "maxAge",
-                format!("must be whole seconds from 1 to {MAX_COOKIE_MAX_AGE} (400 days), got {n}"),
+                // Integers only: formatting a float would link the float printer (~14 KB of wasm).
+                format!(
+                    "must be whole seconds from 1 to {MAX_COOKIE_MAX_AGE} (400 days), got {}",
+                    n.as_i64()
+                        .map_or_else(|| "a fraction or a huge number".to_string(), |i| i.to_string())
+                ),
             ))?,
     };
     Ok((StickyKey::Cookie(name), Some(max_age)))
 }
 
 /// Echoed field names may hold control characters; the log line stays one line.
-fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     s.chars()
         .map(|c| {
             if c.is_control() {

@@ -14,6 +14,7 @@ pub mod identity;
 pub mod keys;
 pub mod lane;
 pub mod metrics;
+pub mod rollouts;
 pub mod split;
 pub mod trace;
 
