@@ -124,6 +124,19 @@ write("certificate", "pattern-dns", b"\x04*.qa.example.com\nAPI.qa.example.com")
 write("certificate", "pattern-tail", b"\x04spiffe://*/ns/*\nspiffe://td/ns/a/b/c")
 write("certificate", "oid", b"\x051.3.6.1.4.1.55555.1.1")
 write("certificate", "oid-big", b"\x052.39.18446744073709551615.0")
+# Mode 6: a label in a certificate the target builds (3: JSON otherName, 1: raw otherName, 0: URI).
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+labels = {
+    "label-json-design": (3, '{"rolloutId":"checkout-2026-11","canaryWeight":30,"traceId":"%s"}' % TRACE),
+    "label-json-ambiguous": (3, '{"rolloutId":"r","weight":1,"canaryWeight":2,"version":"v"}'),
+    "label-json-trace-only": (3, '{"rolloutId":"r","traceId":"%s","weight":null}' % TRACE),
+    "label-raw": (1, "eyJyb2xsb3V0SWQiOiJyIiwidmVyc2lvbiI6InYifQ"),
+    "label-uri-a": (0, "rollout://checkout-2026-11?version=canary&canaryWeight=30&traceId=%s" % TRACE),
+    "label-uri-b": (0, "rollout=checkout-2026-11;weight=5;canaryWeight=5"),
+    "label-uri-bad-trace": (0, "rollout=r;traceId=%s" % TRACE.upper()),
+}
+for name, (style, text) in labels.items():
+    write("certificate", name, bytes([6, style]) + text.encode())
 
 # ---- keys ---------------------------------------------------------------------------------
 def keys_seed(name, value):
@@ -186,6 +199,8 @@ decisions = {
                                                      b"spiffe://x/y", b"", b"\x00\x02canary"]),
     "strict-weight-label": decision_seed(0b11000100, 9, [b"", b"", b"bob", b"", b"",
                                                         b"", b"web.qa.example.com", b"\x1e\x01", b"\x32\x05x"]),
+    "strict-trace-label": decision_seed(0b11000100, 9, [b"", b"", b"bob", b"", b"",
+                                                       b"spiffe://x/y", b"", b"\x00\x08", b"\x1e\x0bcanary"]),
 }
 for name, data in decisions.items():
     write("decision", name, data)

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use std::fmt;
 
 use crate::identity::{parse_oid, LabelOid, PeerPattern};
+pub use crate::lane::{Lane, Side};
 
 /// Most versions one rollout may split between.
 pub const MAX_VERSIONS: usize = 16;
@@ -67,7 +68,24 @@ struct RawConfig {
     #[serde(default)]
     certificate: Option<RawCertificate>,
     #[serde(default)]
+    lane: Option<RawLane>,
+    #[serde(default)]
     route_weights: Option<RawRouteWeights>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawLane {
+    #[serde(default)]
+    baggage_key: Option<String>,
+    #[serde(default)]
+    set: Option<bool>,
+    #[serde(default)]
+    follow: Option<bool>,
+    #[serde(default)]
+    trusted_peers: Vec<String>,
+    #[serde(default)]
+    side: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -317,7 +335,10 @@ pub struct Config {
     pub response_headers: ResponseHeaders,
     /// Set when certificate labels are read (`certificate` present).
     pub certificate: Option<Certificate>,
-    /// Whether requests need the peer certificate at all (labels, trust or identity key).
+    /// Call-chain lanes (`lane`), off when absent.
+    pub lane: Option<Lane>,
+    /// Whether every request needs the peer certificate (labels, override trust or identity
+    /// key). A lane's trust check reads it only when a lane arrives on an inbound listener.
     pub needs_peer: bool,
     /// Set in route-weights mode.
     pub route_weights: Option<RouteWeights>,
@@ -650,6 +671,18 @@ impl Config {
             || !ov.trusted_peers.is_empty()
             || sticky_keys.contains(&StickyKey::PeerIdentity);
 
+        let lane = match raw.lane {
+            Some(l) => Some(lane(l, &versions, &trace.baggage_key)?),
+            None => None,
+        };
+        if route_weights.is_some() && lane.as_ref().is_some_and(|l| l.set) {
+            // The route picks after the filter ran: there is no version to write.
+            return Err(ConfigError::new(
+                "lane.set",
+                "not available with routeWeights (the route picks the version after the filter); set the lane at a filter-weights hop",
+            ));
+        }
+
         let weights = versions.iter().map(|v| v.weight).collect();
         Ok(Config {
             rollout_id: raw.rollout_id,
@@ -664,11 +697,62 @@ impl Config {
             rollout_id_header,
             response_headers,
             certificate,
+            lane,
             needs_peer,
             route_weights,
             warnings,
         })
     }
+}
+
+fn lane(l: RawLane, versions: &[Version], decision_key: &str) -> Result<Lane, ConfigError> {
+    let key = l
+        .baggage_key
+        .unwrap_or_else(|| crate::lane::DEFAULT_KEY.to_string());
+    if key.len() > MAX_BAGGAGE_PREFIX_LEN || !crate::baggage::is_valid_key(&key) {
+        return Err(ConfigError::new(
+            "lane.baggageKey",
+            format!("must be 1 to {MAX_BAGGAGE_PREFIX_LEN} HTTP token characters, got {key:?}"),
+        ));
+    }
+    if key == decision_key {
+        return Err(ConfigError::new(
+            "lane.baggageKey",
+            format!("must differ from the decision's baggage key {decision_key:?}"),
+        ));
+    }
+    let side = match l.side.as_deref() {
+        None => Side::Auto,
+        Some(s) => Side::parse(s).ok_or_else(|| {
+            ConfigError::new(
+                "lane.side",
+                format!("must be \"auto\", \"inbound\", \"outbound\" or \"gateway\", got {s:?}"),
+            )
+        })?,
+    };
+    let mut trust_everyone = false;
+    let mut trusted_peers = Vec::new();
+    for (i, p) in l.trusted_peers.iter().enumerate() {
+        if p == "*" {
+            trust_everyone = true;
+            continue;
+        }
+        trusted_peers
+            .push(PeerPattern::parse(p).map_err(|r| ConfigError::new(format!("lane.trustedPeers[{i}]"), r))?);
+    }
+    let members = versions
+        .iter()
+        .map(|v| crate::baggage::member(&key, &v.name))
+        .collect();
+    Ok(Lane {
+        key,
+        set: l.set.unwrap_or(false),
+        follow: l.follow.unwrap_or(true),
+        side,
+        trust_everyone,
+        trusted_peers,
+        members,
+    })
 }
 
 /// One `stickyKeys` entry: the key, and `Some(maxAge)` when it issues its cookie.
@@ -727,14 +811,19 @@ fn sticky_key(k: RawStickyKey) -> Result<(StickyKey, Option<u32>), (&'static str
             .filter(|s| (1..=MAX_COOKIE_MAX_AGE).contains(s))
             .ok_or((
                 "maxAge",
-                format!("must be whole seconds from 1 to {MAX_COOKIE_MAX_AGE} (400 days), got {n}"),
+                // Integers only: formatting a float would link the float printer (~14 KB of wasm).
+                format!(
+                    "must be whole seconds from 1 to {MAX_COOKIE_MAX_AGE} (400 days), got {}",
+                    n.as_i64()
+                        .map_or_else(|| "a fraction or a huge number".to_string(), |i| i.to_string())
+                ),
             ))?,
     };
     Ok((StickyKey::Cookie(name), Some(max_age)))
 }
 
 /// Echoed field names may hold control characters; the log line stays one line.
-fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     s.chars()
         .map(|c| {
             if c.is_control() {
@@ -1198,5 +1287,74 @@ mod tests {
             .collect();
         let json = format!(r#"{{"rolloutId":"r","versions":[{}]}}"#, vs.join(","));
         assert_eq!(err(&json), "versions: must list 1 to 16 versions");
+    }
+
+    #[test]
+    fn lane_fields() {
+        let base = |lane: &str| {
+            format!(
+                r#"{{"rolloutId":"r","versions":[{{"name":"stable","weight":1}},{{"name":"canary","weight":1}}],"lane":{lane}}}"#
+            )
+        };
+        let c = Config::from_json(br#"{"rolloutId":"r","versions":[{"name":"a","weight":1}]}"#).unwrap();
+        assert_eq!(c.lane, None, "off by default");
+        let l = Config::from_json(base("{}").as_bytes()).unwrap().lane.unwrap();
+        assert_eq!(l.key, "rollout-lane");
+        assert!(!l.set && l.follow && !l.trust_everyone && l.trusted_peers.is_empty());
+        assert_eq!(l.side, Side::Auto);
+        assert_eq!(l.members, vec!["rollout-lane=stable", "rollout-lane=canary"]);
+        let l = Config::from_json(
+            base(
+                r#"{"baggageKey":"release","set":true,"follow":false,"side":"gateway",
+                     "trustedPeers":["spiffe://cluster.local/ns/shop/*","*"]}"#,
+            )
+            .as_bytes(),
+        )
+        .unwrap()
+        .lane
+        .unwrap();
+        assert!(l.set && !l.follow && l.trust_everyone);
+        assert_eq!(
+            (l.key.as_str(), l.side, l.trusted_peers.len()),
+            ("release", Side::Gateway, 1)
+        );
+        assert_eq!(l.members[1], "release=canary");
+        let cases: &[(&str, &str)] = &[
+            (
+                r#"{"baggageKey":""}"#,
+                "lane.baggageKey: must be 1 to 128 HTTP token characters",
+            ),
+            (r#"{"baggageKey":"a b"}"#, "lane.baggageKey: must be 1 to 128"),
+            (
+                r#"{"baggageKey":"rollout.r"}"#,
+                "lane.baggageKey: must differ from the decision's baggage key",
+            ),
+            (
+                r#"{"side":"server"}"#,
+                "lane.side: must be \"auto\", \"inbound\", \"outbound\" or \"gateway\"",
+            ),
+            (r#"{"trustedPeers":["spiffe://a/b*"]}"#, "lane.trustedPeers[0]: "),
+            (r#"{"trustedPeers":["*","https://x"]}"#, "lane.trustedPeers[1]: "),
+            (r#"{"set":"yes"}"#, "lane.set: invalid type"),
+            (r#"{"folow":true}"#, "lane.folow: unknown field"),
+        ];
+        for (lane, want) in cases {
+            let got = err(&base(lane));
+            assert!(
+                got.starts_with(want),
+                "lane {lane}\n  got:  {got}\n  want: {want}"
+            );
+        }
+        // Route-weights mode: lanes are followed (a known version, like a pin) but not set.
+        let rw = |lane: &str| {
+            format!(
+                r#"{{"rolloutId":"r","versions":[{{"name":"stable"}},{{"name":"canary"}}],"routeWeights":{{}},"lane":{lane}}}"#
+            )
+        };
+        assert!(err(&rw(r#"{"set":true}"#)).starts_with("lane.set: not available with routeWeights"));
+        assert!(Config::from_json(rw(r#"{"follow":true}"#).as_bytes())
+            .unwrap()
+            .lane
+            .is_some());
     }
 }

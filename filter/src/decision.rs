@@ -1,4 +1,5 @@
-//! The routing decision: override header > override query > sticky split > random.
+//! The routing decision: override header > override query > certificate pin >
+//! call-chain lane > sticky split > random.
 //!
 //! Pure: the request is read through [`RequestView`], which the host glue
 //! implements over proxy-wasm and the tests implement over a map. Sources are
@@ -7,6 +8,7 @@
 use crate::config::{Config, StickyKey};
 use crate::identity::{LabelReject, PeerCert};
 use crate::keys;
+use crate::lane::Incoming;
 use crate::split;
 
 /// What the decision needs from a request. Values are raw bytes: they need not be UTF-8.
@@ -39,10 +41,21 @@ pub struct IssuedId([u8; ID_LEN]);
 
 impl IssuedId {
     pub fn new(random: [u8; ID_BYTES]) -> IssuedId {
-        use base64::Engine as _;
+        // RFC 4648 base64url, unpadded: 16 bytes are 128 bits, 22 six-bit digits (the last
+        // holding 2 bits). Written out rather than through the base64 crate's encoder, which
+        // costs about 2.5 KB of the module's size budget for these few lines.
+        const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let bits = u128::from_be_bytes(random);
         let mut out = [0u8; ID_LEN];
-        // 16 bytes always encode to exactly 22 characters.
-        let _ = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_slice(random, &mut out);
+        for (i, c) in out.iter_mut().enumerate() {
+            // Digit i is bits [122 - 6i, 128 - 6i) of the big-endian number; the last one
+            // holds its 2 lowest bits, padded with zeros on the right.
+            let digit = match 122u32.checked_sub(6 * i as u32) {
+                Some(shift) => (bits >> shift) & 63,
+                None => (bits << 4) & 63,
+            };
+            *c = ALPHABET[digit as usize];
+        }
         IssuedId(out)
     }
 
@@ -61,6 +74,8 @@ pub enum Source {
     OverrideHeader,
     OverrideQuery,
     Certificate,
+    /// The version named by the request's lane (`lane.follow`).
+    Lane,
     Sticky,
     /// No sticky key: a fresh id was issued as the cookie and bucketed on.
     StickyIssued,
@@ -68,10 +83,11 @@ pub enum Source {
 }
 
 impl Source {
-    pub const ALL: [Source; 6] = [
+    pub const ALL: [Source; 7] = [
         Source::OverrideHeader,
         Source::OverrideQuery,
         Source::Certificate,
+        Source::Lane,
         Source::Sticky,
         Source::StickyIssued,
         Source::Random,
@@ -82,6 +98,7 @@ impl Source {
             Source::OverrideHeader => "override_header",
             Source::OverrideQuery => "override_query",
             Source::Certificate => "certificate",
+            Source::Lane => "lane",
             Source::Sticky => "sticky",
             Source::StickyIssued => "sticky_issued",
             Source::Random => "random",
@@ -104,17 +121,23 @@ pub enum Reject {
     UntrustedOverrideHeader,
     /// An override query parameter from a caller not in `trustedPeers`: removed.
     UntrustedOverrideQuery,
+    /// A lane from a caller an inbound listener does not trust: removed.
+    UntrustedLane,
+    /// A lane naming no configured version: decided as usual, the lane passed on.
+    UnknownLane,
     /// A certificate label's `weight` in route-weights mode, where the route's weights
     /// pick: the caller is bucketed like everyone else.
     LabelWeightIgnored,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 5] = [
+    pub const ALL: [Reject; 7] = [
         Reject::UnknownOverrideHeader,
         Reject::UnknownOverrideQuery,
         Reject::UntrustedOverrideHeader,
         Reject::UntrustedOverrideQuery,
+        Reject::UntrustedLane,
+        Reject::UnknownLane,
         Reject::LabelWeightIgnored,
     ];
 
@@ -124,6 +147,8 @@ impl Reject {
             Reject::UnknownOverrideQuery => "unknown_override_query",
             Reject::UntrustedOverrideHeader => "untrusted_override_header",
             Reject::UntrustedOverrideQuery => "untrusted_override_query",
+            Reject::UntrustedLane => "untrusted_lane",
+            Reject::UnknownLane => "unknown_lane",
             Reject::LabelWeightIgnored => "label_weight_ignored",
         }
     }
@@ -154,7 +179,7 @@ impl Rejections {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
     /// Index into `Config::versions`. Always set in filter-weights mode; in route-weights
-    /// mode only when an override or a certificate pin chose (else the route picks).
+    /// mode only when an override, a certificate pin or a lane chose (else the route picks).
     pub version: Option<usize>,
     /// Route-weights mode with a sticky key: flagd's bucket, written into `bucketHeader`.
     pub bucket: Option<u32>,
@@ -182,12 +207,16 @@ impl Decision {
 pub struct Peer {
     /// The certificate matches `override.trustedPeers`.
     pub trusted: bool,
+    /// The certificate matches `lane.trustedPeers`.
+    pub lane_trusted: bool,
     /// A label pinned the caller to this version.
     pub pin: Option<usize>,
     /// A label's weight: the caller's own split (weights, total).
     pub weights: Option<(Vec<u64>, u64)>,
     /// SPIFFE ID, else the first DNS SAN: the `peerIdentity` sticky key.
     pub identity: Option<String>,
+    /// A label's `traceId`: the trace-id of requests that bring no valid `traceparent`.
+    pub trace_id: Option<[u8; 16]>,
     /// Labels ignored, each counted on every request from this peer.
     pub rejects: Vec<LabelReject>,
 }
@@ -196,6 +225,10 @@ impl Peer {
     pub fn from_cert(cfg: &Config, cert: &PeerCert) -> Peer {
         let mut peer = Peer {
             trusted: cert.is_trusted(&cfg.r#override.trusted_peers),
+            lane_trusted: cfg
+                .lane
+                .as_ref()
+                .is_some_and(|l| cert.is_trusted(&l.trusted_peers)),
             identity: cert.spiffe_id.clone().or_else(|| cert.dns.first().cloned()),
             rejects: cert.label_rejects.clone(),
             ..Peer::default()
@@ -211,6 +244,7 @@ impl Peer {
                 return peer;
             }
         };
+        // Only a label that is used: one naming an unknown version is ignored whole.
         let target = match &label.version {
             Some(name) => match cfg.version_index(name.as_bytes()) {
                 Some(i) => i,
@@ -222,10 +256,13 @@ impl Peer {
             // A weight without a version is for the last version: the canary.
             None => cfg.versions.len().saturating_sub(1),
         };
-        match label.weight {
-            None => peer.pin = Some(target),
-            Some(w) => peer.weights = Some(weights_with_share(&cfg.weights, target, w)),
+        match (label.weight, &label.version) {
+            (Some(w), _) => peer.weights = Some(weights_with_share(&cfg.weights, target, w)),
+            (None, Some(_)) => peer.pin = Some(target),
+            // Only a trace id: the caller is split like anyone else.
+            (None, None) => {}
         }
+        peer.trace_id = label.trace_id;
         peer
     }
 }
@@ -266,7 +303,24 @@ pub fn weights_with_share(weights: &[u32], target: usize, percent: u8) -> (Vec<u
 
 /// Decide a request. `peer`: the verified peer certificate's meaning, if any.
 pub fn decide(cfg: &Config, req: &mut impl RequestView, peer: Option<&Peer>) -> Decision {
+    decide_in_lane(cfg, req, peer, Incoming::Absent)
+}
+
+/// [`decide`] with the request's lane, judged by [`crate::lane::judge`]. A lane comes
+/// after the trusted override and the certificate pin (explicit, verified choices for
+/// this hop) and before the sticky split (which it exists to replace down the chain).
+pub fn decide_in_lane(
+    cfg: &Config,
+    req: &mut impl RequestView,
+    peer: Option<&Peer>,
+    lane: Incoming,
+) -> Decision {
     let mut rejected = Rejections::default();
+    match lane {
+        Incoming::Untrusted => rejected.add(Reject::UntrustedLane),
+        Incoming::Unknown => rejected.add(Reject::UnknownLane),
+        _ => {}
+    }
     let trusted = cfg.r#override.trust_everyone || peer.is_some_and(|p| p.trusted);
 
     // Each override: absent, or the configured version it names (None: no such version).
@@ -304,6 +358,17 @@ pub fn decide(cfg: &Config, req: &mut impl RequestView, peer: Option<&Peer>) -> 
             version: Some(version),
             bucket: None,
             source: Source::Certificate,
+            rejected,
+            issued: None,
+        };
+    }
+
+    if let Incoming::Follow(version) = lane {
+        // A known version, as a pin: in route-weights mode too.
+        return Decision {
+            version: Some(version),
+            bucket: None,
+            source: Source::Lane,
             rejected,
             issued: None,
         };
@@ -564,6 +629,17 @@ pub(crate) mod tests {
         assert_eq!(id.as_str(), "-_v7-_v7-_v7-_v7-_v7-w");
         assert_eq!(IssuedId::new([0; ID_BYTES]).as_str(), "AAAAAAAAAAAAAAAAAAAAAA");
         assert_eq!(id.as_bytes().len(), ID_LEN);
+        use base64::Engine as _;
+        for seed in 0..200u32 {
+            let mut r = [0u8; ID_BYTES];
+            for (j, b) in r.iter_mut().enumerate() {
+                *b = (seed.wrapping_mul(2_654_435_761) >> (j % 24)) as u8 ^ (j as u8).wrapping_mul(37);
+            }
+            assert_eq!(
+                IssuedId::new(r).as_str(),
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r)
+            );
+        }
     }
 
     #[test]
@@ -678,6 +754,7 @@ pub(crate) mod tests {
             rollout_id: rollout.into(),
             version: version.map(Into::into),
             weight,
+            trace_id: None,
         }
     }
 
@@ -871,6 +948,56 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_label_trace_id_is_carried_by_the_peer() {
+        let cfg = strict_config();
+        let traced = |version: Option<&str>, weight: Option<u8>| crate::identity::Label {
+            trace_id: Some([7; 16]),
+            ..label("checkout-2026-11", version, weight)
+        };
+        // Only a trace id: no pin, no weights, split like anyone else.
+        let peer = Peer::from_cert(&cfg, &cert("spiffe://x/y", vec![traced(None, None)]));
+        assert_eq!(
+            (peer.pin, &peer.weights, peer.trace_id),
+            (None, &None, Some([7; 16]))
+        );
+        assert!(peer.rejects.is_empty());
+        let d = decide(
+            &cfg,
+            &mut FakeRequest::with(&[("x-user-id", b"carol")]),
+            Some(&peer),
+        );
+        let plain = Peer::from_cert(&cfg, &cert("spiffe://x/y", vec![]));
+        assert_eq!(plain.trace_id, None);
+        let want = decide(
+            &cfg,
+            &mut FakeRequest::with(&[("x-user-id", b"carol")]),
+            Some(&plain),
+        );
+        assert_eq!(d, want);
+        // Beside a pin or a weight.
+        let peer = Peer::from_cert(&cfg, &cert("spiffe://x/y", vec![traced(Some("canary"), None)]));
+        assert_eq!((peer.pin, peer.trace_id), (Some(1), Some([7; 16])));
+        let peer = Peer::from_cert(&cfg, &cert("spiffe://x/y", vec![traced(None, Some(30))]));
+        assert!(peer.weights.is_some() && peer.trace_id.is_some());
+        // A label that is ignored is ignored whole.
+        for labels in [
+            vec![traced(Some("blue"), None)],
+            vec![
+                traced(None, None),
+                label("checkout-2026-11", Some("canary"), None),
+            ],
+            vec![crate::identity::Label {
+                rollout_id: "search".into(),
+                ..traced(None, None)
+            }],
+        ] {
+            let peer = Peer::from_cert(&cfg, &cert("spiffe://x/y", labels));
+            assert_eq!((peer.pin, peer.trace_id), (None, None));
+            assert_eq!(peer.rejects.len(), 1);
+        }
+    }
+
+    #[test]
     fn peer_identity_is_a_sticky_key() {
         let cfg = strict_config();
         let peer = Peer::from_cert(&cfg, &cert("spiffe://cluster.local/ns/prod/sa/web", vec![]));
@@ -891,5 +1018,112 @@ pub(crate) mod tests {
             cfg.total_weight,
         );
         assert_eq!(a.version, Some(want));
+    }
+
+    #[test]
+    fn lane_after_trusted_override_and_pin_before_sticky() {
+        let cfg = strict_config();
+        // carol is stable by the split; a lane to canary moves her there.
+        let d = decide_in_lane(
+            &cfg,
+            &mut FakeRequest::with(&[("x-user-id", b"carol")]),
+            None,
+            Incoming::Follow(1),
+        );
+        assert_eq!((version(&cfg, d), d.source), ("canary", Source::Lane));
+        assert!(d.rejected.is_empty());
+        // A lane reads no sticky key and issues no cookie.
+        let mut req = FakeRequest {
+            id: Some([1; ID_BYTES]),
+            ..FakeRequest::with(&[("x-user-id", b"carol")])
+        };
+        let d = decide_in_lane(&issuing_config(), &mut req, None, Incoming::Follow(0));
+        assert_eq!((d.source, d.issued), (Source::Lane, None));
+        assert!(!req.reads.iter().any(|r| r == "x-user-id" || r == "random_id"));
+        // The certificate pin beats the lane...
+        let pinned = Peer::from_cert(
+            &cfg,
+            &cert(
+                "spiffe://cluster.local/ns/prod/sa/web",
+                vec![label("checkout-2026-11", Some("stable"), None)],
+            ),
+        );
+        let d = decide_in_lane(
+            &cfg,
+            &mut FakeRequest::default(),
+            Some(&pinned),
+            Incoming::Follow(1),
+        );
+        assert_eq!((version(&cfg, d), d.source), ("stable", Source::Certificate));
+        // ... and a trusted override beats both.
+        let tester = Peer::from_cert(&cfg, &cert("spiffe://cluster.local/ns/qa/sa/tester", vec![]));
+        let d = decide_in_lane(
+            &cfg,
+            &mut FakeRequest::with(&[("x-rollout-pin", b"stable")]),
+            Some(&tester),
+            Incoming::Follow(1),
+        );
+        assert_eq!((version(&cfg, d), d.source), ("stable", Source::OverrideHeader));
+        // An untrusted override does not: the lane decides.
+        let d = decide_in_lane(
+            &cfg,
+            &mut FakeRequest::with(&[("x-rollout-pin", b"stable")]),
+            None,
+            Incoming::Follow(1),
+        );
+        assert_eq!((version(&cfg, d), d.source), ("canary", Source::Lane));
+        assert!(d.strip_override_header());
+    }
+
+    #[test]
+    fn lanes_not_followed_are_counted_and_decided_as_usual() {
+        let cfg = strict_config();
+        let plain = decide(&cfg, &mut FakeRequest::with(&[("x-user-id", b"alice")]), None);
+        for (lane, reject) in [
+            (Incoming::Untrusted, Some(Reject::UntrustedLane)),
+            (Incoming::Unknown, Some(Reject::UnknownLane)),
+            (Incoming::Ignored, None),
+            (Incoming::Absent, None),
+        ] {
+            let d = decide_in_lane(
+                &cfg,
+                &mut FakeRequest::with(&[("x-user-id", b"alice")]),
+                None,
+                lane,
+            );
+            assert_eq!((d.version, d.source), (plain.version, Source::Sticky), "{lane:?}");
+            assert_eq!(
+                d.rejected.iter().collect::<Vec<_>>(),
+                reject.into_iter().collect::<Vec<_>>()
+            );
+        }
+        // Counted even when an override decides.
+        let d = decide_in_lane(
+            &config(),
+            &mut FakeRequest::with(&[("x-rollout-pin", b"canary")]),
+            None,
+            Incoming::Untrusted,
+        );
+        assert_eq!(d.source, Source::OverrideHeader);
+        assert!(d.rejected.contains(Reject::UntrustedLane));
+    }
+
+    #[test]
+    fn lane_trust_is_read_from_the_certificate_once() {
+        let cfg = Config::from_json(
+            br#"{"rolloutId":"r","versions":[{"name":"stable","weight":1}],
+                "lane":{"trustedPeers":["spiffe://cluster.local/ns/shop/*"]}}"#,
+        )
+        .unwrap();
+        assert!(!cfg.needs_peer, "read only when a lane arrives inbound");
+        let shop = Peer::from_cert(&cfg, &cert("spiffe://cluster.local/ns/shop/sa/cart", vec![]));
+        let other = Peer::from_cert(&cfg, &cert("spiffe://cluster.local/ns/web/sa/x", vec![]));
+        assert!(shop.lane_trusted && !shop.trusted);
+        assert!(!other.lane_trusted);
+        let no_lane = Peer::from_cert(
+            &strict_config(),
+            &cert("spiffe://cluster.local/ns/shop/sa/cart", vec![]),
+        );
+        assert!(!no_lane.lane_trusted);
     }
 }

@@ -12,7 +12,9 @@ pub mod grpc;
 pub mod headers;
 pub mod identity;
 pub mod keys;
+pub mod lane;
 pub mod metrics;
+pub mod rollouts;
 pub mod split;
 pub mod trace;
 

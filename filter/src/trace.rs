@@ -217,6 +217,11 @@ pub fn parse_traceparent(v: &[u8]) -> Result<Traceparent, TraceReject> {
     })
 }
 
+/// A trace-id as W3C writes it: exactly 32 lowercase hex digits, not all zero.
+pub fn parse_trace_id(hex: &[u8]) -> Option<[u8; 16]> {
+    decode_hex(Some(hex)).filter(|id: &[u8; 16]| !is_zero(id))
+}
+
 /// A `tracestate` key: `(lcalpha / DIGIT) 0*255(keychar)`, keychar being
 /// `a-z 0-9 _ - * / @`.
 pub fn is_valid_key(k: &str) -> bool {
@@ -239,6 +244,20 @@ pub fn propagate(
     tracestates: &[&[u8]],
     settings: &TraceSettings,
     random: [u8; 24],
+) -> Propagated {
+    propagate_seeded(traceparents, tracestates, settings, random, None)
+}
+
+/// [`propagate`], with `start`: the trace-id of a new trace (a certificate
+/// label's `traceId`) instead of a random one. A valid incoming `traceparent`
+/// still wins; the parent-id is fresh either way. A trace started from `start`
+/// does not claim the random-trace-id flag: the id is the caller's, fixed.
+pub fn propagate_seeded(
+    traceparents: &[&[u8]],
+    tracestates: &[&[u8]],
+    settings: &TraceSettings,
+    random: [u8; 24],
+    start: Option<[u8; 16]>,
 ) -> Propagated {
     let mut rejects = Rejects::default();
     let incoming = match traceparents {
@@ -263,9 +282,10 @@ pub fn propagate(
             flags: tp.flags & (FLAG_SAMPLED | FLAG_RANDOM_TRACE_ID),
         },
         None => Traceparent {
-            trace_id: fresh_trace_id,
+            trace_id: start.unwrap_or(fresh_trace_id),
             parent_id: fresh_parent_id,
-            flags: FLAG_RANDOM_TRACE_ID | if settings.sampled { FLAG_SAMPLED } else { 0 },
+            flags: if start.is_some() { 0 } else { FLAG_RANDOM_TRACE_ID }
+                | if settings.sampled { FLAG_SAMPLED } else { 0 },
         },
     };
     let header = out.to_header();
@@ -869,6 +889,69 @@ mod tests {
         assert_eq!(p.flags, 1);
         // A higher version keeps all its flags; masking is propagate's job.
         assert_eq!(parse_traceparent(tp("fe", "ff").as_bytes()).unwrap().flags, 0xff);
+    }
+
+    #[test]
+    fn trace_ids() {
+        let want: [u8; 16] = core::array::from_fn(|i| if i < 2 { 0x12 } else { 0x34 });
+        assert_eq!(
+            parse_trace_id(format!("1212{}", "34".repeat(14)).as_bytes()),
+            Some(want)
+        );
+        let mut one = [0u8; 16];
+        one[15] = 1;
+        assert_eq!(
+            parse_trace_id(format!("{}1", "0".repeat(31)).as_bytes()),
+            Some(one)
+        );
+        for bad in [
+            "0".repeat(32),
+            TID.to_uppercase().replace('1', "A"),
+            TID[..31].to_string(),
+            format!("{TID}0"),
+            format!(" {}", &TID[1..]),
+            TID.replace('9', "g"),
+            String::new(),
+        ] {
+            assert_eq!(parse_trace_id(bad.as_bytes()), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_start_trace_id_begins_only_new_traces() {
+        const START: [u8; 16] = [0x42; 16];
+        let start_tid = "42".repeat(16);
+        let seeded = |tps: &[&[u8]], ts: &[&[u8]], s: &TraceSettings| {
+            propagate_seeded(tps, ts, s, RANDOM, Some(START))
+        };
+        // No traceparent, or an invalid one: the start id, a fresh parent-id,
+        // and no random-trace-id flag.
+        let s = TraceSettings {
+            sampled: true,
+            ..TraceSettings::default()
+        };
+        let p = seeded(&[], &[], &s);
+        assert_eq!(p.traceparent, Some(format!("00-{start_tid}-{NEW_PID}-01")));
+        assert_eq!((p.trace_id, p.continued), (START, false));
+        assert_eq!(p.trace_id_hex(), start_tid);
+        let p = seeded(&[b"00-bad"], &[b"a=1"], &TraceSettings::default());
+        assert_eq!(p.traceparent, Some(format!("00-{start_tid}-{NEW_PID}-00")));
+        assert_eq!(p.tracestate, H::Remove);
+        assert_eq!(p.rejects.get(R::TraceparentBadLength), 1);
+        // Two traceparents are none.
+        let one = tp("00", "01");
+        let p = seeded(&[one.as_bytes(), one.as_bytes()], &[], &s);
+        assert_eq!(p.trace_id, START);
+        // A valid traceparent wins, passed through or with a new span.
+        let p = seeded(&[one.as_bytes()], &[b"a=1"], &s);
+        assert_eq!((p.traceparent, p.tracestate, p.continued), (None, H::Keep, true));
+        let s = TraceSettings { new_span: true, ..s };
+        assert_eq!(seeded(&[one.as_bytes()], &[], &s).traceparent, new_span("01"));
+        // Without a start id it is `propagate`.
+        assert_eq!(
+            propagate_seeded(&[], &[], &s, RANDOM, None),
+            propagate(&[], &[], &s, RANDOM)
+        );
     }
 
     #[test]

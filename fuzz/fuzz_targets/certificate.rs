@@ -2,7 +2,7 @@
 //! XFCC element that carries the certificate (`identity::xfcc_certificate`),
 //! and the trust patterns and OIDs of the same module.
 //!
-//! Byte 0 picks the mode (modulo 6), the rest is the mode's input:
+//! Byte 0 picks the mode (modulo 7), the rest is the mode's input:
 //! - 0 DER: raw DER. Also wrapped in PEM, which must give the same result.
 //! - 1 PEM: PEM text as-is.
 //! - 2 XFCC: `<digest hex>\n<header>`, both arbitrary.
@@ -11,6 +11,11 @@
 //!   parse as the DER does; a wrong or repeated digest must be refused.
 //! - 4 pattern: `<peer pattern>\n<identity>`.
 //! - 5 OID: a dotted OID.
+//! - 6 label: `<style byte><text>` put into a certificate built here: style
+//!   bit 0 an otherName (bit 1: base64 of the text, as JSON labels are; else
+//!   the text itself), else a URI SAN of the text. A JSON label is checked
+//!   against the JSON itself (every field, `weight` / `canaryWeight`
+//!   ambiguity, `traceId`), a URI label against its parameters.
 //!
 //! The label otherName OID is 1.3.6.1.4.1.55555.1.1, as in the fixtures.
 #![no_main]
@@ -18,8 +23,8 @@
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
 use rollout_filter::identity::{
-    parse_certificate, parse_oid, xfcc_certificate, CertReject, LabelOid, PeerCert, PeerPattern, XfccReject,
-    MAX_CERT_BYTES,
+    parse_certificate, parse_oid, xfcc_certificate, CertReject, LabelOid, LabelReject, PeerCert, PeerPattern,
+    XfccReject, MAX_CERT_BYTES,
 };
 use sha2::{Digest, Sha256};
 use std::sync::OnceLock;
@@ -35,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    match mode % 6 {
+    match mode % 7 {
         0 => der_mode(rest),
         1 => {
             if let Ok(peer) = parse_certificate(rest, Some(oid())) {
@@ -54,7 +59,8 @@ fuzz_target!(|data: &[u8]| {
                 &String::from_utf8_lossy(identity),
             );
         }
-        _ => oids(&String::from_utf8_lossy(rest)),
+        5 => oids(&String::from_utf8_lossy(rest)),
+        _ => built_label(rest),
     }
 });
 
@@ -127,7 +133,11 @@ fn check_peer(p: &PeerCert) {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
         assert!(id_ok, "bad rollout id in {l:?}");
-        assert!(l.version.is_some() || l.weight.is_some(), "{l:?}");
+        assert!(
+            l.version.is_some() || l.weight.is_some() || l.trace_id.is_some(),
+            "{l:?}"
+        );
+        assert!(l.trace_id.is_none_or(|t| t != [0; 16]), "{l:?}");
         assert!(l.weight.is_none_or(|w| w <= 100), "{l:?}");
         if let Some(v) = &l.version {
             assert!((1..=63).contains(&v.len()), "{l:?}");
@@ -348,4 +358,177 @@ fn oids(dotted: &str) {
         der.extend(groups.iter().rev().copied());
     }
     assert_eq!(o.as_bytes(), der.as_slice(), "OID {dotted:?} encodes wrongly");
+}
+
+/// One DER tag-length-value (definite length, up to 64 KiB).
+fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let n = content.len();
+    let mut out = vec![tag];
+    match n {
+        0..=0x7f => out.push(n as u8),
+        0x80..=0xff => out.extend([0x81, n as u8]),
+        _ => out.extend([0x82, (n >> 8) as u8, n as u8]),
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+/// A minimal X.509 v3 certificate (unsigned: nobody verifies it here) whose
+/// subjectAltName holds exactly `general_name`.
+fn certificate_with(general_name: &[u8]) -> Vec<u8> {
+    let ecdsa_sha256 = tlv(
+        0x30,
+        &tlv(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02]),
+    );
+    let spki_alg = [
+        tlv(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01]),
+        tlv(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]),
+    ]
+    .concat();
+    let mut point = vec![0x00, 0x04];
+    point.extend([1u8; 64]);
+    let san = tlv(0x04, &tlv(0x30, general_name));
+    let extension = tlv(0x30, &[tlv(0x06, &[0x55, 0x1d, 0x11]), san].concat());
+    let tbs = tlv(
+        0x30,
+        &[
+            tlv(0xa0, &tlv(0x02, &[2])),
+            tlv(0x02, &[1]),
+            ecdsa_sha256.clone(),
+            tlv(0x30, &[]),
+            tlv(
+                0x30,
+                &[tlv(0x17, b"250101000000Z"), tlv(0x17, b"350101000000Z")].concat(),
+            ),
+            tlv(0x30, &[]),
+            tlv(0x30, &[tlv(0x30, &spki_alg), tlv(0x03, &point)].concat()),
+            tlv(0xa3, &tlv(0x30, &extension)),
+        ]
+        .concat(),
+    );
+    tlv(
+        0x30,
+        &[tbs, ecdsa_sha256, tlv(0x03, &[0x00, 0x30, 0x00])].concat(),
+    )
+}
+
+fn built_label(input: &[u8]) {
+    let Some((&style, text)) = input.split_first() else {
+        return;
+    };
+    if text.len() > 4096 {
+        return;
+    }
+    let json_text = style & 3 == 3;
+    let general_name = if style & 1 != 0 {
+        let value = if json_text {
+            base64::engine::general_purpose::STANDARD
+                .encode(text)
+                .into_bytes()
+        } else {
+            text.to_vec()
+        };
+        let inner = [tlv(0x06, oid().as_bytes()), tlv(0xa0, &tlv(0x0c, &value))].concat();
+        tlv(0xa0, &inner)
+    } else {
+        tlv(0x86, text)
+    };
+    let parsed = parse_certificate(&certificate_with(&general_name), Some(oid()));
+    // The otherName value is opaque to X.509: the built certificate always parses.
+    assert!(style & 1 == 0 || parsed.is_ok(), "built certificate: {parsed:?}");
+    let Ok(peer) = parsed else {
+        return;
+    };
+    check_peer(&peer);
+    assert!(peer.labels.len() + peer.label_rejects.len() <= 1);
+    if json_text {
+        check_json_label(text, &peer);
+    } else if style & 1 == 0 {
+        if let Ok(uri) = std::str::from_utf8(text) {
+            check_uri_label(uri, &peer);
+        }
+    }
+}
+
+fn valid_trace_id(v: &str) -> bool {
+    v.len() == 32
+        && v.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && v.bytes().any(|b| b != b'0')
+}
+
+/// The label read from a JSON otherName agrees with the JSON.
+fn check_json_label(text: &[u8], peer: &PeerCert) {
+    let obj = match serde_json::from_slice::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(o)) => o,
+        // Not a JSON object: never a label.
+        _ => return assert!(peer.labels.is_empty(), "{peer:?}"),
+    };
+    let field = |k: &str| obj.get(k).filter(|v| !v.is_null());
+    let both = field("weight").is_some() && field("canaryWeight").is_some();
+    let trace = field("traceId").and_then(|v| v.as_str());
+    match (peer.labels.as_slice(), peer.label_rejects.as_slice()) {
+        ([l], []) => {
+            assert!(!both, "weight and canaryWeight both accepted: {l:?}");
+            assert!(
+                obj.keys()
+                    .all(|k| ["rolloutId", "version", "weight", "canaryWeight", "traceId"]
+                        .contains(&k.as_str()))
+            );
+            assert_eq!(
+                obj.get("rolloutId").and_then(|v| v.as_str()),
+                Some(l.rollout_id.as_str())
+            );
+            assert_eq!(field("version").and_then(|v| v.as_str()), l.version.as_deref());
+            let weight = field("weight").or(field("canaryWeight")).and_then(|v| v.as_u64());
+            assert_eq!(weight, l.weight.map(u64::from), "{l:?}");
+            assert_eq!(trace.map(str::to_owned), l.trace_id.map(|t| hex(&t)), "{l:?}");
+        }
+        ([], [LabelReject::AmbiguousWeight]) => assert!(both),
+        ([], [LabelReject::BadTraceId]) => {
+            assert!(!trace.is_some_and(valid_trace_id), "{trace:?} refused")
+        }
+        ([], [_]) => {}
+        other => panic!("one otherName, {other:?}"),
+    }
+}
+
+/// The label read from a URI SAN agrees with its parameters.
+fn check_uri_label(uri: &str, peer: &PeerCert) {
+    let lower = uri.to_ascii_lowercase();
+    let params: Vec<(&str, &str)> = if lower.starts_with("rollout://") {
+        uri[10..]
+            .split_once('?')
+            .map(|(_, q)| q.split('&').filter_map(|p| p.split_once('=')).collect())
+            .unwrap_or_default()
+    } else if lower.starts_with("rollout=") {
+        uri[8..]
+            .split(';')
+            .skip(1)
+            .filter_map(|p| p.split_once('='))
+            .collect()
+    } else {
+        return assert!(peer.labels.is_empty() && peer.label_rejects.is_empty());
+    };
+    let get = |k: &str| params.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
+    let both = get("weight").is_some() && get("canaryWeight").is_some();
+    match (peer.labels.as_slice(), peer.label_rejects.as_slice()) {
+        ([l], []) => {
+            assert!(!both, "weight and canaryWeight both accepted: {l:?}");
+            assert_eq!(get("version"), l.version.as_deref());
+            let weight = get("weight").or(get("canaryWeight"));
+            assert_eq!(weight, l.weight.map(|w| w.to_string()).as_deref(), "{l:?}");
+            assert_eq!(
+                get("traceId").map(str::to_owned),
+                l.trace_id.map(|t| hex(&t)),
+                "{l:?}"
+            );
+        }
+        ([], [LabelReject::AmbiguousWeight]) => assert!(both),
+        ([], [LabelReject::BadTraceId]) => {
+            assert!(!get("traceId").is_some_and(valid_trace_id))
+        }
+        ([], [_]) => {}
+        other => panic!("one URI label, {other:?}"),
+    }
 }

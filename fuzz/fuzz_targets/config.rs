@@ -12,7 +12,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rollout_filter::config::{Config, StickyKey, MAX_TOTAL_WEIGHT, MAX_VERSIONS};
+use rollout_filter::config::{Config, Side, StickyKey, MAX_TOTAL_WEIGHT, MAX_VERSIONS};
 use rollout_filter::decision::weights_with_share;
 use rollout_filter::split;
 use rollout_filter::baggage;
@@ -136,6 +136,16 @@ fn check_consistent(c: &Config) {
     );
     if let Some(cert) = &c.certificate {
         assert!((1..=65_536).contains(&cert.cache_size));
+    }
+    if let Some(l) = &c.lane {
+        assert!(baggage::is_valid_key(&l.key));
+        assert_ne!(l.key, c.trace.baggage_key, "one writer, two distinct keys");
+        assert_eq!(l.members.len(), n);
+        for (m, v) in l.members.iter().zip(&c.versions) {
+            let values: [&[u8]; 1] = [m.as_bytes()];
+            let got = baggage::get(&values, &l.key).expect("lane member reads back");
+            assert_eq!(got.value().as_deref(), Some(v.name.as_str()));
+        }
     }
     if let Some(ic) = &c.issue_cookie {
         // The issuing cookie is the last key, so nothing after it goes unread.
@@ -266,6 +276,20 @@ fn canonical(c: &Config) -> Map<String, Value> {
         "rolloutIdHeader": c.rollout_id_header,
         "responseHeaders": rh,
     });
+    let mut v = v;
+    if let (Some(l), Value::Object(m)) = (&c.lane, &mut v) {
+        let side = match l.side {
+            Side::Auto => "auto",
+            Side::Inbound => "inbound",
+            Side::Outbound => "outbound",
+            Side::Gateway => "gateway",
+        };
+        // trustedPeers is carried over from the input.
+        m.insert(
+            "lane".into(),
+            json!({ "baggageKey": l.key, "set": l.set, "follow": l.follow, "side": side }),
+        );
+    }
     match v {
         Value::Object(mut m) => {
             if let Some(rw) = &c.route_weights {

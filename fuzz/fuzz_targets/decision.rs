@@ -8,7 +8,8 @@
 //! `\n`-separated lines: the five request values in that order (missing lines
 //! are empty), then the peer's SPIFFE ID, its DNS SAN (empty = none), and up to
 //! four labels, each `<weight byte><flags byte><version>` (flags: bit 0 weight
-//! set, bit 1 version set, bit 2 the label names another rollout).
+//! set, bit 1 version set, bit 2 the label names another rollout, bit 3 a
+//! trace id set, all bytes the flags byte).
 //!
 //! Invariants: the version index is in range and, unless an override or a
 //! certificate pin chose it, has a non-zero weight in the split used; the
@@ -182,6 +183,7 @@ fn peer_cert<'a>(cfg: &Config, lines: &mut impl Iterator<Item = &'a [u8]>) -> Pe
             },
             version: (f & 2 != 0).then(|| text(version)),
             weight: (f & 1 != 0).then_some(*w),
+            trace_id: (f & 8 != 0).then_some([*f; 16]),
         });
     }
     cert
@@ -200,6 +202,20 @@ fn check_peer(cfg: &Config, cert: &PeerCert, p: &Peer) {
         cert.spiffe_id.clone().or_else(|| cert.dns.first().cloned())
     );
     assert_eq!(p.trusted, cert.is_trusted(&cfg.r#override.trusted_peers));
+    // The trace id is the one label's for this rollout, when that label is used.
+    if let Some(t) = p.trace_id {
+        let label = cert.label_for(&cfg.rollout_id).ok().flatten();
+        assert_eq!(label.and_then(|l| l.trace_id), Some(t));
+    }
+    if let Ok(Some(l)) = cert.label_for(&cfg.rollout_id) {
+        let used = p.pin.is_some() || p.weights.is_some();
+        if l.version.is_some() || l.weight.is_some() {
+            assert_eq!(p.trace_id.is_some(), used && l.trace_id.is_some());
+        } else {
+            assert!(!used, "a label without version or weight changed the split");
+            assert_eq!(p.trace_id, l.trace_id);
+        }
+    }
 }
 
 /// The decision as the module documentation describes it.

@@ -14,6 +14,21 @@ use crate::ServerTls;
 pub const LABEL_OID: &str = "1.3.6.1.4.1.55555.1.1";
 const LABEL_OID_ARCS: [u64; 9] = [1, 3, 6, 1, 4, 1, 55555, 1, 1];
 
+/// Standard base64 of `text`, one line, by `openssl base64 -A` (as the README mints labels).
+pub fn openssl_base64(text: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("openssl")
+        .args(["base64", "-A"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the openssl CLI");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 pub struct Ca {
     cert: Certificate,
     key: KeyPair,
@@ -70,6 +85,70 @@ impl Ca {
         Identity {
             cert: cert.pem(),
             key: key.serialize_pem(),
+        }
+    }
+
+    /// A client certificate minted by the `openssl` CLI exactly as the README shows:
+    /// `openssl req -new … -addext "subjectAltName=<san>"`, then `openssl x509 -req
+    /// -CA … -copy_extensions copyall`, signed with this CA's key. `san` is openssl's
+    /// syntax, e.g. `URI:…,otherName:<OID>;UTF8:<base64>`.
+    pub fn issue_with_openssl(&self, san: &str) -> Identity {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+        std::fs::write(path("ca.pem"), &self.pem).unwrap();
+        std::fs::write(path("ca.key"), self.key.serialize_pem()).unwrap();
+        let addext = format!("subjectAltName={san}");
+        let (key, csr, cert) = (path("client.key"), path("client.csr"), path("client.pem"));
+        let (ca_pem, ca_key) = (path("ca.pem"), path("ca.key"));
+        let steps: [&[&str]; 2] = [
+            &[
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-subj",
+                "/CN=test client",
+                "-addext",
+                &addext,
+                "-out",
+                &csr,
+            ],
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca_pem,
+                "-CAkey",
+                &ca_key,
+                "-days",
+                "30",
+                "-copy_extensions",
+                "copyall",
+                "-out",
+                &cert,
+            ],
+        ];
+        for args in steps {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .output()
+                .expect("the openssl CLI");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Identity {
+            cert: std::fs::read_to_string(&cert).unwrap(),
+            key: std::fs::read_to_string(&key).unwrap(),
         }
     }
 

@@ -2,11 +2,15 @@
 //! listing the request line and headers it received, so tests see exactly what
 //! left Envoy. A request header `x-echo-status: NNN` sets the response status, and
 //! `x-echo-set-cookies: N` adds N `Set-Cookie` headers (`up0=v0; Path=/`, `up1=v1; Path=/`, …).
+//!
+//! [`Echo::start_forwarding`] makes it an app in a call chain: each request is first passed to the
+//! next hop with only `baggage` and `traceparent` (what an OpenTelemetry-instrumented app
+//! propagates by itself), and the next hop's reply is reported as [`Seen::next`].
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +20,9 @@ pub struct Seen {
     pub path: String,
     /// Lowercased names, in arrival order, values lossily decoded.
     pub headers: Vec<(String, String)>,
+    /// A forwarding echo: what the next hop reported (`None` if it did not answer in JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<Box<Seen>>,
 }
 
 impl Seen {
@@ -60,14 +67,24 @@ impl Echo {
 
     /// Like `start`, but every `fail_every`th request (counting from 1) gets a 503.
     pub fn start_failing(name: &str, fail_every: u64) -> Echo {
+        Self::spawn(name, fail_every, None)
+    }
+
+    /// An app that calls `http://<next><path>` (set once the next hop is up) for every request,
+    /// forwarding only `baggage` and `traceparent`, and reports that hop's reply as `next`.
+    pub fn start_forwarding(name: &str, next: Arc<OnceLock<SocketAddr>>) -> Echo {
+        Self::spawn(name, 0, Some(next))
+    }
+
+    fn spawn(name: &str, fail_every: u64, next: Option<Arc<OnceLock<SocketAddr>>>) -> Echo {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind echo upstream");
         let addr = listener.local_addr().expect("echo address");
         let requests = Arc::new(AtomicU64::new(0));
         let (n, r) = (name.to_string(), requests.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (n, r) = (n.clone(), r.clone());
-                std::thread::spawn(move || serve(conn, &n, &r, fail_every));
+                let (n, r, next) = (n.clone(), r.clone(), next.clone());
+                std::thread::spawn(move || serve(conn, &n, &r, fail_every, next.as_deref()));
             }
         });
         Echo {
@@ -78,7 +95,29 @@ impl Echo {
     }
 }
 
-fn serve(conn: TcpStream, name: &str, count: &AtomicU64, fail_every: u64) {
+/// The app's outgoing call: the propagated context only, never the other headers.
+fn forward(next: &OnceLock<SocketAddr>, path: &str, headers: &[(String, String)]) -> Option<Box<Seen>> {
+    let addr = next.get()?;
+    let mut req = ureq::get(&format!("http://{addr}{path}")).timeout(std::time::Duration::from_secs(10));
+    for (k, v) in headers {
+        if k == "baggage" || k == "traceparent" {
+            req = req.set(k, v);
+        }
+    }
+    let body = match req.call() {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r.into_string().ok()?,
+        Err(_) => return None,
+    };
+    serde_json::from_str(&body).ok().map(Box::new)
+}
+
+fn serve(
+    conn: TcpStream,
+    name: &str,
+    count: &AtomicU64,
+    fail_every: u64,
+    next: Option<&OnceLock<SocketAddr>>,
+) {
     let _ = conn.set_nodelay(true);
     let Ok(mut out) = conn.try_clone() else {
         return;
@@ -130,10 +169,12 @@ fn serve(conn: TcpStream, name: &str, count: &AtomicU64, fail_every: u64) {
         if fail_every > 0 && nth.is_multiple_of(fail_every) {
             status = 503;
         }
+        let next = next.and_then(|n| forward(n, &path, &headers));
         let seen = Seen {
             upstream: name.to_string(),
             path,
             headers,
+            next,
         };
         let json = serde_json::to_vec(&seen).unwrap_or_default();
         let cookies: String = (0..set_cookies)

@@ -212,12 +212,17 @@ impl Envoy {
     }
 
     fn listener_address(&self) -> Option<SocketAddr> {
+        self.listener_named("front")
+    }
+
+    /// The bound address of the listener called `name` (for configs with several listeners).
+    pub fn listener_named(&self, name: &str) -> Option<SocketAddr> {
         let body = self.admin_get("/listeners?format=json").ok()?;
         let v: serde_json::Value = serde_json::from_str(&body).ok()?;
         let sa = v["listener_statuses"]
             .as_array()?
             .iter()
-            .find(|l| l["name"] == "front")?["local_address"]["socket_address"]
+            .find(|l| l["name"] == name)?["local_address"]["socket_address"]
             .clone();
         let port = sa["port_value"].as_u64()?;
         (port != 0).then(|| SocketAddr::from(([127, 0, 0, 1], port as u16)))

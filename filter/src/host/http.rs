@@ -9,20 +9,23 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 
 use super::raw;
-use super::root::Shared;
+use super::root::{CertEntry, RolloutMetrics, Shared};
 use crate::baggage;
 use crate::cluster;
-use crate::config::{self, CertSource};
+use crate::config::{self, CertSource, Config};
 use crate::decision::{self, Peer, RequestView};
 use crate::grpc::{GrpcCode, Protocol, ResponseSeen, WebTrailerScanner};
 use crate::headers::{HeaderChange, SerializedMap};
 use crate::identity::{self, CertReject};
 use crate::keys;
+use crate::lane;
 use crate::metrics::CodeClass;
 use crate::trace;
 
 pub struct Http {
     shared: Option<Rc<Shared>>,
+    /// Index of the request's rollout (valid once `version` is set).
+    rollout: usize,
     /// Set once the request is decided; responses are counted only then. In route-weights
     /// mode the version label the request phase knows (an override or pin; else `unknown`),
     /// replaced at response time by the version of the cluster Envoy picked.
@@ -54,6 +57,7 @@ impl Http {
     pub fn new(shared: Option<Rc<Shared>>) -> Self {
         Http {
             shared,
+            rollout: 0,
             version: None,
             route_source: None,
             resolved: false,
@@ -127,16 +131,35 @@ fn visitor_used_tls(req: &HostRequest) -> bool {
     }
 }
 
-/// The meaning of the verified peer certificate, from the per-worker cache or
-/// parsed once. `None` without a verified client certificate.
-fn peer(shared: &Shared, req: &HostRequest) -> Option<Rc<Result<Peer, CertReject>>> {
-    let cfg = &shared.cfg;
+/// The listener's `traffic_direction`: `xds.listener_direction` on Envoy 1.40, top-level
+/// `listener_direction` on older proxies. Read per request that carries a lane, not cached per
+/// root context: Envoy gives each listener's filter its own direction, but listeners whose
+/// plugin configs are identical share one root context.
+fn listener_direction() -> Option<i64> {
+    raw::property(raw::LISTENER_DIRECTION)
+        .or_else(|| raw::property(raw::LISTENER_DIRECTION_OLD))
+        .and_then(|d| lane::parse_direction(&d))
+}
+
+/// The meaning of the verified peer certificate to rollout `index`, from the per-worker
+/// cache or parsed once. `None` without a verified client certificate.
+fn peer(
+    shared: &Shared,
+    index: usize,
+    cfg: &Config,
+    m: &RolloutMetrics,
+    req: &HostRequest,
+) -> Option<Rc<Result<Peer, CertReject>>> {
     // The digest exists exactly when `connection.mtls` is true (the peer presented a
     // certificate, which the listener's validation context verified): one read, not two.
-    let digest = raw::property(raw::PEER_DIGEST)?;
-    if let Some(hit) = shared.peers.borrow().get(&digest) {
-        return Some(hit.clone());
+    let mut key = raw::property(raw::PEER_DIGEST)?;
+    let digest_len = key.len();
+    let group = shared.cert_group.get(index).copied().unwrap_or(0);
+    key.extend_from_slice(&group.to_le_bytes());
+    if let Some(hit) = shared.peers.borrow().get(&key) {
+        return Some(hit.peer(index, cfg));
     }
+    let digest = &key[..digest_len];
     let source = cfg.certificate.as_ref().map_or(CertSource::Auto, |c| c.source);
     let from_attribute = match source {
         CertSource::Auto => raw::property(raw::PEER_CERTIFICATE),
@@ -147,31 +170,43 @@ fn peer(shared: &Shared, req: &HostRequest) -> Option<Rc<Result<Peer, CertReject
         None => {
             // Older proxies: only the XFCC element whose hash is the verified peer's digest.
             let xfcc = req.map().get("x-forwarded-client-cert").unwrap_or_default();
-            match identity::xfcc_certificate(xfcc, &digest) {
+            match identity::xfcc_certificate(xfcc, digest) {
                 Ok(pem) => pem,
                 Err(e) => {
                     log::debug!("x-forwarded-client-cert not used: {}", e.as_str());
-                    shared.count(shared.reject_slot_xfcc(e));
+                    shared.count(m, m.reject_slot_xfcc(e));
                     return None;
                 }
             }
         }
     };
     let label_oid = cfg.certificate.as_ref().and_then(|c| c.label_oid.as_ref());
-    let entry = identity::parse_certificate(&pem, label_oid).map(|mut cert| {
+    let parsed = identity::parse_certificate(&pem, label_oid).map(|mut cert| {
         if cfg.certificate.is_none() {
             // Identity only: labels are read when `certificate` is configured.
             cert.labels.clear();
             cert.label_rejects.clear();
         }
-        Peer::from_cert(cfg, &cert)
+        cert
     });
-    if let Err(e) = &entry {
+    if let Err(e) = &parsed {
         log::debug!("peer certificate not usable: {}", e.as_str());
     }
-    let entry = Rc::new(entry);
-    shared.peers.borrow_mut().insert(&digest, entry.clone());
-    Some(entry)
+    let entry = Rc::new(CertEntry::new(parsed));
+    shared.peers.borrow_mut().insert(&key, entry.clone());
+    Some(entry.peer(index, cfg))
+}
+
+/// A request no rollout matches: no decision and no header of ours, and every route or
+/// rollout-id header any rollout writes removed, so a client cannot pre-route itself.
+fn unmatched(shared: &Shared, req: &HostRequest) {
+    for (name, _) in req.map().iter() {
+        if shared.filter.strips_when_unmatched(name) {
+            // Envoy clears the cached route on this write: no clear_route_cache call needed.
+            remove_request_header(std::str::from_utf8(name).unwrap_or_default());
+        }
+    }
+    shared.count_unmatched();
 }
 
 fn remove_request_header(name: &str) {
@@ -179,9 +214,9 @@ fn remove_request_header(name: &str) {
 }
 
 /// Route-weights mode: the version label of the cluster Envoy routed this request to.
-fn picked_label(shared: &Shared) -> usize {
+fn picked_label(cfg: &Config) -> usize {
     let cluster = raw::property(raw::XDS_CLUSTER_NAME);
-    cluster::label_of(&shared.cfg, cluster.as_deref())
+    cluster::label_of(cfg, cluster.as_deref())
 }
 
 /// `n` in decimal, written into `buf` (no allocation on the request path).
@@ -241,7 +276,6 @@ impl HttpContext for Http {
         let Some(shared) = self.shared.as_deref() else {
             return Action::Continue;
         };
-        let cfg = &shared.cfg;
         let mut req = HostRequest {
             headers: raw::header_map_pairs(MapType::HttpRequestHeaders).unwrap_or_default(),
             source: None,
@@ -250,25 +284,59 @@ impl HttpContext for Http {
         if req.map().get("x-rollout-test-trap").is_some() {
             std::process::abort();
         }
-        let peer = if cfg.needs_peer { peer(shared, &req) } else { None };
+        let filter = &shared.filter;
+        let index = if filter.matches_everything() {
+            Some(0)
+        } else {
+            let map = req.map();
+            filter.select(map.get(":authority"), map.get(":path"))
+        };
+        let Some(index) = index else {
+            unmatched(shared, &req);
+            return Action::Continue;
+        };
+        let (Some(cfg), Some(m)) = (filter.rollouts.get(index), shared.metrics(index)) else {
+            return Action::Continue;
+        };
+        // Read once, when first needed: for every request when the config needs it, else
+        // only for the trust check of a lane arriving on an inbound listener.
+        let mut peer_read = cfg.needs_peer.then(|| peer(shared, index, cfg, m, &req));
+        let mut lane_in = lane::Incoming::Absent;
+        if let Some(l) = &cfg.lane {
+            let values: Vec<&[u8]> = req.map().get_all("baggage").collect();
+            lane_in = lane::judge(
+                l,
+                &values,
+                |v| cfg.version_index(v),
+                || l.side.is_inbound(listener_direction),
+                || {
+                    !l.trusted_peers.is_empty()
+                        && matches!(
+                            peer_read.get_or_insert_with(|| peer(shared, index, cfg, m, &req)).as_deref(),
+                            Some(Ok(p)) if p.lane_trusted
+                        )
+                },
+            );
+        }
+        let peer = peer_read.flatten();
         let peer_ok = match peer.as_deref() {
             Some(Ok(p)) => {
                 for r in &p.rejects {
                     log::debug!("certificate label ignored: {}", r.as_str());
-                    shared.count(shared.reject_slot_label(*r));
+                    shared.count(m, m.reject_slot_label(*r));
                 }
                 Some(p)
             }
             Some(Err(e)) => {
-                shared.count(shared.reject_slot_cert(*e));
+                shared.count(m, m.reject_slot_cert(*e));
                 None
             }
             None => None,
         };
-        let d = decision::decide(cfg, &mut req, peer_ok);
+        let d = decision::decide_in_lane(cfg, &mut req, peer_ok, lane_in);
         for r in d.rejected.iter() {
             log::debug!("ignored input: {}", r.as_str());
-            shared.count(shared.reject_slot_decision(r));
+            shared.count(m, m.reject_slot_decision(r));
         }
         // Route-weights mode knows the version here only for an override or a pin.
         let version = d
@@ -289,28 +357,43 @@ impl HttpContext for Http {
             for chunk in random.chunks_mut(8) {
                 chunk.copy_from_slice(&fastrand::u64(..).to_le_bytes());
             }
-            let p = trace::propagate(&parents, &states, &cfg.trace.settings, random);
+            // A certificate label's traceId starts the trace when the request brings none.
+            let start = peer_ok.and_then(|p| p.trace_id);
+            let p = trace::propagate_seeded(&parents, &states, &cfg.trace.settings, random, start);
             for (r, n) in p.rejects.iter() {
                 log::debug!("trace context: {} x{n}", r.as_str());
-                shared.count_n(shared.reject_slot_trace(r), u64::from(n));
+                shared.count_n(m, m.reject_slot_trace(r), u64::from(n));
             }
             if cfg.response_headers.trace_id.is_some() {
                 self.trace_id = Some(p.trace_id_hex());
             }
             trace_out = Some(p);
         }
-        let mut baggage_out = HeaderChange::Keep;
-        if cfg.trace.baggage {
-            let values: Vec<&[u8]> = req.map().get_all("baggage").collect();
-            let member = cfg.trace.baggage_members.get(label).map_or("", String::as_str);
-            let edit = baggage::Edit::Set {
+        // The decision member and the lane member: one pass of the baggage writer, one write.
+        let mut edits = [baggage::Edit::Remove { key: "" }; 2];
+        let mut n = 0;
+        if let Some(member) = cfg.trace.baggage_members.get(label).filter(|_| cfg.trace.baggage) {
+            edits[0] = baggage::Edit::Set {
                 key: &cfg.trace.baggage_key,
                 member,
             };
-            let applied = baggage::apply(&values, &[edit]);
+            n = 1;
+        }
+        if let Some(e) = cfg.lane.as_ref().and_then(|l| lane::edit(l, lane_in, d.version)) {
+            edits[n] = e;
+            n += 1;
+        }
+        let mut baggage_out = HeaderChange::Keep;
+        if n > 0 {
+            let values: Vec<&[u8]> = req.map().get_all("baggage").collect();
+            let applied = baggage::apply(&values, &edits[..n]);
             if applied.not_added() > 0 {
                 log::debug!("baggage member not added: the header is at the W3C limits");
-                shared.count(shared.reject_slot_trace(trace::TraceReject::BaggageFull));
+                shared.count_n(
+                    m,
+                    m.reject_slot_trace(trace::TraceReject::BaggageFull),
+                    u64::from(applied.not_added()),
+                );
             }
             baggage_out = applied.header;
         }
@@ -366,11 +449,12 @@ impl HttpContext for Http {
             // Counted when the response comes: the cluster Envoy used is known then.
             self.route_source = Some(d.source);
         } else {
-            shared.count(shared.layout.request_slot(label, d.source));
+            shared.count(m, m.request_slot(label, d.source));
         }
         if let (Some(id), Some(c)) = (&d.issued, &cfg.issue_cookie) {
             self.set_cookie = Some(c.set_cookie(id.as_str(), visitor_used_tls(&req)));
         }
+        self.rollout = index;
         self.version = Some(label);
         let protocol = Protocol::of(req.map().get("content-type"));
         if protocol.is_grpc() {
@@ -398,16 +482,18 @@ impl HttpContext for Http {
                 g.seen.status_value(&v);
             }
         }
-        let rh = &shared.cfg.response_headers;
+        let Some(cfg) = shared.filter.rollouts.get(self.rollout) else {
+            return Action::Continue;
+        };
+        let rh = &cfg.response_headers;
         let mut version = version;
         if rh.version.is_some() && self.route_source.is_some() {
-            version = picked_label(shared);
+            version = picked_label(cfg);
             self.version = Some(version);
             self.resolved = true;
         }
         if let Some(name) = &rh.version {
-            let label = shared
-                .cfg
+            let label = cfg
                 .versions
                 .get(version)
                 .map_or(config::UNKNOWN_VERSION, |v| v.name.as_str());
@@ -458,24 +544,30 @@ impl HttpContext for Http {
         let (Some(shared), Some(mut version)) = (self.shared.as_deref(), self.version) else {
             return;
         };
+        let (Some(cfg), Some(m)) = (
+            shared.filter.rollouts.get(self.rollout),
+            shared.metrics(self.rollout),
+        ) else {
+            return;
+        };
         if let Some(source) = self.route_source {
             // The version Envoy picked: whatever served the request is what gets counted.
             if !self.resolved {
-                version = picked_label(shared);
+                version = picked_label(cfg);
             }
-            shared.count(shared.layout.request_slot(version, source));
+            shared.count(m, m.request_slot(version, source));
         }
         // A gRPC call is judged by its final gRPC code, an HTTP request by its status class:
         // each finished request is counted in exactly one of the two.
         let local_candidate = match &self.grpc {
             Some(g) => {
                 let code = g.seen.code();
-                shared.count(shared.layout.grpc_response_slot(version, code));
+                shared.count(m, m.grpc_response_slot(version, code));
                 // Envoy answers a gRPC call itself with HTTP 200 and a grpc-status.
                 !matches!(code, GrpcCode::Ok | GrpcCode::Missing | GrpcCode::Reset)
             }
             None => {
-                shared.count(shared.layout.response_slot(version, CodeClass::of(self.status)));
+                shared.count(m, m.response_slot(version, CodeClass::of(self.status)));
                 self.status.is_some_and(|s| s >= 400)
             }
         };
@@ -483,11 +575,11 @@ impl HttpContext for Http {
         if local_candidate {
             let details = raw::property(raw::RESPONSE_CODE_DETAILS);
             if details.as_deref() != Some(b"via_upstream") {
-                shared.count(shared.layout.local_reply_slot(version));
+                shared.count(m, m.local_reply_slot(version));
             }
         }
         match request_duration_ms() {
-            Some(ms) => shared.record(shared.layout.duration_slot(version), ms),
+            Some(ms) => m.record(m.duration_slot(version), ms),
             None => log::debug!("no request.duration; duration not recorded"),
         }
     }

@@ -13,6 +13,9 @@ pub const TLS_VERSION: &[u8] = b"connection\0tls_version";
 pub const PEER_DIGEST: &[u8] = b"connection\0sha256_peer_certificate_digest";
 pub const PEER_CERTIFICATE: &[u8] = b"connection\0peer_certificate";
 pub const XDS_CLUSTER_NAME: &[u8] = b"xds\0cluster_name";
+pub const LISTENER_DIRECTION: &[u8] = b"xds\0listener_direction";
+/// Where proxies before Envoy 1.40 have it.
+pub const LISTENER_DIRECTION_OLD: &[u8] = b"listener_direction";
 
 #[link(wasm_import_module = "env")]
 extern "C" {

@@ -1,13 +1,13 @@
 //! A peer certificate (PEM or DER) read into its identities and labels.
 
+use asn1_rs::{Any, Class, FromDer, Header, Oid, Tag};
 use base64::Engine as _;
-use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use super::labels::{other_name_label, parse_uri_label, Label, LabelReject};
 
 /// The owned OID type of the label otherName, built once from configuration
 /// with [`parse_oid`].
-pub type LabelOid = x509_parser::der_parser::Oid<'static>;
+pub type LabelOid = Oid<'static>;
 
 /// Largest certificate input (PEM or DER) looked at.
 pub const MAX_CERT_BYTES: usize = 16 * 1024;
@@ -133,41 +133,164 @@ pub fn parse_certificate(input: &[u8], label_oid: Option<&LabelOid>) -> Result<P
     } else {
         input
     };
-    let (rest, cert) = X509Certificate::from_der(der).map_err(|_| CertReject::BadDer)?;
-    if !rest.is_empty() {
-        return Err(CertReject::BadDer);
-    }
+    let extensions = certificate_extensions(der).ok_or(CertReject::BadDer)?;
     let mut peer = PeerCert::default();
-    let san = cert.subject_alternative_name().map_err(|_| CertReject::BadSan)?;
-    let names = san
-        .map(|ext| ext.value.general_names.as_slice())
-        .unwrap_or_default();
-    for name in names {
-        match name {
-            GeneralName::URI(uri) => {
+    let Some(san) = subject_alt_name(extensions)? else {
+        return Ok(peer);
+    };
+    let mut names = san;
+    while !names.is_empty() {
+        let (name, rest) = der_any(names).ok_or(CertReject::BadSan)?;
+        names = rest;
+        if name.class() != Class::ContextSpecific {
+            return Err(CertReject::BadSan);
+        }
+        match name.tag().0 {
+            // otherName: SEQUENCE { type-id OID, [0] EXPLICIT value }, the value left as DER.
+            0 => {
+                let (value, oid) = Oid::from_der(name.data).map_err(|_| CertReject::BadSan)?;
+                if label_oid.is_some_and(|want| want.as_bytes() == oid.as_bytes()) {
+                    match other_name_label(value) {
+                        Ok(label) => peer.labels.push(label),
+                        Err(reject) => peer.label_rejects.push(reject),
+                    }
+                }
+            }
+            // rfc822Name and dNSName, then uniformResourceIdentifier: IA5Strings, read as
+            // UTF-8 (as x509-parser did, since many certificates carry non-ASCII there).
+            1 => {
+                ia5(name.data)?;
+            }
+            2 => peer.dns.push(ia5(name.data)?.to_owned()),
+            6 => {
+                let uri = ia5(name.data)?;
                 if peer.spiffe_id.is_none() && uri.starts_with("spiffe://") {
-                    peer.spiffe_id = Some((*uri).to_owned());
+                    peer.spiffe_id = Some(uri.to_owned());
                 }
                 match parse_uri_label(uri) {
                     Some(Ok(label)) => peer.labels.push(label),
                     Some(Err(reject)) => peer.label_rejects.push(reject),
                     None => {}
                 }
-                peer.uris.push((*uri).to_owned());
+                peer.uris.push(uri.to_owned());
             }
-            GeneralName::DNSName(dns) => peer.dns.push((*dns).to_owned()),
-            GeneralName::OtherName(oid, value)
-                if label_oid.is_some_and(|want| want.as_bytes() == oid.as_bytes()) =>
-            {
-                match other_name_label(value) {
-                    Ok(label) => peer.labels.push(label),
-                    Err(reject) => peer.label_rejects.push(reject),
-                }
-            }
-            _ => {}
+            // directoryName: exactly one Name (a SEQUENCE).
+            4 => match der_any(name.data) {
+                Some((dn, b"")) if dn.tag() == Tag::Sequence => {}
+                _ => return Err(CertReject::BadSan),
+            },
+            // x400Address, ediPartyName, iPAddress, registeredID: not read.
+            3 | 5 | 7 | 8 => {}
+            _ => return Err(CertReject::BadSan),
         }
     }
     Ok(peer)
+}
+
+/// The subjectAltName extension's OID, 2.5.29.17, as DER content.
+const SAN_OID: &[u8] = &[0x55, 0x1d, 0x11];
+
+/// One DER element and the bytes after it.
+fn der_any(input: &[u8]) -> Option<(Any<'_>, &[u8])> {
+    Any::from_der(input).ok().map(|(rest, any)| (any, rest))
+}
+
+/// The next element if its tag number is `tag`. As x509-parser (der-parser) did, the class is
+/// not checked.
+fn take<'a>(input: &mut &'a [u8], tag: Tag) -> Option<Any<'a>> {
+    let (any, rest) = der_any(input).filter(|(any, _)| any.tag() == tag)?;
+    *input = rest;
+    Some(any)
+}
+
+/// The next element if it is the context-specific `[tag]`.
+fn take_tagged<'a>(input: &mut &'a [u8], tag: u32) -> Option<Any<'a>> {
+    let (any, rest) = der_any(input)?;
+    if any.class() != Class::ContextSpecific || any.tag().0 != tag {
+        return None;
+    }
+    *input = rest;
+    Some(any)
+}
+
+/// The content of the `Extensions` SEQUENCE of a DER X.509 certificate (empty if it has
+/// none), or `None` if `der` is not exactly one certificate.
+///
+/// x509-parser read every field here; this filter only needs the subjectAltName, and parsing
+/// names, times and keys cost about 98 KB of the module's 400 KB budget. The certificate
+/// comes from the TLS stack that verified it (or from the proxy that did), so the outline of
+/// RFC 5280 section 4.1 is checked (each field's tag, in order, DER lengths) and the other
+/// fields' contents are not. As x509-parser did, bytes after the signature inside the
+/// Certificate SEQUENCE are ignored, and nothing may follow the extensions.
+fn certificate_extensions(der: &[u8]) -> Option<&[u8]> {
+    let mut input = der;
+    let certificate = take(&mut input, Tag::Sequence)?;
+    if !input.is_empty() {
+        return None;
+    }
+    let mut fields = certificate.data;
+    let tbs = take(&mut fields, Tag::Sequence)?;
+    take(&mut fields, Tag::Sequence)?; // signatureAlgorithm
+    take(&mut fields, Tag::BitString)?; // signatureValue
+
+    let mut tbs = tbs.data;
+    // version [0] EXPLICIT INTEGER DEFAULT v1
+    if let Some(version) = take_tagged(&mut tbs, 0) {
+        u32::from_der(version.data).ok()?;
+    }
+    take(&mut tbs, Tag::Integer)?; // serialNumber
+                                   // signature, issuer, validity, subject, subjectPublicKeyInfo
+    for _ in 0..5 {
+        take(&mut tbs, Tag::Sequence)?;
+    }
+    take_tagged(&mut tbs, 1); // issuerUniqueID
+    take_tagged(&mut tbs, 2); // subjectUniqueID
+    if tbs.is_empty() {
+        return Some(&[]);
+    }
+    // extensions [3] EXPLICIT SEQUENCE, the last field. As x509-parser did, only the tag
+    // number of the [3] header is checked, and the SEQUENCE must end the TBSCertificate.
+    let (mut rest, explicit) = Header::from_der(tbs).ok()?;
+    if explicit.tag() != Tag(3) {
+        return None;
+    }
+    let extensions = take(&mut rest, Tag::Sequence)?;
+    rest.is_empty().then_some(extensions.data)
+}
+
+/// The GeneralNames content of the subjectAltName extension, `None` if there is none, and
+/// `BadDer` if an extension is malformed.
+fn subject_alt_name(mut extensions: &[u8]) -> Result<Option<&[u8]>, CertReject> {
+    let mut san = None;
+    while !extensions.is_empty() {
+        // Extension ::= SEQUENCE { extnID OID, critical BOOLEAN DEFAULT FALSE, extnValue OCTET STRING }
+        // (each field read as x509-parser did, `critical` as a BER BOOLEAN)
+        let extension = take(&mut extensions, Tag::Sequence).ok_or(CertReject::BadDer)?;
+        let (fields, oid) = Oid::from_der(extension.data).map_err(|_| CertReject::BadDer)?;
+        let fields = match der_any(fields) {
+            Some((critical, rest)) if critical.tag() == Tag::Boolean && critical.data.len() == 1 => rest,
+            _ => fields,
+        };
+        let (_, value) = <&[u8]>::from_der(fields).map_err(|_| CertReject::BadDer)?;
+        if oid.as_bytes() == SAN_OID {
+            if san.is_some() {
+                return Err(CertReject::BadSan);
+            }
+            san = Some(value);
+        }
+    }
+    // SubjectAltName ::= SEQUENCE OF GeneralName (bytes after it are ignored, as x509-parser did)
+    san.map(|mut value| {
+        take(&mut value, Tag::Sequence)
+            .map(|names| names.data)
+            .ok_or(CertReject::BadSan)
+    })
+    .transpose()
+}
+
+/// An IA5String SAN's text, which must be UTF-8.
+fn ia5(content: &[u8]) -> Result<&str, CertReject> {
+    std::str::from_utf8(content).map_err(|_| CertReject::BadSan)
 }
 
 /// The DER inside exactly one `CERTIFICATE` PEM block (`input` already trimmed).
@@ -369,6 +492,291 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(&input)
             );
+        }
+    }
+
+    /// DER tag-length-value.
+    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let len = content.len();
+        let mut out = vec![tag];
+        match len {
+            0..=0x7f => out.push(len as u8),
+            0x80..=0xff => out.extend([0x81, len as u8]),
+            _ => out.extend([0x82, (len >> 8) as u8, len as u8]),
+        }
+        out.extend_from_slice(content);
+        out
+    }
+
+    fn seq(parts: &[&[u8]]) -> Vec<u8> {
+        tlv(0x30, &parts.concat())
+    }
+
+    /// The label otherName OID 1.3.6.1.4.1.55555.1.1, DER.
+    const LABEL_OID_DER: &[u8] = &[
+        0x06, 0x0a, 0x2b, 0x06, 0x01, 0x04, 0x01, 0x83, 0xb2, 0x03, 0x01, 0x01,
+    ];
+
+    /// A v3 certificate whose extensions SEQUENCE holds `extensions` (none: no [3] at all),
+    /// with well-formed other fields so that x509-parser reads it too.
+    fn cert_with(extensions: Option<&[Vec<u8>]>, tbs_tail: &[u8], cert_tail: &[u8]) -> Vec<u8> {
+        let ecdsa_sha256 = seq(&[&[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02]]);
+        let name = seq(&[&tlv(
+            0x31,
+            &seq(&[&[0x06, 0x03, 0x55, 0x04, 0x03], &tlv(0x0c, b"t")]),
+        )]);
+        let validity = seq(&[&tlv(0x17, b"250101000000Z"), &tlv(0x17, b"350101000000Z")]);
+        let ec_key = seq(&[&[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01]]);
+        let spki = seq(&[&ec_key, &tlv(0x03, &[0, 4, 1, 2])]);
+        let mut tbs = [
+            tlv(0xa0, &[0x02, 0x01, 0x02]),
+            vec![0x02, 0x01, 0x07],
+            ecdsa_sha256.clone(),
+            name.clone(),
+            validity,
+            name,
+            spki,
+        ]
+        .concat();
+        if let Some(extensions) = extensions {
+            tbs.extend(tlv(
+                0xa3,
+                &seq(&extensions.iter().map(Vec::as_slice).collect::<Vec<_>>()),
+            ));
+        }
+        tbs.extend_from_slice(tbs_tail);
+        let body = [
+            seq(&[&tbs]),
+            ecdsa_sha256,
+            tlv(0x03, &[0, 1, 2]),
+            cert_tail.to_vec(),
+        ]
+        .concat();
+        tlv(0x30, &body)
+    }
+
+    /// A subjectAltName extension around `value` (the OCTET STRING's content).
+    fn san_ext(value: &[u8]) -> Vec<u8> {
+        seq(&[&[0x06, 0x03, 0x55, 0x1d, 0x11], &tlv(0x04, value)])
+    }
+
+    fn san(names: &[Vec<u8>]) -> Vec<u8> {
+        san_ext(&seq(&names.iter().map(Vec::as_slice).collect::<Vec<_>>()))
+    }
+
+    fn other_name(oid: &[u8], value: &[u8]) -> Vec<u8> {
+        tlv(0xa0, &[oid, &tlv(0xa0, &tlv(0x0c, value))].concat())
+    }
+
+    #[test]
+    fn hand_made_certificates() {
+        let label_b64 = "eyJyb2xsb3V0SWQiOiJjaGVja291dC0yMDI2LTExIiwid2VpZ2h0IjozMH0=";
+        let basic_constraints = seq(&[
+            &[0x06, 0x03, 0x55, 0x1d, 0x13],
+            &[0x01, 0x01, 0xff],
+            &tlv(0x04, &seq(&[])),
+        ]);
+        let all_kinds = cert_with(
+            Some(&[
+                basic_constraints.clone(),
+                san(&[
+                    tlv(0x81, b"a@example.com"),
+                    tlv(0x82, b"a.example.com"),
+                    tlv(0xa4, &seq(&[])),
+                    tlv(0x86, SPIFFE.as_bytes()),
+                    tlv(0x87, &[127, 0, 0, 1]),
+                    tlv(0x88, &[0x2b, 0x06]),
+                    other_name(LABEL_OID_DER, label_b64.as_bytes()),
+                    tlv(0x86, b"rollout://checkout-2026-11?version=canary"),
+                    tlv(0x82, "b.exämple.com".as_bytes()),
+                ]),
+            ]),
+            b"",
+            b"",
+        );
+        let cert = parse_certificate(&all_kinds, Some(&oid())).unwrap();
+        assert_eq!(cert.dns, vec!["a.example.com", "b.exämple.com"]);
+        assert_eq!(cert.spiffe_id.as_deref(), Some(SPIFFE));
+        assert_eq!(cert.uris.len(), 2);
+        assert_eq!(
+            cert.labels,
+            vec![label(None, Some(30)), label(Some("canary"), None)]
+        );
+
+        let empty_san = cert_with(Some(&[san(&[])]), b"", b"");
+        let no_extensions = cert_with(None, b"", b"");
+        let other_extensions_only = cert_with(Some(std::slice::from_ref(&basic_constraints)), b"", b"");
+        for der in [&empty_san, &no_extensions, &other_extensions_only] {
+            assert_eq!(parse_certificate(der, Some(&oid())), Ok(PeerCert::default()));
+        }
+        // Trailing bytes inside the Certificate SEQUENCE (after the signature) and after the
+        // SAN SEQUENCE in its OCTET STRING are ignored.
+        let dns = || san(&[tlv(0x82, b"a.example.com")]);
+        let dns_seq = seq(&[&tlv(0x82, b"a.example.com")]);
+        for der in [
+            cert_with(Some(&[dns()]), b"", &[0x05, 0x00]),
+            cert_with(
+                Some(&[san_ext(&[dns_seq.as_slice(), &[0x05, 0x00]].concat())]),
+                b"",
+                b"",
+            ),
+        ] {
+            assert!(parse_certificate(&der, None).is_ok(), "{der:02x?}");
+        }
+
+        let bad_san = [
+            cert_with(Some(&[dns(), dns()]), b"", b""),
+            cert_with(Some(&[san(&[tlv(0x82, &[0xff, 0xfe])])]), b"", b""),
+            cert_with(Some(&[san(&[tlv(0x86, &[0xc3])])]), b"", b""),
+            cert_with(Some(&[san(&[tlv(0x89, b"x")])]), b"", b""),
+            cert_with(Some(&[san(&[tlv(0x16, b"x")])]), b"", b""),
+            cert_with(Some(&[san(&[tlv(0xa0, &[])])]), b"", b""),
+            cert_with(Some(&[san(&[tlv(0xa0, &seq(&[]))])]), b"", b""),
+            cert_with(Some(&[san(&[tlv(0xa4, &tlv(0x31, &[]))])]), b"", b""),
+            cert_with(
+                Some(&[san(&[tlv(0xa4, &[seq(&[]), seq(&[])].concat())])]),
+                b"",
+                b"",
+            ),
+            cert_with(Some(&[san_ext(&tlv(0x31, &tlv(0x82, b"a")))]), b"", b""),
+            cert_with(Some(&[san_ext(&[0x30, 0x05, 0x82, 0x01])]), b"", b""),
+        ];
+        for der in &bad_san {
+            assert_eq!(
+                parse_certificate(der, None),
+                Err(CertReject::BadSan),
+                "{der:02x?}"
+            );
+        }
+
+        let bad_der = [
+            cert_with(None, &[0x05, 0x00], b""),
+            cert_with(Some(&[dns()]), &[0x05, 0x00], b""),
+            cert_with(Some(&[seq(&[&[0x06, 0x03, 0x55, 0x1d, 0x11]])]), b"", b""),
+            cert_with(Some(&[seq(&[&[0x04, 0x00]])]), b"", b""),
+            cert_with(Some(&[vec![0x05, 0x00]]), b"", b""),
+            seq(&[&seq(&[])]),
+            [no_extensions.clone(), vec![0]].concat(),
+        ];
+        for der in &bad_der {
+            assert_eq!(
+                parse_certificate(der, None),
+                Err(CertReject::BadDer),
+                "{der:02x?}"
+            );
+        }
+
+        #[cfg(not(target_arch = "wasm32"))]
+        for der in [&all_kinds, &empty_san, &no_extensions, &other_extensions_only]
+            .into_iter()
+            .chain(&bad_san)
+            .chain(&bad_der)
+        {
+            reference::same_as_x509_parser(der);
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        reference::same_as_x509_parser_when_mutated(&all_kinds);
+    }
+
+    /// Differential check against x509-parser, which read the whole certificate before.
+    #[cfg(not(target_arch = "wasm32"))]
+    mod reference {
+        use super::*;
+        use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+        /// The reader as it was with x509-parser (PEM handling aside).
+        fn x509_parser_reader(der: &[u8], label_oid: &LabelOid) -> Result<PeerCert, CertReject> {
+            let (rest, cert) = X509Certificate::from_der(der).map_err(|_| CertReject::BadDer)?;
+            if !rest.is_empty() {
+                return Err(CertReject::BadDer);
+            }
+            let mut peer = PeerCert::default();
+            let san = cert.subject_alternative_name().map_err(|_| CertReject::BadSan)?;
+            let names = san
+                .map(|ext| ext.value.general_names.as_slice())
+                .unwrap_or_default();
+            for name in names {
+                match name {
+                    GeneralName::URI(uri) => {
+                        if peer.spiffe_id.is_none() && uri.starts_with("spiffe://") {
+                            peer.spiffe_id = Some((*uri).to_owned());
+                        }
+                        match parse_uri_label(uri) {
+                            Some(Ok(label)) => peer.labels.push(label),
+                            Some(Err(reject)) => peer.label_rejects.push(reject),
+                            None => {}
+                        }
+                        peer.uris.push((*uri).to_owned());
+                    }
+                    GeneralName::DNSName(dns) => peer.dns.push((*dns).to_owned()),
+                    GeneralName::OtherName(oid, value) if label_oid.as_bytes() == oid.as_bytes() => {
+                        match other_name_label(value) {
+                            Ok(label) => peer.labels.push(label),
+                            Err(reject) => peer.label_rejects.push(reject),
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Ok(peer)
+        }
+
+        /// Where x509-parser read a certificate, the result is the same; where it rejected the
+        /// SAN, so does this reader. Only x509-parser's checks of fields this reader does not
+        /// read (names, times, keys, …) may make it reject what this reader accepts.
+        pub(super) fn same_as_x509_parser(der: &[u8]) {
+            let oid = oid();
+            let ours = parse_certificate(der, Some(&oid));
+            match x509_parser_reader(der, &oid) {
+                Ok(theirs) => assert_eq!(ours, Ok(theirs), "{der:02x?}"),
+                Err(CertReject::BadSan) => assert_eq!(ours, Err(CertReject::BadSan), "{der:02x?}"),
+                Err(_) => {}
+            }
+        }
+
+        /// [`same_as_x509_parser`] for `der`, every prefix of it and every single-byte change
+        /// of a few kinds; the number of inputs checked.
+        pub(super) fn same_as_x509_parser_when_mutated(der: &[u8]) -> usize {
+            same_as_x509_parser(der);
+            for len in 0..der.len() {
+                same_as_x509_parser(&der[..len]);
+            }
+            let mut mutated = der.to_vec();
+            for i in 0..der.len() {
+                for flip in [0x01, 0x80, 0xff] {
+                    mutated[i] ^= flip;
+                    same_as_x509_parser(&mutated);
+                    mutated[i] ^= flip;
+                }
+            }
+            der.len() * 4 + 1
+        }
+
+        #[test]
+        fn fixtures_and_their_mutations() {
+            let fixtures = [
+                SPIFFE_PEM,
+                URI_A_PEM,
+                URI_B_PEM,
+                UTF8_PEM,
+                IA5_PEM,
+                DNS_PEM,
+                OTHER_ROLLOUT_PEM,
+                DUPLICATE_PEM,
+                BAD_BASE64_PEM,
+                BAD_JSON_PEM,
+                UNKNOWN_FIELD_PEM,
+                WEIGHT_101_PEM,
+                BAD_URI_PEM,
+                CA_PEM,
+            ];
+            let mut checked = 0;
+            for pem in fixtures {
+                let der = pem_to_der(pem.trim_ascii()).unwrap();
+                assert_eq!(parse_certificate(&der, Some(&oid())), Ok(parse(pem)));
+                checked += same_as_x509_parser_when_mutated(&der);
+            }
+            assert!(checked > 10_000);
         }
     }
 

@@ -37,5 +37,6 @@ pub(crate) fn label(version: Option<&str>, weight: Option<u8>) -> Label {
         rollout_id: ROLLOUT.to_owned(),
         version: version.map(str::to_owned),
         weight,
+        trace_id: None,
     }
 }

@@ -2,26 +2,31 @@
 //!
 //! A certificate carries a label for a rollout in one of three SAN forms:
 //!
-//! * URI form A: `rollout://<rolloutId>?version=<v>&weight=<n>`
-//! * URI form B: `rollout=<rolloutId>;version=<v>;weight=<n>`
+//! * URI form A: `rollout://<rolloutId>?version=<v>&weight=<n>&traceId=<hex>`
+//! * URI form B: `rollout=<rolloutId>;version=<v>;weight=<n>;traceId=<hex>`
 //! * otherName with the configured OID: a UTF8String or IA5String (inside the
 //!   RFC 5280 `[0] EXPLICIT` wrapper, as openssl and rcgen write it; a bare
 //!   string is accepted too) holding standard-alphabet base64, padded or not,
-//!   of the JSON object `{"rolloutId":"…","version":"…","weight":30}`.
+//!   of the JSON object `{"rolloutId":"…","version":"…","weight":30,"traceId":"…"}`.
 //!
-//! In every form at least one of `version` / `weight` must be present, each at
-//! most once; no other parameter or field is allowed. `rolloutId` is
-//! `[A-Za-z0-9._-]{1,128}`, `version` is `[a-z0-9-]{1,63}`, `weight` is a
-//! percentage 0..=100 (URI forms: plain decimal digits, no sign or leading
-//! zeros; JSON: an integer, `null` is the same as absent). The `rollout://` /
-//! `rollout=` prefix is matched ASCII-case-insensitively, the parameter names
-//! exactly. URI SANs that do not start with either prefix are plain identities.
+//! `canaryWeight` is another name for `weight` (the design's spelling); a label
+//! giving both is ambiguous and refused. In every form at least one of
+//! `version` / `weight` / `traceId` must be present, each at most once; no
+//! other parameter or field is allowed. `rolloutId` is `[A-Za-z0-9._-]{1,128}`,
+//! `version` is `[a-z0-9-]{1,63}`, `weight` is a percentage 0..=100 (URI forms:
+//! plain decimal digits, no sign or leading zeros; JSON: an integer), `traceId`
+//! is a W3C trace-id (32 lowercase hex digits, not all zero); in JSON `null` is
+//! the same as absent. The `rollout://` / `rollout=` prefix is matched
+//! ASCII-case-insensitively, the parameter names exactly. URI SANs that do not
+//! start with either prefix are plain identities.
 
+use asn1_rs::{FromBer, Header};
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use serde::Deserialize;
-use x509_parser::der_parser::asn1_rs::{FromBer, Header};
+
+use crate::trace::parse_trace_id;
 
 const MAX_ROLLOUT_ID: usize = 128;
 const MAX_VERSION: usize = 63;
@@ -46,13 +51,18 @@ pub enum LabelReject {
     BadBase64,
     /// The decoded otherName is not a JSON object of the right shape.
     BadJson,
-    /// The JSON has a field other than `rolloutId`, `version`, `weight`.
+    /// The JSON has a field other than `rolloutId`, `version`, `weight`,
+    /// `canaryWeight`, `traceId`.
     UnknownField,
     /// Weight outside 0..=100.
     WeightOutOfRange,
+    /// Both `weight` and `canaryWeight`: which one was meant is unknown.
+    AmbiguousWeight,
     /// Version outside `[a-z0-9-]{1,63}`.
     BadVersion,
-    /// Neither version nor weight given.
+    /// `traceId` not 32 lowercase hex digits, or all zero.
+    BadTraceId,
+    /// None of version, weight, trace id given.
     NoVersionOrWeight,
     /// The certificate only has labels for other rollouts (counted by the caller,
     /// see [`PeerCert::has_labels_for_other_rollouts`]).
@@ -62,7 +72,7 @@ pub enum LabelReject {
 }
 
 impl LabelReject {
-    pub const ALL: [LabelReject; 11] = [
+    pub const ALL: [LabelReject; 13] = [
         LabelReject::BadUriLabel,
         LabelReject::BadRolloutId,
         LabelReject::BadOtherName,
@@ -70,7 +80,9 @@ impl LabelReject {
         LabelReject::BadJson,
         LabelReject::UnknownField,
         LabelReject::WeightOutOfRange,
+        LabelReject::AmbiguousWeight,
         LabelReject::BadVersion,
+        LabelReject::BadTraceId,
         LabelReject::NoVersionOrWeight,
         LabelReject::OtherRollout,
         LabelReject::DuplicateLabel,
@@ -85,21 +97,25 @@ impl LabelReject {
             LabelReject::BadJson => "bad_json",
             LabelReject::UnknownField => "unknown_field",
             LabelReject::WeightOutOfRange => "weight_out_of_range",
+            LabelReject::AmbiguousWeight => "ambiguous_weight",
             LabelReject::BadVersion => "bad_version",
+            LabelReject::BadTraceId => "bad_trace_id",
             LabelReject::NoVersionOrWeight => "no_version_or_weight",
             LabelReject::OtherRollout => "other_rollout",
             LabelReject::DuplicateLabel => "duplicate_label",
         }
     }
 }
-/// A rollout label found in a certificate. At least one of `version` and
-/// `weight` is set.
+/// A rollout label found in a certificate. At least one of `version`,
+/// `weight` and `trace_id` is set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Label {
     pub rollout_id: String,
     pub version: Option<String>,
-    /// Percent, 0..=100.
+    /// Percent, 0..=100 (`weight` or `canaryWeight`).
     pub weight: Option<u8>,
+    /// `traceId`: starts the trace of a request that brings no valid `traceparent`.
+    pub trace_id: Option<[u8; 16]>,
 }
 /// `None` if `uri` is not a label URI at all (a plain identity).
 pub(super) fn parse_uri_label(uri: &str) -> Option<Result<Label, LabelReject>> {
@@ -130,22 +146,27 @@ fn uri_label<'a>(id: &str, params: Option<impl Iterator<Item = &'a str>>) -> Res
     if !valid_rollout_id(id) {
         return Err(LabelReject::BadRolloutId);
     }
-    let mut version = None;
-    let mut weight = None;
+    // Grammar first (each parameter known and given once), then the values.
+    let [mut version, mut weight, mut canary_weight, mut trace_id] = [None; 4];
     for param in params.into_iter().flatten() {
         let (key, value) = param.split_once('=').ok_or(LabelReject::BadUriLabel)?;
-        match key {
-            "version" if version.is_none() => {
-                if !valid_version(value) {
-                    return Err(LabelReject::BadVersion);
-                }
-                version = Some(value.to_owned());
-            }
-            "weight" if weight.is_none() => weight = Some(parse_uri_weight(value)?),
+        let slot = match key {
+            "version" => &mut version,
+            "weight" => &mut weight,
+            "canaryWeight" => &mut canary_weight,
+            "traceId" => &mut trace_id,
             _ => return Err(LabelReject::BadUriLabel),
+        };
+        if slot.replace(value).is_some() {
+            return Err(LabelReject::BadUriLabel);
         }
     }
-    make_label(id, version, weight)
+    if weight.is_some() && canary_weight.is_some() {
+        return Err(LabelReject::AmbiguousWeight);
+    }
+    let version = version.map(str::to_owned);
+    let weight = weight.or(canary_weight).map(parse_uri_weight).transpose()?;
+    make_label(id, version, weight, trace_id)
 }
 
 /// Decimal digits without sign or leading zeros; all-digit strings above 100
@@ -163,14 +184,28 @@ fn parse_uri_weight(value: &str) -> Result<u8, LabelReject> {
     }
 }
 
-fn make_label(id: &str, version: Option<String>, weight: Option<u8>) -> Result<Label, LabelReject> {
-    if version.is_none() && weight.is_none() {
+/// The checks both forms share, after the rollout id and the weight's own.
+fn make_label(
+    id: &str,
+    version: Option<String>,
+    weight: Option<u8>,
+    trace_id: Option<&str>,
+) -> Result<Label, LabelReject> {
+    if version.as_deref().is_some_and(|v| !valid_version(v)) {
+        return Err(LabelReject::BadVersion);
+    }
+    let trace_id = match trace_id {
+        Some(hex) => Some(parse_trace_id(hex.as_bytes()).ok_or(LabelReject::BadTraceId)?),
+        None => None,
+    };
+    if version.is_none() && weight.is_none() && trace_id.is_none() {
         return Err(LabelReject::NoVersionOrWeight);
     }
     Ok(Label {
         rollout_id: id.to_owned(),
         version,
         weight,
+        trace_id,
     })
 }
 
@@ -193,6 +228,10 @@ struct JsonLabel {
     rollout_id: String,
     version: Option<String>,
     weight: Option<i64>,
+    canary_weight: Option<i64>,
+    /// Not a string: `BadJson`, as a mistyped field always is (a
+    /// `serde_json::Value` to tell it apart would cost 9 KB of module).
+    trace_id: Option<String>,
 }
 
 /// A label from the value of a label otherName (`[0] EXPLICIT` string).
@@ -214,10 +253,10 @@ fn json_label(json: &[u8]) -> Result<Label, LabelReject> {
     if !valid_rollout_id(&parsed.rollout_id) {
         return Err(LabelReject::BadRolloutId);
     }
-    if parsed.version.as_deref().is_some_and(|v| !valid_version(v)) {
-        return Err(LabelReject::BadVersion);
+    if parsed.weight.is_some() && parsed.canary_weight.is_some() {
+        return Err(LabelReject::AmbiguousWeight);
     }
-    let weight = match parsed.weight {
+    let weight = match parsed.weight.or(parsed.canary_weight) {
         None => None,
         Some(w) => Some(
             u8::try_from(w)
@@ -226,7 +265,12 @@ fn json_label(json: &[u8]) -> Result<Label, LabelReject> {
                 .ok_or(LabelReject::WeightOutOfRange)?,
         ),
     };
-    make_label(&parsed.rollout_id, parsed.version, weight)
+    make_label(
+        &parsed.rollout_id,
+        parsed.version,
+        weight,
+        parsed.trace_id.as_deref(),
+    )
 }
 
 /// The string of an otherName value: `[0] EXPLICIT` around a UTF8String or
@@ -474,6 +518,189 @@ mod tests {
                 Err(LabelReject::BadJson),
             ),
             ("", Err(LabelReject::BadJson)),
+        ];
+        for (json, want) in cases {
+            assert_eq!(json_label(json.as_bytes()), want, "{json}");
+        }
+    }
+
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const TRACE_ID: [u8; 16] = [
+        0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36,
+    ];
+
+    fn traced(version: Option<&str>, weight: Option<u8>) -> Label {
+        Label {
+            trace_id: Some(TRACE_ID),
+            ..label(version, weight)
+        }
+    }
+
+    #[test]
+    fn canary_weight_and_trace_id_in_uri_labels() {
+        let ok = |l: Label| Some(Ok(l));
+        let err = |r| Some(Err(r));
+        let cases: Vec<(String, Option<Result<Label, LabelReject>>)> = vec![
+            (
+                "rollout://checkout-2026-11?canaryWeight=30".into(),
+                ok(label(None, Some(30))),
+            ),
+            (
+                "rollout=checkout-2026-11;canaryWeight=0;version=canary".into(),
+                ok(label(Some("canary"), Some(0))),
+            ),
+            (
+                format!("rollout://checkout-2026-11?traceId={TRACE}"),
+                ok(traced(None, None)),
+            ),
+            (
+                format!("rollout=checkout-2026-11;version=canary;canaryWeight=100;traceId={TRACE}"),
+                ok(traced(Some("canary"), Some(100))),
+            ),
+            (
+                "rollout://checkout-2026-11?weight=30&canaryWeight=30".into(),
+                err(LabelReject::AmbiguousWeight),
+            ),
+            (
+                "rollout=checkout-2026-11;canaryWeight=101;weight=x".into(),
+                err(LabelReject::AmbiguousWeight),
+            ),
+            (
+                "rollout://checkout-2026-11?canaryWeight=1&canaryWeight=2".into(),
+                err(LabelReject::BadUriLabel),
+            ),
+            (
+                "rollout://checkout-2026-11?canaryweight=1".into(),
+                err(LabelReject::BadUriLabel),
+            ),
+            (
+                "rollout://checkout-2026-11?canaryWeight=07".into(),
+                err(LabelReject::BadUriLabel),
+            ),
+            (
+                "rollout://checkout-2026-11?canaryWeight=101".into(),
+                err(LabelReject::WeightOutOfRange),
+            ),
+            (
+                format!("rollout://checkout-2026-11?traceId={TRACE}&traceId={TRACE}"),
+                err(LabelReject::BadUriLabel),
+            ),
+            (
+                format!("rollout://checkout-2026-11?traceid={TRACE}"),
+                err(LabelReject::BadUriLabel),
+            ),
+            (
+                format!(
+                    "rollout://checkout-2026-11?version=canary&traceId={}",
+                    TRACE.to_uppercase()
+                ),
+                err(LabelReject::BadTraceId),
+            ),
+            (
+                format!("rollout://checkout-2026-11?traceId={}", "0".repeat(32)),
+                err(LabelReject::BadTraceId),
+            ),
+            (
+                format!("rollout://checkout-2026-11?traceId={}", &TRACE[1..]),
+                err(LabelReject::BadTraceId),
+            ),
+            (
+                format!("rollout=checkout-2026-11;traceId={TRACE}0"),
+                err(LabelReject::BadTraceId),
+            ),
+            (
+                "rollout=checkout-2026-11;weight=5;traceId=".into(),
+                err(LabelReject::BadTraceId),
+            ),
+            (
+                format!("rollout://checkout-2026-11?traceId=00-{TRACE}-00f067aa0ba902b7-01"),
+                err(LabelReject::BadTraceId),
+            ),
+        ];
+        for (uri, want) in cases {
+            assert_eq!(parse_uri_label(&uri), want, "{uri}");
+        }
+    }
+
+    #[test]
+    fn canary_weight_and_trace_id_in_json_labels() {
+        let cases: Vec<(String, Result<Label, LabelReject>)> = vec![
+            (
+                // The design's own label.
+                format!(r#"{{"rolloutId":"checkout-2026-11","canaryWeight":30,"traceId":"{TRACE}"}}"#),
+                Ok(traced(None, Some(30))),
+            ),
+            (
+                r#"{"rolloutId":"checkout-2026-11","version":"stable","canaryWeight":0}"#.into(),
+                Ok(label(Some("stable"), Some(0))),
+            ),
+            (
+                format!(r#"{{"rolloutId":"checkout-2026-11","traceId":"{TRACE}"}}"#),
+                Ok(traced(None, None)),
+            ),
+            (
+                r#"{"rolloutId":"checkout-2026-11","weight":null,"canaryWeight":5,"traceId":null}"#.into(),
+                Ok(label(None, Some(5))),
+            ),
+            (
+                r#"{"rolloutId":"checkout-2026-11","traceId":null}"#.into(),
+                Err(LabelReject::NoVersionOrWeight),
+            ),
+            (
+                r#"{"rolloutId":"checkout-2026-11","weight":30,"canaryWeight":30}"#.into(),
+                Err(LabelReject::AmbiguousWeight),
+            ),
+            (
+                r#"{"rolloutId":"checkout-2026-11","canaryWeight":101}"#.into(),
+                Err(LabelReject::WeightOutOfRange),
+            ),
+            (
+                r#"{"rolloutId":"checkout-2026-11","canaryWeight":-5}"#.into(),
+                Err(LabelReject::WeightOutOfRange),
+            ),
+            (
+                r#"{"rolloutId":"checkout-2026-11","canaryWeight":"30"}"#.into(),
+                Err(LabelReject::BadJson),
+            ),
+            (
+                r#"{"rolloutId":"checkout-2026-11","canaryweight":30}"#.into(),
+                Err(LabelReject::UnknownField),
+            ),
+            (
+                r#"{"rolloutId":"checkout-2026-11","canaryWeight":1,"canaryWeight":2}"#.into(),
+                Err(LabelReject::BadJson),
+            ),
+            (
+                format!(
+                    r#"{{"rolloutId":"checkout-2026-11","traceId":"{}"}}"#,
+                    TRACE.to_uppercase()
+                ),
+                Err(LabelReject::BadTraceId),
+            ),
+            (
+                format!(
+                    r#"{{"rolloutId":"checkout-2026-11","version":"canary","traceId":"{}"}}"#,
+                    "0".repeat(32)
+                ),
+                Err(LabelReject::BadTraceId),
+            ),
+            (
+                r#"{"rolloutId":"checkout-2026-11","version":"canary","traceId":""}"#.into(),
+                Err(LabelReject::BadTraceId),
+            ),
+            (
+                // Mistyped, like any field.
+                r#"{"rolloutId":"checkout-2026-11","version":"canary","traceId":12345}"#.into(),
+                Err(LabelReject::BadJson),
+            ),
+            (
+                format!(r#"{{"rolloutId":"checkout-2026-11","version":"canary","traceId":["{TRACE}"]}}"#),
+                Err(LabelReject::BadJson),
+            ),
+            (
+                format!(r#"{{"rolloutId":"checkout-2026-11","traceId":"{TRACE} "}}"#),
+                Err(LabelReject::BadTraceId),
+            ),
         ];
         for (json, want) in cases {
             assert_eq!(json_label(json.as_bytes()), want, "{json}");
