@@ -1064,6 +1064,10 @@ def report(rows: list[Row], m: dict[str, str], sizes: dict[str, int], sections: 
             v += " (rounds straddle the goal)"
         excess = cpu[row] - cpu[base] / need
         why = f"; over the goal by {excess:.1f} µs/request" if excess > 0 else ""
+        # Other load only ever adds CPU time: each row's quietest round is the least disturbed.
+        best = min(by[base].cpu_us) / min(by[row].cpu_us)
+        why += f"; quietest rounds {min(by[row].cpu_us):.1f} vs {min(by[base].cpu_us):.1f}: {best:.3f} " \
+               f"({'meets' if best >= need else 'misses'})"
         L.append(f"| {goal} | {cpu[row]:.1f} vs {cpu[base]:.1f} µs/request: {x:.3f}{span}{why} | {v} |")
 
     cpu_goal("(f) ≥ 0.90 × (b), by Envoy CPU/request", "f", "b", 0.90)
@@ -1077,6 +1081,8 @@ def report(rows: list[Row], m: dict[str, str], sizes: dict[str, int], sections: 
             v += " (rounds straddle the goal)"
         over = cpu["f"] - 1.05 * cpu["h-seq_f"]
         why = f"; over the goal by {over:.1f} µs/request" if over > 0 else ""
+        best = min(by["f"].cpu_us) / min(by["h-seq_f"].cpu_us)
+        why += f"; quietest rounds {best:.3f} ({'meets' if best <= 1.05 else 'misses'})"
         L.append(f"| (f) ≤ 1.05 × (h-seq_f) by Envoy CPU/request: the filter's logic costs ≤ 5 % over its host "
                  f"calls | {cpu['f']:.1f} vs {cpu['h-seq_f']:.1f} µs/request: {x:.3f}{span}{why} | {v} |")
     else:
