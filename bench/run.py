@@ -1259,7 +1259,8 @@ def main() -> int:
         wasm_files[f"rollout-alt{i}"] = alt
     sizes = {SIZE_RELEASE: WASM.stat().st_size, SIZE_NOOP: NOOP_WASM.stat().st_size}
     for i, alt in enumerate(ALT_WASMS, 1):
-        sizes[f"(c-alt{i}): {alt}"] = alt.stat().st_size
+        sizes[f"(c-alt{i}), (f-alt{i}): {alt.relative_to(ROOT) if alt.is_relative_to(ROOT) else alt.name}"] = \
+            alt.stat().st_size
     sections = wasm_sections(WASM)
     if RAW_WASM.exists():
         sizes[SIZE_RAW] = RAW_WASM.stat().st_size
