@@ -200,6 +200,16 @@ fn user(i: usize) -> String {
     format!("user-{i}")
 }
 
+/// The client bucket and route header a lying client sends for a user flagd puts on `want`:
+/// the bucket at the other end of the range, and the other version.
+fn lies_against(want: &str) -> (&'static str, &'static str) {
+    if want == "canary" {
+        ("0", "stable")
+    } else {
+        ("99", "canary")
+    }
+}
+
 /// What one sweep request showed.
 #[derive(Debug)]
 struct Seen {
@@ -246,11 +256,7 @@ fn sweep(re: &RouteEnvoy, users: usize, weights: [u32; 2], step: &str) -> Vec<St
         .map(|i| {
             let key = user(i);
             let want = flagd(&key, weights);
-            let (lie_bucket, lie_version) = if want == "canary" {
-                ("0", "stable")
-            } else {
-                ("99", "canary")
-            };
+            let (lie_bucket, lie_version) = lies_against(want);
             let s = request(
                 &a,
                 &url,
@@ -516,11 +522,7 @@ fn the_pick_is_named_at_response_time_and_a_client_bucket_never_chooses() {
         let want = flagd(&key, [90, 10]);
         // A lying bucket and route header make Envoy's first route pick (before the filter)
         // the other version: a stale read would show it.
-        let (lie_bucket, lie_version) = if want == "canary" {
-            ("0", "stable")
-        } else {
-            ("99", "canary")
-        };
+        let (lie_bucket, lie_version) = lies_against(want);
         let lie_baggage = format!("userId={key},rollout.{ROLLOUT}={lie_version}");
         let s = request(
             &a,
