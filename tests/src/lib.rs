@@ -13,7 +13,7 @@ pub mod rds;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,31 @@ pub fn wasm_path() -> PathBuf {
         Some(p) if !p.is_empty() => PathBuf::from(p),
         _ => workspace_root().join("target/rollout-filter.wasm"),
     }
+}
+
+/// A file of the workspace (a shipped config), as text.
+pub fn read_workspace_file(rel: &str) -> String {
+    let path = workspace_root().join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Replace the only occurrence of `from`; anything else means the shipped file changed shape.
+pub fn replace_once(text: &str, from: &str, to: &str) -> String {
+    let n = text.matches(from).count();
+    assert_eq!(
+        n, 1,
+        "expected `{from}` once in the shipped file, found it {n} times"
+    );
+    text.replacen(from, to, 1)
+}
+
+/// Replace a watched file (RDS, ECDS) as a control plane's file sink must: write a temporary
+/// file in the same directory, then rename it over (Envoy reacts to the rename, never to a
+/// half-written file).
+pub fn write_atomically(dir: &Path, file: &str, content: &str) {
+    let tmp = dir.join(format!(".{file}.tmp"));
+    std::fs::write(&tmp, content).unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
+    std::fs::rename(&tmp, dir.join(file)).unwrap_or_else(|e| panic!("rename to {file}: {e}"));
 }
 
 /// Files for a TLS listener that requires a client certificate signed by `ca`.

@@ -6,7 +6,7 @@
 //! filter's stats tags. The tests load the shipped files, changing only ports and paths, so a
 //! change to their shape that breaks Envoy or the filter fails here.
 
-use rollout_e2e::{agent, get, wasm_path, workspace_root, Echo, Envoy};
+use rollout_e2e::{agent, get, read_workspace_file, replace_once, wasm_path, write_atomically, Echo, Envoy};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,21 +18,8 @@ const RESOURCE: &str = "extensions.istio.io/wasmplugin/istio-system.rollout-filt
 const ENVOY_CONFIG: &str = "envoy-config/istio-ecds.yaml";
 const ECDS_FILE: &str = "envoy-config/ecds/rollout-filter.yaml";
 const ROLLOUT: &str = "checkout-2026-11";
-
-fn read(rel: &str) -> String {
-    let path = workspace_root().join(rel);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Replace the only occurrence of `from`; anything else means the shipped file changed shape.
-fn replace_once(text: &str, from: &str, to: &str) -> String {
-    let n = text.matches(from).count();
-    assert_eq!(
-        n, 1,
-        "expected `{from}` once in the shipped config, found it {n} times"
-    );
-    text.replacen(from, to, 1)
-}
+/// The watched file in the test's ECDS directory.
+const ECDS_NAME: &str = "rollout-filter.yaml";
 
 /// The filter config with the shipped keys and routing, at the given weights.
 fn filter_config(stable: i64, canary: i64) -> String {
@@ -44,7 +31,7 @@ fn filter_config(stable: i64, canary: i64) -> String {
 /// The shipped Istio-shaped Envoy config with the filter's ECDS file in `ecds_dir`, its own
 /// demo backend listeners removed and its `stable`/`canary` clusters pointed at echo upstreams.
 fn bootstrap(ecds_dir: &Path, stable: &Echo, canary: &Echo) -> String {
-    let mut yaml = read(ENVOY_CONFIG);
+    let mut yaml = read_workspace_file(ENVOY_CONFIG);
     let begin = yaml
         .find("  # demo-backends-begin")
         .expect("demo-backends-begin marker");
@@ -79,7 +66,7 @@ fn bootstrap(ecds_dir: &Path, stable: &Echo, canary: &Echo) -> String {
 /// The shipped ECDS resource with `config` as the plugin configuration, at `version`.
 fn ecds(version: u32, config: &str) -> String {
     let text = replace_once(
-        &read(ECDS_FILE),
+        &read_workspace_file(ECDS_FILE),
         "filename: target/rollout-filter.wasm",
         &format!("filename: \"{}\"", wasm_path().display()),
     );
@@ -104,13 +91,6 @@ fn ecds(version: u32, config: &str) -> String {
     out
 }
 
-/// Replace the watched file the way an operator must: write a temp file, rename it over.
-fn write_atomically(dir: &Path, content: &str) {
-    let tmp = dir.join(".rollout-filter.yaml.tmp");
-    std::fs::write(&tmp, content).expect("write temp ECDS file");
-    std::fs::rename(&tmp, dir.join("rollout-filter.yaml")).expect("rename ECDS file");
-}
-
 struct IstioEnvoy {
     envoy: Envoy,
     ecds_dir: tempfile::TempDir,
@@ -119,7 +99,7 @@ struct IstioEnvoy {
 impl IstioEnvoy {
     fn start(config: &str) -> IstioEnvoy {
         let ecds_dir = tempfile::tempdir().expect("tempdir");
-        write_atomically(ecds_dir.path(), &ecds(1, config));
+        write_atomically(ecds_dir.path(), ECDS_NAME, &ecds(1, config));
         let (stable, canary) = (Echo::start("stable"), Echo::start("canary"));
         let yaml = bootstrap(ecds_dir.path(), &stable, &canary);
         let envoy = Envoy::start_yaml(&yaml, vec![stable, canary]).unwrap_or_else(|e| panic!("{e}"));
@@ -127,7 +107,7 @@ impl IstioEnvoy {
     }
 
     fn update(&self, version: u32, config: &str) {
-        write_atomically(self.ecds_dir.path(), &ecds(version, config));
+        write_atomically(self.ecds_dir.path(), ECDS_NAME, &ecds(version, config));
     }
 
     fn ecds_stat(&self, name: &str) -> u64 {

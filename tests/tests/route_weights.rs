@@ -6,7 +6,7 @@
 //! the weights through file-based RDS (temp file + rename) while traffic flows, as a control
 //! plane does for Argo Rollouts' `setWeight` steps and abort.
 
-use rollout_e2e::{agent, get, rds, workspace_root, Echo, Envoy};
+use rollout_e2e::{agent, get, rds, read_workspace_file, replace_once, Echo, Envoy};
 use rollout_filter::split;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -19,21 +19,6 @@ const ROLLOUT: &str = "checkout-2026-11";
 const STABLE: &str = "outbound|8080|stable|checkout.prod.svc.cluster.local";
 const CANARY: &str = "outbound|8080|canary|checkout.prod.svc.cluster.local";
 const TOTAL: u32 = 100;
-
-fn read(rel: &str) -> String {
-    let path = workspace_root().join(rel);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Replace the only occurrence of `from`; anything else means the shipped file changed shape.
-fn replace_once(text: &str, from: &str, to: &str) -> String {
-    let n = text.matches(from).count();
-    assert_eq!(
-        n, 1,
-        "expected `{from}` once in the shipped file, found it {n} times"
-    );
-    text.replacen(from, to, 1)
-}
 
 /// The route shapes a control plane renders for a weight step.
 #[derive(Clone, Copy, Debug)]
@@ -65,7 +50,7 @@ impl Route {
 /// The shipped RDS file at `version` with the managed route in the shape `route`.
 fn route_table(version: u32, route: Route) -> String {
     let text = replace_once(
-        &read(RDS_FILE),
+        &read_workspace_file(RDS_FILE),
         "version_info: \"1\"",
         &format!("version_info: \"{version}\""),
     );
