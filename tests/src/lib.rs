@@ -72,6 +72,27 @@ pub struct ServerTls {
     pub xfcc_set_cert: bool,
 }
 
+impl ServerTls {
+    /// The listener's `transport_socket:` (indented for a filter chain): TLS with this
+    /// certificate, requiring a client certificate signed by the CA.
+    pub fn transport_socket_yaml(&self) -> String {
+        format!(
+            r#"      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: true
+          common_tls_context:
+            tls_certificates: [{{ certificate_chain: {{ filename: "{}" }}, private_key: {{ filename: "{}" }} }}]
+            validation_context: {{ trusted_ca: {{ filename: "{}" }} }}
+"#,
+            self.cert.display(),
+            self.key.display(),
+            self.ca.display()
+        )
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Options {
     /// The filter's JSON configuration.
@@ -410,6 +431,58 @@ pub fn raw_request(addr: SocketAddr, head_lines: &[&[u8]]) -> Result<Reply, Stri
     })
 }
 
+/// The start of every test bootstrap: an admin on an ephemeral port, the filter's stats tags,
+/// and the `listeners:` key the listeners follow.
+pub const BOOTSTRAP_HEAD: &str = r#"admin:
+  address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+stats_flush_on_admin: true
+stats_config:
+  stats_tags:
+  - { tag_name: rollout, regex: "(;rollout=([^;]+))" }
+  - { tag_name: version, regex: "(;version=([^;]+))" }
+  - { tag_name: source, regex: "(;source=([^;]+))" }
+  - { tag_name: reason, regex: "(;reason=([^;]+))" }
+  - { tag_name: code_class, regex: "(;code_class=([^;]+))" }
+  - { tag_name: grpc_code, regex: "(;grpc_code=([^;]+))" }
+static_resources:
+  listeners:
+"#;
+
+/// A plain HTTP/1.1 cluster `name` with the one endpoint 127.0.0.1:`port` (an item of `clusters:`).
+pub fn static_cluster_yaml(name: &str, port: u16) -> String {
+    format!(
+        "  - name: {name}\n    connect_timeout: 1s\n    type: STATIC\n    load_assignment:\n      cluster_name: {name}\n      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }} }}] }}]\n"
+    )
+}
+
+/// An HttpConnectionManager's `http_filters:`: the filter (`wasm`, `failure_policy`, its JSON
+/// config as a StringValue), then the router.
+pub fn http_filters_yaml(wasm: &Path, failure_policy: &str, filter_config: &str) -> String {
+    format!(
+        r#"          http_filters:
+          - name: rollout-filter
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: rollout-filter
+                root_id: rollout-filter
+                failure_policy: {failure_policy}
+                vm_config:
+                  vm_id: rollout-filter
+                  runtime: envoy.wasm.runtime.v8
+                  code: {{ local: {{ filename: "{wasm}" }} }}
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: {config}
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"#,
+        wasm = wasm.display(),
+        config = serde_json::to_string(filter_config).unwrap_or_default(),
+    )
+}
+
 fn render_config(opts: &Options, upstreams: &[Echo], grpc: &[grpc::GrpcServer]) -> String {
     let wasm = opts.wasm.clone().unwrap_or_else(wasm_path);
     let mut routes = String::new();
@@ -433,11 +506,7 @@ fn render_config(opts: &Options, upstreams: &[Echo], grpc: &[grpc::GrpcServer]) 
     ));
     let mut clusters = String::new();
     for u in upstreams {
-        clusters.push_str(&format!(
-            "  - name: v_{n}\n    connect_timeout: 1s\n    type: STATIC\n    load_assignment:\n      cluster_name: v_{n}\n      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {p} }} }} }} }}] }}]\n",
-            n = u.name,
-            p = u.addr.port()
-        ));
+        clusters.push_str(&static_cluster_yaml(&format!("v_{}", u.name), u.addr.port()));
     }
     for g in grpc {
         clusters.push_str(&format!(
@@ -448,20 +517,7 @@ fn render_config(opts: &Options, upstreams: &[Echo], grpc: &[grpc::GrpcServer]) 
     }
     let (transport, xfcc) = match &opts.tls {
         Some(t) => (
-            format!(
-                r#"      transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
-          require_client_certificate: true
-          common_tls_context:
-            tls_certificates: [{{ certificate_chain: {{ filename: "{}" }}, private_key: {{ filename: "{}" }} }}]
-            validation_context: {{ trusted_ca: {{ filename: "{}" }} }}
-"#,
-                t.cert.display(),
-                t.key.display(),
-                t.ca.display()
-            ),
+            t.transport_socket_yaml(),
             t.xfcc
                 .map(|x| {
                     let set = if t.xfcc_set_cert {
@@ -475,22 +531,8 @@ fn render_config(opts: &Options, upstreams: &[Echo], grpc: &[grpc::GrpcServer]) 
         ),
         None => (String::new(), String::new()),
     };
-    let filter_config = serde_json::to_string(&opts.filter_config).unwrap_or_default();
     format!(
-        r#"admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-stats_flush_on_admin: true
-stats_config:
-  stats_tags:
-  - {{ tag_name: rollout, regex: "(;rollout=([^;]+))" }}
-  - {{ tag_name: version, regex: "(;version=([^;]+))" }}
-  - {{ tag_name: source, regex: "(;source=([^;]+))" }}
-  - {{ tag_name: reason, regex: "(;reason=([^;]+))" }}
-  - {{ tag_name: code_class, regex: "(;code_class=([^;]+))" }}
-  - {{ tag_name: grpc_code, regex: "(;grpc_code=([^;]+))" }}
-static_resources:
-  listeners:
-  - name: front
+        r#"{BOOTSTRAP_HEAD}  - name: front
     address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
     filter_chains:
     - filters:
@@ -504,27 +546,8 @@ static_resources:
             - name: app
               domains: ["*"]
               routes:
-{routes}          http_filters:
-          - name: rollout-filter
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: rollout-filter
-                root_id: rollout-filter
-                failure_policy: {policy}
-                vm_config:
-                  vm_id: rollout-filter
-                  runtime: envoy.wasm.runtime.v8
-                  code: {{ local: {{ filename: "{wasm}" }} }}
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: {filter_config}
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-{transport}  clusters:
+{routes}{http_filters}{transport}  clusters:
 {clusters}"#,
-        policy = opts.failure_policy,
-        wasm = wasm.display(),
+        http_filters = http_filters_yaml(&wasm, opts.failure_policy, &opts.filter_config),
     )
 }
