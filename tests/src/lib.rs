@@ -15,6 +15,9 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use echo::{Echo, Seen};
@@ -58,6 +61,59 @@ pub fn write_atomically(dir: &Path, file: &str, content: &str) {
     let tmp = dir.join(format!(".{file}.tmp"));
     std::fs::write(&tmp, content).unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
     std::fs::rename(&tmp, dir.join(file)).unwrap_or_else(|e| panic!("rename to {file}: {e}"));
+}
+
+/// Background traffic until [`Traffic::finish`], to show that what a test changes meanwhile
+/// (a reload, a route update) fails no request: thread 0 keeps one keep-alive connection
+/// throughout, thread 1 opens a new connection for every request.
+pub struct Traffic<S> {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<Vec<S>>>,
+}
+
+impl<S: Send + 'static> Traffic<S> {
+    /// `request(agent, n)` sends request number `n` (the even ones on thread 0, the odd ones
+    /// on thread 1) and returns what the test keeps of it; each thread then waits `pause`.
+    pub fn start<F>(pause: Duration, request: F) -> Traffic<S>
+    where
+        F: Fn(&ureq::Agent, usize) -> S + Clone + Send + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..2)
+            .map(|t| {
+                let (stop, request) = (stop.clone(), request.clone());
+                std::thread::spawn(move || {
+                    let a = if t == 0 {
+                        agent()
+                    } else {
+                        // No idle connection is kept, so each request opens its own.
+                        ureq::AgentBuilder::new()
+                            .timeout(Duration::from_secs(10))
+                            .max_idle_connections(0)
+                            .build()
+                    };
+                    let mut out = Vec::new();
+                    let mut n = t;
+                    while !stop.load(Ordering::Relaxed) {
+                        out.push(request(&a, n));
+                        n += 2;
+                        std::thread::sleep(pause);
+                    }
+                    out
+                })
+            })
+            .collect();
+        Traffic { stop, threads }
+    }
+
+    /// Stop the traffic; every thread's samples (thread 0's first).
+    pub fn finish(self) -> Vec<S> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.threads
+            .into_iter()
+            .flat_map(|h| h.join().expect("traffic thread"))
+            .collect()
+    }
 }
 
 /// Files for a TLS listener that requires a client certificate signed by `ca`.

@@ -6,12 +6,11 @@
 //! filter's stats tags. The tests load the shipped files, changing only ports and paths, so a
 //! change to their shape that breaks Envoy or the filter fails here.
 
-use rollout_e2e::{agent, get, read_workspace_file, replace_once, wasm_path, write_atomically, Echo, Envoy};
+use rollout_e2e::{
+    agent, get, read_workspace_file, replace_once, wasm_path, write_atomically, Echo, Envoy, Traffic,
+};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 const RESOURCE: &str = "extensions.istio.io/wasmplugin/istio-system.rollout-filter";
@@ -174,79 +173,34 @@ struct Sample {
     error: Option<String>,
 }
 
-/// Continuous traffic until stopped: thread 0 reuses one keep-alive connection across the
-/// reloads, thread 1 opens a new connection for every request.
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<Vec<Sample>>>,
-}
-
-impl Traffic {
-    fn start(url: String, keys: usize) -> Traffic {
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = (0..2)
-            .map(|t| {
-                let (stop, url) = (stop.clone(), url.clone());
-                std::thread::spawn(move || {
-                    let keep_alive = agent();
-                    let mut samples = Vec::new();
-                    let mut n = t;
-                    while !stop.load(Ordering::Relaxed) {
-                        let k = n % keys;
-                        n += 2;
-                        let fresh;
-                        let a = if t == 0 {
-                            &keep_alive
-                        } else {
-                            fresh = ureq::AgentBuilder::new()
-                                .timeout(Duration::from_secs(10))
-                                .max_idle_connections(0)
-                                .build();
-                            &fresh
-                        };
-                        let started = Instant::now();
-                        let sample = match get(a, &url, &[("x-user-id", &key(k))]) {
-                            Ok(r) => Sample {
-                                started,
-                                key: k,
-                                status: r.status,
-                                version: r.version().to_string(),
-                                route_header: r
-                                    .seen
-                                    .as_ref()
-                                    .and_then(|s| s.header("x-rollout-version"))
-                                    .map(str::to_string),
-                                error: None,
-                            },
-                            Err(e) => Sample {
-                                started,
-                                key: k,
-                                status: 0,
-                                version: String::new(),
-                                route_header: None,
-                                error: Some(e),
-                            },
-                        };
-                        samples.push(sample);
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
-                    samples
-                })
-            })
-            .collect();
-        Traffic { stop, threads }
-    }
-
-    fn finish(self) -> Vec<Sample> {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut all: Vec<Sample> = self
-            .threads
-            .into_iter()
-            .flat_map(|h| h.join().expect("traffic thread"))
-            .collect();
-        all.sort_by_key(|s| s.started);
-        all
-    }
+/// Continuous traffic over `keys` sticky keys until stopped (see [`Traffic`]).
+fn start_traffic(url: String, keys: usize) -> Traffic<Sample> {
+    Traffic::start(Duration::from_millis(2), move |a, n| {
+        let k = n % keys;
+        let started = Instant::now();
+        match get(a, &url, &[("x-user-id", &key(k))]) {
+            Ok(r) => Sample {
+                started,
+                key: k,
+                status: r.status,
+                version: r.version().to_string(),
+                route_header: r
+                    .seen
+                    .as_ref()
+                    .and_then(|s| s.header("x-rollout-version"))
+                    .map(str::to_string),
+                error: None,
+            },
+            Err(e) => Sample {
+                started,
+                key: k,
+                status: 0,
+                version: String::new(),
+                route_header: None,
+                error: Some(e),
+            },
+        }
+    })
 }
 
 /// Every request answered 200 by the upstream the filter chose: the filter ran for each one
@@ -335,7 +289,7 @@ fn weights_change_under_continuous_traffic_without_restart_or_a_failed_request()
     let ie = IstioEnvoy::start(&filter_config(100, 0));
     assert!(ie.sweep(KEYS).iter().all(|v| v == "stable"));
 
-    let traffic = Traffic::start(ie.envoy.url("/"), KEYS);
+    let traffic = start_traffic(ie.envoy.url("/"), KEYS);
     std::thread::sleep(Duration::from_millis(300));
     // (written, converged, version every key must go to)
     let mut phases: Vec<(Instant, Instant, &str)> = Vec::new();
@@ -354,7 +308,8 @@ fn weights_change_under_continuous_traffic_without_restart_or_a_failed_request()
         phases.push((written, converged, want));
         std::thread::sleep(Duration::from_millis(300));
     }
-    let samples = traffic.finish();
+    let mut samples = traffic.finish();
+    samples.sort_by_key(|s| s.started);
 
     assert_all_served_by_the_filter(&samples);
     // Between a reload having taken effect and the next write, every request follows the new weights.
@@ -397,7 +352,7 @@ fn a_config_the_filter_rejects_is_refused_and_the_old_one_keeps_serving() {
         "{before:?}"
     );
 
-    let traffic = Traffic::start(ie.envoy.url("/"), KEYS);
+    let traffic = start_traffic(ie.envoy.url("/"), KEYS);
     std::thread::sleep(Duration::from_millis(300));
     ie.update(2, &filter_config(90, -1));
     ie.wait_stat("update_rejected", 1);
@@ -409,7 +364,8 @@ fn a_config_the_filter_rejects_is_refused_and_the_old_one_keeps_serving() {
     ie.wait_stat("update_success", 2);
     ie.wait_all(KEYS, "canary");
     std::thread::sleep(Duration::from_millis(200));
-    let samples = traffic.finish();
+    let mut samples = traffic.finish();
+    samples.sort_by_key(|s| s.started);
 
     assert_all_served_by_the_filter(&samples);
     let old: Vec<&Sample> = samples.iter().filter(|s| s.started < good_written).collect();
