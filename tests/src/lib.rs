@@ -200,33 +200,28 @@ pub struct Envoy {
 impl Envoy {
     /// Start Envoy and wait for its listener. `Err` carries Envoy's log.
     pub fn start(opts: &Options) -> Result<Envoy, String> {
+        // Every n-th request of this version fails (0: none).
+        let fail_every = |v: &String| {
+            opts.fail_every
+                .iter()
+                .find(|(n, _)| n == v)
+                .map_or(0, |(_, k)| *k)
+        };
         let upstreams: Vec<Echo> = opts
             .versions
             .iter()
             .map(|v| {
-                let fail = opts
-                    .fail_every
-                    .iter()
-                    .find(|(n, _)| n == v)
-                    .map_or(0, |(_, k)| *k);
                 if opts.dead_versions.contains(v) {
                     Echo::dead(v)
                 } else {
-                    Echo::start_failing(v, fail)
+                    Echo::start_failing(v, fail_every(v))
                 }
             })
             .collect();
         let grpc_upstreams: Vec<grpc::GrpcServer> = if opts.grpc {
             opts.versions
                 .iter()
-                .map(|v| {
-                    let fail = opts
-                        .fail_every
-                        .iter()
-                        .find(|(n, _)| n == v)
-                        .map_or(0, |(_, k)| *k);
-                    grpc::GrpcServer::start(v, fail)
-                })
+                .map(|v| grpc::GrpcServer::start(v, fail_every(v)))
                 .collect()
         } else {
             Vec::new()
