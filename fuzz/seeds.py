@@ -204,3 +204,19 @@ decisions = {
 }
 for name, data in decisions.items():
     write("decision", name, data)
+
+# ---- lane ---------------------------------------------------------------------------------
+# Byte 0 flags (1 set, 2 follow, 4 inbound, 8 trusted, 16 trust everyone, 32 also the decision
+# member), byte 1 the decided version (mod 3), then `\n`-separated baggage values.
+def lane_seed(flags, version, values):
+    return bytes([flags, version]) + b"\n".join(values)
+
+
+lanes = {
+    "follow": lane_seed(0b000111, 1, [b"rollout-lane=canary,userId=alice"]),
+    "encoded": lane_seed(0b010011, 1, [b"rollout-lane = r2026%2D11 ;p=1"]),
+    "unknown-passes": lane_seed(0b100011, 2, [b"rollout-lane=blue,rollout.shop=x"]),
+    "untrusted-inbound": lane_seed(0b100101, 0, [b"a=1 ;p", b"rollout-lane=canary, b=%20"]),
+}
+for name, data in lanes.items():
+    write("lane", name, data)

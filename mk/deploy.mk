@@ -43,7 +43,8 @@ oci: build
 
 manifests-test: deploy-tools check-config-bin
 	$(DEPLOY_PY) tools/validate_manifests.py --check-config $(CHECK_CONFIG) \
-	  istio/ istio/file/ istio/route-weights/ istio/flagger/ tools/testdata/valid/
+	  istio/ istio/file/ istio/route-weights/ istio/flagger/ istio/gateway-multi/ \
+	  tools/testdata/valid/
 	@echo "--- the gateway routes istiod renders for them (tests/tests/istio_rollout.rs loads these):"
 	$(DEPLOY_PY) tools/istio_routes.py --check tests/fixtures/istio-routes
 	@echo "--- typo'd and otherwise broken manifests must be rejected:"
@@ -54,7 +55,8 @@ oci-test: oci deploy-tools check-config-bin
 	python3 tools/check_oci.py --tar $(OCI_TAR) --dir $(OCI_DIR) --wasm $(WASM) --rendered $(DEPLOY_OUT)
 	$(DEPLOY_PY) tools/validate_manifests.py --check-config $(CHECK_CONFIG) \
 	  $(DEPLOY_OUT)/istio/wasmplugin.yaml $(DEPLOY_OUT)/istio/file/wasmplugin.yaml \
-	  $(DEPLOY_OUT)/istio/route-weights/wasmplugin.yaml $(DEPLOY_OUT)/istio/flagger/wasmplugin.yaml
+	  $(DEPLOY_OUT)/istio/route-weights/wasmplugin.yaml $(DEPLOY_OUT)/istio/flagger/wasmplugin.yaml \
+	  $(DEPLOY_OUT)/istio/gateway-multi/wasmplugin.yaml
 
 ecds-test: build envoy deploy-tools
 	$(DEPLOY_PY) tools/ecds_check.py --envoy envoy-config/istio-ecds.yaml \

@@ -13,7 +13,7 @@ same manifest digest, so the digest can be pinned in the WasmPlugin.
 Prints the manifest digest (WasmPlugin `sha256` for oci:// URLs: Istio checks it against the image
 manifest digest) and the .wasm's own sha256 (the `sha256` for http(s):// URLs, a record for file://),
 and with --render writes the WasmPlugins in WASMPLUGINS (istio/wasmplugin.yaml, istio/file/, istio/route-weights/,
-istio/flagger/) with them filled in.
+istio/flagger/, istio/gateway-multi/) with them filled in.
 Standard library only.
 """
 
@@ -38,6 +38,7 @@ WASMPLUGINS = {
     "istio/file/wasmplugin.yaml": "wasm",
     "istio/route-weights/wasmplugin.yaml": "manifest",
     "istio/flagger/wasmplugin.yaml": "manifest",
+    "istio/gateway-multi/wasmplugin.yaml": "manifest",
 }
 LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
 CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"

@@ -7,7 +7,11 @@
 //! MetricTemplates, Grafana dashboard targets and variables) is filled in and run
 //! through Prometheus's HTTP API, and must return what it is for: canary success
 //! ~0.8, stable 1.0, a finite p99 per version, requests/s, decision sources,
-//! rejected inputs. A shipped query without an expectation here fails the test.
+//! rejected inputs, requests no rollout matched. A shipped query without an expectation here
+//! fails the test.
+//!
+//! The filter runs the multi-rollout form (one `rollouts[]` entry for host 127.0.0.1), so
+//! requests to another host are unmatched and `rollout_unmatched_requests_total` has data.
 //!
 //! `rollout-report` is run against the same Envoy and must agree with Prometheus.
 
@@ -24,12 +28,14 @@ mod common;
 
 const ROLLOUT: &str = "checkout-2026-11";
 const CONFIG: &str = r#"{
-  "rolloutId": "checkout-2026-11",
   "versions": [ { "name": "stable", "weight": 50 }, { "name": "canary", "weight": 50 } ],
   "stickyKeys": [ { "header": "x-user-id" } ],
   "override": { "header": "x-rollout-pin", "query": "rollout-version", "trustedPeers": ["*"] },
-  "responseHeaders": { "version": "x-rollout-served" }
+  "responseHeaders": { "version": "x-rollout-served" },
+  "rollouts": [ { "match": { "hosts": ["127.0.0.1"] }, "rolloutId": "checkout-2026-11" } ]
 }"#;
+/// The Host of the requests no rollout matches.
+const UNMATCHED_HOST: &str = "no-rollout.example.com";
 /// The canary upstream answers every 5th request 503: 80 % success.
 const CANARY_FAIL_EVERY: u64 = 5;
 const VERSIONS: [&str; 2] = ["stable", "canary"];
@@ -365,6 +371,11 @@ struct Observed {
     grpc: BTreeMap<(String, String), u64>,
     sent_bad_header: u64,
     sent_bad_query: u64,
+    /// HTTP requests to `UNMATCHED_HOST` (not in `replies`: the filter counts them apart).
+    unmatched: u64,
+    /// Of those, answered by another version than the default route's stable: the client's
+    /// own route header was not removed.
+    unmatched_not_stable: u64,
 }
 
 impl Observed {
@@ -469,6 +480,21 @@ fn drive(envoy: &Envoy, duration: Duration) -> Observed {
                                 o.sent_bad_query += 1;
                             }
                             4 => headers.clear(),
+                            5 => {
+                                // No rollout for this host: the client's route header is removed,
+                                // so the default route (stable) answers.
+                                headers.push(("host", UNMATCHED_HOST));
+                                headers.push(("x-rollout-version", "canary"));
+                                let r = get(&a, &envoy.url(&path), &headers)
+                                    .unwrap_or_else(|e| panic!("request {i}: {e}"));
+                                o.unmatched += 1;
+                                if r.header("x-served-by") != Some("stable") || r.status != 200 {
+                                    o.unmatched_not_stable += 1;
+                                }
+                                std::thread::sleep(Duration::from_millis(2));
+                                i += 1;
+                                continue;
+                            }
                             _ => {}
                         }
                         let r = get(&a, &envoy.url(&path), &headers)
@@ -499,6 +525,8 @@ fn drive(envoy: &Envoy, duration: Duration) -> Observed {
         }
         all.sent_bad_header += o.sent_bad_header;
         all.sent_bad_query += o.sent_bad_query;
+        all.unmatched += o.unmatched;
+        all.unmatched_not_stable += o.unmatched_not_stable;
     }
     all
 }
@@ -687,6 +715,17 @@ fn expect(key: &str, version: Option<&str>, r: &QueryResult, o: &Observed) -> Re
             )?;
             Ok(fmt_map(&m))
         }
+        "grafana:Requests no rollout matched:A" => {
+            let x = single(r)?;
+            positive_finite("unmatched requests/s", x)?;
+            Ok(format!("{x:.3}"))
+        }
+        "grafana:Requests no rollout matched:B" => {
+            let x = single(r)?;
+            let sent = o.unmatched as f64 / (o.unmatched + o.total()) as f64;
+            near("unmatched share of requests", x, sent, 0.01)?;
+            Ok(format!("{x:.4}"))
+        }
         "grafana:Rejected inputs/s by reason:A" => {
             let m = by_label(r, "reason")?;
             for s in ["unknown_override_header", "unknown_override_query"] {
@@ -873,6 +912,15 @@ fn every_shipped_query_returns_what_it_should() {
         observed.grpc
     );
     assert!(observed.requests("canary") > 200 && observed.requests("stable") > 200);
+    assert!(
+        observed.unmatched > 100,
+        "{} unmatched requests",
+        observed.unmatched
+    );
+    assert_eq!(
+        observed.unmatched_not_stable, 0,
+        "unmatched requests must reach the default route"
+    );
     for v in VERSIONS {
         assert!(observed.grpc_calls(v, None) > 100, "{v}: {:?}", observed.grpc);
     }
@@ -894,7 +942,8 @@ fn every_shipped_query_returns_what_it_should() {
         Ok(sum(format!("sum({{{RESPONSES},{sel}}})"))? == envoy_responses
             && sum(format!(
                 "sum(rollout_request_duration_milliseconds_count{{{sel}}})"
-            ))? == envoy_responses)
+            ))? == envoy_responses
+            && sum("sum(rollout_unmatched_requests_total)".into())? == observed.unmatched as f64)
     })
     .unwrap_or_else(|e| panic!("{e}"));
 
@@ -956,7 +1005,7 @@ fn every_shipped_query_returns_what_it_should() {
         failures.join("\n"),
         prom.log()
     );
-    assert!(ran >= 14, "only {ran} query runs");
+    assert!(ran >= 16, "only {ran} query runs");
 
     // rollout-report reads the same Envoy; its numbers must be Prometheus's, computed over the
     // raw counters (no rate): success rate and histogram_quantile.

@@ -1,5 +1,6 @@
 //! Validate a filter configuration offline with the filter's own parser:
-//! `rollout-check-config < config.json` prints `ok` or the error Envoy would log.
+//! `rollout-check-config < config.json` prints `ok` or the error Envoy would log. Both forms:
+//! the single rollout and `rollouts[]`, parsed as `on_configure` parses them.
 
 use std::io::Read;
 
@@ -9,7 +10,7 @@ fn main() {
         eprintln!("cannot read stdin: {e}");
         std::process::exit(2);
     }
-    match rollout_filter::config::Config::from_json(&input) {
+    match rollout_filter::rollouts::FilterConfig::from_json(&input) {
         Ok(_) => println!("ok"),
         Err(e) => {
             println!("invalid configuration: {e}");

@@ -1,5 +1,6 @@
 //! `make run`: start Envoy with the shipped demo config, drive traffic through the
-//! filter, and print what happened per version, measured from the responses.
+//! filter for each of its rollouts (chosen by Host), and print what happened per rollout
+//! and version, measured from the responses.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -52,79 +53,93 @@ fn run() -> Result<(), String> {
     let mut envoy = Running(child);
     wait_ready(&mut envoy, &log_path)?;
 
-    let filter_cfg = loaded_filter_config()?;
-    let rollout = filter_cfg["rolloutId"].as_str().unwrap_or("?").to_string();
-    let versions: Vec<(String, u64)> = filter_cfg["versions"]
-        .as_array()
-        .map(|vs| {
-            vs.iter()
-                .map(|v| {
-                    (
-                        v["name"].as_str().unwrap_or("?").to_string(),
-                        v["weight"].as_u64().unwrap_or(0),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let total_weight: u64 = versions.iter().map(|v| v.1).sum();
-
+    let rollouts = rollouts_of(&loaded_filter_config()?);
+    let ids: Vec<&str> = rollouts.iter().map(|r| r.id.as_str()).collect();
     println!(
-        "Envoy {} with envoy-config/envoy.yaml, rollout {rollout}",
-        envoy_version()
+        "Envoy {} with envoy-config/envoy.yaml, rollouts {}",
+        envoy_version(),
+        ids.join(", ")
     );
     println!(
-        "sending {DISTINCT_USERS} requests with distinct x-user-id, then {REPEATS} each for {} repeat users",
+        "per rollout: {DISTINCT_USERS} requests with distinct x-user-id, then {REPEATS} each for {} repeat users",
         REPEATED_USERS.len()
     );
     let started = Instant::now();
-    let distinct = drive(DISTINCT_USERS, |i| format!("user-{i}"))?;
-    let mut sticky_ok = 0;
-    let mut repeat_total: BTreeMap<String, u64> = BTreeMap::new();
-    for user in REPEATED_USERS {
-        let seen = drive(REPEATS, |_| user.to_string())?;
-        if seen.len() == 1 {
-            sticky_ok += 1;
+    let mut results = Vec::new();
+    for r in &rollouts {
+        let host = r.host.as_deref();
+        let distinct = drive(DISTINCT_USERS, host, |i| format!("user-{i}"))?;
+        let mut sticky_ok = 0;
+        let mut repeat_total: BTreeMap<String, u64> = BTreeMap::new();
+        for user in REPEATED_USERS {
+            let seen = drive(REPEATS, host, |_| user.to_string())?;
+            if seen.len() == 1 {
+                sticky_ok += 1;
+            }
+            let (v, n) = seen
+                .iter()
+                .next()
+                .map(|(v, n)| (v.clone(), *n))
+                .unwrap_or_default();
+            repeat_total.insert(format!("{user}→{v}"), n);
         }
-        let (v, n) = seen
-            .iter()
-            .next()
-            .map(|(v, n)| (v.clone(), *n))
-            .unwrap_or_default();
-        repeat_total.insert(format!("{user}→{v}"), n);
+        results.push((distinct, sticky_ok, repeat_total));
     }
     let mtls = mtls_callers(&root)?;
     let elapsed = started.elapsed();
 
     println!();
     println!(
-        "{:<10} {:>8} {:>10} {:>10}",
-        "version", "weight", "observed", "requests"
+        "{:<18} {:<10} {:>8} {:>10} {:>10}",
+        "rollout", "version", "weight", "observed", "requests"
     );
-    let sent: u64 = distinct.values().sum();
-    for (name, weight) in &versions {
-        let n = distinct.get(name).copied().unwrap_or(0);
+    let mut sent = 0;
+    let mut unexpected = 0;
+    for (r, (distinct, _, _)) in rollouts.iter().zip(&results) {
+        let total_weight: u64 = r.versions.iter().map(|v| v.1).sum();
+        let n_sent: u64 = distinct.values().sum();
+        sent += n_sent;
+        for (name, weight) in &r.versions {
+            let n = distinct.get(name).copied().unwrap_or(0);
+            println!(
+                "{:<18} {:<10} {:>7.1}% {:>9.2}% {:>10}",
+                r.id,
+                name,
+                100.0 * *weight as f64 / total_weight.max(1) as f64,
+                100.0 * n as f64 / n_sent.max(1) as f64,
+                n
+            );
+        }
+        let other: u64 = distinct
+            .iter()
+            .filter(|(v, _)| !r.versions.iter().any(|(n, _)| n == *v))
+            .map(|(_, n)| n)
+            .sum();
+        if other > 0 {
+            println!(
+                "{:<18} {:<10} {:>8} {:>10} {:>10}",
+                r.id, "other", "-", "-", other
+            );
+        }
+        unexpected += other;
+    }
+    for (r, (_, sticky_ok, repeat_total)) in rollouts.iter().zip(&results) {
         println!(
-            "{:<10} {:>7.1}% {:>9.2}% {:>10}",
-            name,
-            100.0 * *weight as f64 / total_weight.max(1) as f64,
-            100.0 * n as f64 / sent.max(1) as f64,
-            n
+            "stickiness {}: {sticky_ok}/{} repeat users stayed on one version over {REPEATS} requests each ({})",
+            r.id,
+            REPEATED_USERS.len(),
+            repeat_total.keys().cloned().collect::<Vec<_>>().join(", ")
         );
     }
-    let unexpected: u64 = distinct
-        .iter()
-        .filter(|(v, _)| !versions.iter().any(|(n, _)| n == *v))
-        .map(|(_, n)| n)
-        .sum();
-    if unexpected > 0 {
-        println!("{:<10} {:>8} {:>10} {:>10}", "other", "-", "-", unexpected);
+    for r in &rollouts {
+        match &r.host {
+            Some(h) => println!("{}: requests with Host {h}", r.id),
+            None => println!(
+                "{}: requests with Host 127.0.0.1:18000 (any host the other entries do not match)",
+                r.id
+            ),
+        }
     }
-    println!(
-        "stickiness: {sticky_ok}/{} repeat users stayed on one version over {REPEATS} requests each ({})",
-        REPEATED_USERS.len(),
-        repeat_total.keys().cloned().collect::<Vec<_>>().join(", ")
-    );
     println!();
     println!("mTLS callers on https://localhost:18443 ({MTLS_USERS} distinct x-user-id each):");
     println!("{:<44} {:>10}", "client certificate", "canary");
@@ -137,14 +152,16 @@ fn run() -> Result<(), String> {
     }
     println!(
         "{} requests in {:.1} s; the tables count which backend answered each response",
-        sent + u64::from(REPEATS) * REPEATED_USERS.len() as u64 + MTLS_USERS * mtls.len() as u64,
+        sent + u64::from(REPEATS) * (REPEATED_USERS.len() * rollouts.len()) as u64
+            + MTLS_USERS * mtls.len() as u64,
         elapsed.as_secs_f64()
     );
     println!();
     settle();
     print_report()?;
     drop(envoy);
-    if sticky_ok != REPEATED_USERS.len() || unexpected > 0 {
+    let all_sticky = results.iter().all(|(_, ok, _)| *ok == REPEATED_USERS.len());
+    if !all_sticky || unexpected > 0 {
         return Err("routing was not as configured".into());
     }
     Ok(())
@@ -201,8 +218,13 @@ fn mtls_callers(root: &std::path::Path) -> Result<Vec<(String, u64)>, String> {
     Ok(out)
 }
 
-/// Send `n` requests (4 client threads), keyed by `key(i)`; count which backend answered.
-fn drive(n: u32, key: impl Fn(u32) -> String + Sync) -> Result<BTreeMap<String, u64>, String> {
+/// Send `n` requests (4 client threads) with `host` as the Host header (else the URL's), keyed
+/// by `key(i)`; count which backend answered.
+fn drive(
+    n: u32,
+    host: Option<&str>,
+    key: impl Fn(u32) -> String + Sync,
+) -> Result<BTreeMap<String, u64>, String> {
     let threads = 4;
     let results: Vec<Result<BTreeMap<String, u64>, String>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
@@ -212,7 +234,12 @@ fn drive(n: u32, key: impl Fn(u32) -> String + Sync) -> Result<BTreeMap<String, 
                     let agent = agent();
                     let mut counts = BTreeMap::new();
                     for i in (t..n).step_by(threads as usize) {
-                        let r = get(&agent, &format!("{FRONT}/"), &[("x-user-id", &key(i))])?;
+                        let user = key(i);
+                        let mut headers = vec![("x-user-id", user.as_str())];
+                        if let Some(h) = host {
+                            headers.push(("host", h));
+                        }
+                        let r = get(&agent, &format!("{FRONT}/"), &headers)?;
                         if r.status != 200 {
                             return Err(format!("status {} from the demo", r.status));
                         }
@@ -263,7 +290,48 @@ fn wait_ready(envoy: &mut Running, log_path: &std::path::Path) -> Result<(), Str
     Err("Envoy did not become ready in 60 s".into())
 }
 
-/// The filter configuration as Envoy loaded it, from the admin config dump.
+/// One rollout of the front listener's filter: its id, a Host its entry matches (None: the
+/// entry matches any host) and its versions with their weights.
+struct Rollout {
+    id: String,
+    host: Option<String>,
+    versions: Vec<(String, u64)>,
+}
+
+/// The rollouts of a filter config, either form; an entry's unset `versions` is the top level's.
+fn rollouts_of(cfg: &serde_json::Value) -> Vec<Rollout> {
+    let versions_of = |v: &serde_json::Value| {
+        v.as_array().map(|vs| {
+            vs.iter()
+                .map(|v| {
+                    (
+                        v["name"].as_str().unwrap_or("?").to_string(),
+                        v["weight"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    let one = |e: &serde_json::Value| Rollout {
+        id: e["rolloutId"].as_str().unwrap_or("?").to_string(),
+        // A wildcard entry `*.SUFFIX` is sent as `demo.SUFFIX`.
+        host: e["match"]["hosts"][0]
+            .as_str()
+            .map(|h| match h.strip_prefix('*') {
+                Some(suffix) => format!("demo{suffix}"),
+                None => h.to_string(),
+            }),
+        versions: versions_of(&e["versions"])
+            .or_else(|| versions_of(&cfg["versions"]))
+            .unwrap_or_default(),
+    };
+    match cfg["rollouts"].as_array() {
+        Some(list) => list.iter().map(one).collect(),
+        None => vec![one(cfg)],
+    }
+}
+
+/// The front listener's filter configuration as Envoy loaded it, from the admin config dump.
 fn loaded_filter_config() -> Result<serde_json::Value, String> {
     let dump: serde_json::Value = ureq::get(&format!("{ADMIN}/config_dump"))
         .call()
@@ -279,7 +347,8 @@ fn find_filter_config(v: &serde_json::Value) -> Option<serde_json::Value> {
             if let Some(cfg) = m.get("configuration") {
                 if let Some(s) = cfg.get("value").and_then(|s| s.as_str()) {
                     if let Ok(parsed) = serde_json::from_str::<serde_json::Value>(s) {
-                        if parsed.get("rolloutId").is_some() {
+                        // The front listener's config is the one with `rollouts`.
+                        if parsed.get("rollouts").is_some() {
                             return Some(parsed);
                         }
                     }
