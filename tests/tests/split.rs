@@ -93,6 +93,40 @@ fn spoofed_route_header_is_overwritten() {
     }
 }
 
+/// The filter makes no `clear_route_cache` call: Envoy routes on the decided value because a
+/// wasm filter's request-header write clears the route it cached before the filters ran. Both
+/// directions, and a client that already sends the decided value (the filter then writes
+/// nothing) still lands there; a wrong `x-rollout-id` is replaced, the right one kept.
+#[test]
+fn route_follows_the_header_write_without_an_explicit_clear() {
+    let envoy = start(CONFIG, &["stable", "canary"]);
+    let a = agent();
+    let cases = [
+        ("alice", "stable", "other", "canary"),
+        ("carol", "canary", "other", "stable"),
+        ("alice", "canary", "checkout-2026-11", "canary"),
+        ("carol", "stable", "checkout-2026-11", "stable"),
+    ];
+    for (key, sent, sent_id, want) in cases {
+        for _ in 0..5 {
+            let r = get(
+                &a,
+                &envoy.url("/"),
+                &[
+                    ("x-user-id", key),
+                    ("x-rollout-version", sent),
+                    ("x-rollout-id", sent_id),
+                ],
+            )
+            .unwrap();
+            assert_eq!(r.version(), want, "{key} sending {sent}");
+            let seen = r.seen.unwrap();
+            assert_eq!(seen.header_all("x-rollout-version"), vec![want]);
+            assert_eq!(seen.header_all("x-rollout-id"), vec!["checkout-2026-11"]);
+        }
+    }
+}
+
 #[test]
 fn override_header_and_query_are_honoured_in_order() {
     let envoy = start(CONFIG, &["stable", "canary"]);

@@ -29,6 +29,7 @@ enum Call {
     ClearRouteCache,
     PropertyDuration,
     PropertySource,
+    PropertyCode,
     Counter,
     Histogram,
     ResponseStatus,
@@ -74,6 +75,7 @@ impl RootContext for NoopRoot {
             "clear_route_cache" => Call::ClearRouteCache,
             "property_duration" => Call::PropertyDuration,
             "property_source" => Call::PropertySource,
+            "property_code" => Call::PropertyCode,
             "counter" => Call::Counter,
             "histogram" => Call::Histogram,
             "response_status" => Call::ResponseStatus,
@@ -111,30 +113,28 @@ impl HttpContext for NoopHttp {
         let p = self.0;
         for _ in 0..p.repeat {
             match p.call {
-                Call::None | Call::ResponseStatus => {}
+                // Priced where the filter would make them: after the response.
+                Call::None | Call::ResponseStatus | Call::PropertyCode => {}
                 Call::Sequence { trace } => {
                     request_header_map();
-                    // (c) writes the route and rollout-id headers; (f) also the trace context.
+                    // (c) writes the route and rollout-id headers; (f) also a new traceparent
+                    // (the load sends none) and the baggage member. No clear_route_cache: the
+                    // filter relies on Envoy's refresh on every request-header write.
                     let owned = if trace {
                         &SEQUENCE_HEADERS[..]
                     } else {
                         &SEQUENCE_HEADERS[..2]
                     };
                     for (name, value) in owned {
-                        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
+                        replace_request_header(name, value);
                     }
-                    let _ = hostcalls::call_foreign_function("clear_route_cache", None);
                 }
                 Call::HeaderPairs => request_header_map(),
                 Call::GetHeader => drop(hostcalls::get_map_value(MapType::HttpRequestHeaders, "x-user-id")),
-                Call::SetHeader => drop(hostcalls::set_map_value(
-                    MapType::HttpRequestHeaders,
-                    "x-probe",
-                    Some("v"),
-                )),
+                Call::SetHeader => replace_request_header("x-probe", "v"),
                 Call::ClearRouteCache => drop(hostcalls::call_foreign_function("clear_route_cache", None)),
-                Call::PropertyDuration => drop(hostcalls::get_property(vec!["request", "duration"])),
-                Call::PropertySource => drop(hostcalls::get_property(vec!["source", "address"])),
+                Call::PropertyDuration => drop(property(b"request\0duration")),
+                Call::PropertySource => drop(property(b"source\0address")),
                 Call::Counter => drop(hostcalls::increment_metric(p.counter, 1)),
                 Call::Histogram => drop(hostcalls::record_metric(p.histogram, 3)),
             }
@@ -144,11 +144,11 @@ impl HttpContext for NoopHttp {
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
         if let Call::Sequence { .. } = self.0.call {
-            let _ = hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status");
+            drop(std::hint::black_box(response_status()));
         }
         if let Call::ResponseStatus = self.0.call {
             for _ in 0..self.0.repeat {
-                let _ = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status");
+                drop(std::hint::black_box(response_status()));
             }
         }
         Action::Continue
@@ -156,8 +156,13 @@ impl HttpContext for NoopHttp {
 
     fn on_log(&mut self) {
         if let Call::Sequence { .. } = self.0.call {
-            let _ = hostcalls::get_property(vec!["request", "duration"]);
+            drop(std::hint::black_box(property(b"request\0duration")));
             let _ = hostcalls::record_metric(self.0.histogram, 3);
+        }
+        if let Call::PropertyCode = self.0.call {
+            for _ in 0..self.0.repeat {
+                drop(std::hint::black_box(property(b"response\0code")));
+            }
         }
     }
 }
@@ -170,12 +175,82 @@ const SEQUENCE_HEADERS: [(&str, &str); 4] = [
         "traceparent",
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03",
     ),
-    ("tracestate", "rollout=canary"),
+    ("baggage", "rollout.checkout-2026-11=canary"),
 ];
 
+// The calls as rollout-filter's glue makes them: straight over the ABI, paths pre-serialized.
 #[link(wasm_import_module = "env")]
 extern "C" {
     fn proxy_get_header_map_pairs(map_type: u32, return_data: *mut *mut u8, return_size: *mut usize) -> u32;
+    fn proxy_get_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        return_data: *mut *mut u8,
+        return_size: *mut usize,
+    ) -> u32;
+    fn proxy_replace_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_data: *mut *mut u8,
+        return_size: *mut usize,
+    ) -> u32;
+}
+
+/// Owns what the host returned (allocated through our `proxy_on_memory_allocate`).
+///
+/// # Safety
+/// `data`/`size` must come from the host call that returned `status`.
+unsafe fn owned(status: u32, data: *mut u8, size: usize) -> Option<Vec<u8>> {
+    (status == 0 && !data.is_null()).then(|| Vec::from_raw_parts(data, size, size))
+}
+
+fn property(path: &[u8]) -> Option<Vec<u8>> {
+    let (mut data, mut size) = (std::ptr::null_mut(), 0);
+    // SAFETY: see `owned`.
+    unsafe {
+        owned(
+            proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size),
+            data,
+            size,
+        )
+    }
+}
+
+fn response_status() -> Option<Vec<u8>> {
+    let (mut data, mut size) = (std::ptr::null_mut(), 0);
+    let name = ":status";
+    // SAFETY: see `owned`.
+    unsafe {
+        let status = proxy_get_header_map_value(
+            MapType::HttpResponseHeaders as u32,
+            name.as_ptr(),
+            name.len(),
+            &mut data,
+            &mut size,
+        );
+        owned(status, data, size)
+    }
+}
+
+fn replace_request_header(name: &str, value: &str) {
+    // SAFETY: the host only reads the buffers during the call.
+    unsafe {
+        proxy_replace_header_map_value(
+            MapType::HttpRequestHeaders as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        );
+    }
 }
 
 /// The request header map in one call, kept as the host wrote it: what rollout-filter's

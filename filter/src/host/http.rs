@@ -8,6 +8,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 
+use super::raw;
 use super::root::{CertEntry, RolloutMetrics, Shared};
 use crate::baggage;
 use crate::cluster;
@@ -49,7 +50,7 @@ struct GrpcCall {
 }
 
 fn response_grpc_status(map: MapType) -> Option<Vec<u8>> {
-    hostcalls::get_map_value_bytes(map, "grpc-status").ok().flatten()
+    raw::header_value(map, "grpc-status")
 }
 
 impl Http {
@@ -71,33 +72,9 @@ impl Http {
 /// `request.duration` (int64 nanoseconds) in whole milliseconds: from the first byte of
 /// the request to the end of the stream, measured by Envoy, so no clock reads of ours.
 fn request_duration_ms() -> Option<u64> {
-    let raw = hostcalls::get_property(vec!["request", "duration"])
-        .ok()
-        .flatten()?;
+    let raw = raw::property(raw::REQUEST_DURATION)?;
     let ns = i64::from_le_bytes(raw.get(..8)?.try_into().ok()?);
     Some(u64::try_from(ns).unwrap_or(0) / 1_000_000)
-}
-
-#[link(wasm_import_module = "env")]
-extern "C" {
-    // Declared here rather than through the SDK, whose wrapper copies every
-    // pair into a String and panics on an unexpected status.
-    fn proxy_get_header_map_pairs(map_type: u32, return_data: *mut *mut u8, return_size: *mut usize) -> u32;
-}
-
-/// The whole request header map in the host's serialized form: one host call.
-fn request_header_map() -> Vec<u8> {
-    let mut data: *mut u8 = std::ptr::null_mut();
-    let mut size: usize = 0;
-    // SAFETY: the host writes a pointer to `size` bytes it allocated through our
-    // `proxy_on_memory_allocate` (a Vec allocation of exactly that size), or nothing.
-    unsafe {
-        let status = proxy_get_header_map_pairs(MapType::HttpRequestHeaders as u32, &mut data, &mut size);
-        if status != 0 || data.is_null() {
-            return Vec::new();
-        }
-        Vec::from_raw_parts(data, size, size)
-    }
 }
 
 /// The live request: its headers fetched once, properties read on demand.
@@ -119,7 +96,7 @@ impl RequestView for HostRequest {
 
     fn source_address(&mut self) -> Option<&[u8]> {
         if self.source.is_none() {
-            self.source = Some(property(&["source", "address"]));
+            self.source = Some(raw::property(raw::SOURCE_ADDRESS));
         }
         self.source.as_ref().and_then(|s| s.as_deref())
     }
@@ -150,7 +127,7 @@ impl RequestView for HostRequest {
 fn visitor_used_tls(req: &HostRequest) -> bool {
     match req.map().get("x-forwarded-proto") {
         Some(proto) => proto.trim_ascii().eq_ignore_ascii_case(b"https"),
-        None => property(&["connection", "tls_version"]).is_some_and(|v| !v.is_empty()),
+        None => raw::property(raw::TLS_VERSION).is_some_and(|v| !v.is_empty()),
     }
 }
 
@@ -159,13 +136,9 @@ fn visitor_used_tls(req: &HostRequest) -> bool {
 /// root context: Envoy gives each listener's filter its own direction, but listeners whose
 /// plugin configs are identical share one root context.
 fn listener_direction() -> Option<i64> {
-    property(&["xds", "listener_direction"])
-        .or_else(|| property(&["listener_direction"]))
+    raw::property(raw::LISTENER_DIRECTION)
+        .or_else(|| raw::property(raw::LISTENER_DIRECTION_OLD))
         .and_then(|d| lane::parse_direction(&d))
-}
-
-fn property(path: &[&str]) -> Option<Vec<u8>> {
-    hostcalls::get_property(path.to_vec()).ok().flatten()
 }
 
 /// The meaning of the verified peer certificate to rollout `index`, from the per-worker
@@ -179,7 +152,7 @@ fn peer(
 ) -> Option<Rc<Result<Peer, CertReject>>> {
     // The digest exists exactly when `connection.mtls` is true (the peer presented a
     // certificate, which the listener's validation context verified): one read, not two.
-    let mut key = property(&["connection", "sha256_peer_certificate_digest"])?;
+    let mut key = raw::property(raw::PEER_DIGEST)?;
     let digest_len = key.len();
     let group = shared.cert_group.get(index).copied().unwrap_or(0);
     key.extend_from_slice(&group.to_le_bytes());
@@ -189,7 +162,7 @@ fn peer(
     let digest = &key[..digest_len];
     let source = cfg.certificate.as_ref().map_or(CertSource::Auto, |c| c.source);
     let from_attribute = match source {
-        CertSource::Auto => property(&["connection", "peer_certificate"]),
+        CertSource::Auto => raw::property(raw::PEER_CERTIFICATE),
         CertSource::Xfcc => None,
     };
     let pem = match from_attribute {
@@ -227,29 +200,13 @@ fn peer(
 /// A request no rollout matches: no decision and no header of ours, and every route or
 /// rollout-id header any rollout writes removed, so a client cannot pre-route itself.
 fn unmatched(shared: &Shared, req: &HostRequest) {
-    let mut removed = false;
     for (name, _) in req.map().iter() {
         if shared.filter.strips_when_unmatched(name) {
-            let name = std::str::from_utf8(name).unwrap_or_default();
-            if let Err(e) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
-                log::warn!("cannot remove {name}: {e:?}");
-            }
-            removed = true;
+            // Envoy clears the cached route on this write: no clear_route_cache call needed.
+            remove_request_header(std::str::from_utf8(name).unwrap_or_default());
         }
     }
-    if removed {
-        clear_route_cache(shared);
-    }
     shared.count_unmatched();
-}
-
-fn clear_route_cache(shared: &Shared) {
-    if shared.explicit_route_clear.get()
-        && hostcalls::call_foreign_function("clear_route_cache", None).is_err()
-    {
-        log::info!("host has no clear_route_cache; relying on automatic route refresh");
-        shared.explicit_route_clear.set(false);
-    }
 }
 
 fn remove_request_header(name: &str) {
@@ -258,7 +215,7 @@ fn remove_request_header(name: &str) {
 
 /// Route-weights mode: the version label of the cluster Envoy routed this request to.
 fn picked_label(cfg: &Config) -> usize {
-    let cluster = property(&["xds", "cluster_name"]);
+    let cluster = raw::property(raw::XDS_CLUSTER_NAME);
     cluster::label_of(cfg, cluster.as_deref())
 }
 
@@ -284,9 +241,24 @@ fn set_request_header(name: &str, value: &[u8]) {
 
 /// Replace every value of `name`, or remove them all (`None`).
 fn write_request_header(name: &str, value: Option<&[u8]>) {
-    if let Err(e) = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, value) {
-        log::warn!("cannot write request header {name}: {e:?}");
+    let map = MapType::HttpRequestHeaders;
+    let done = match value {
+        Some(v) => raw::replace_header(map, name, v),
+        None => raw::remove_header(map, name),
+    };
+    if let Err(status) = done {
+        log::warn!("cannot write request header {name}: status {status}");
     }
+}
+
+/// Sets a header we own unless the request already carries exactly that one value: a
+/// write that changes nothing still costs a host call (and a route refresh).
+fn own_request_header(map: &SerializedMap<'_>, name: &str, value: &[u8]) {
+    let mut have = map.get_all(name);
+    if have.next() == Some(value) && have.next().is_none() {
+        return;
+    }
+    set_request_header(name, value);
 }
 
 fn change_request_header(name: &str, change: &HeaderChange) {
@@ -305,7 +277,7 @@ impl HttpContext for Http {
             return Action::Continue;
         };
         let mut req = HostRequest {
-            headers: request_header_map(),
+            headers: raw::header_map_pairs(MapType::HttpRequestHeaders).unwrap_or_default(),
             source: None,
         };
         #[cfg(feature = "test-trap")]
@@ -441,8 +413,11 @@ impl HttpContext for Http {
         // Every header we own is replaced, whatever the client sent (each set replaces all
         // values). One call per header measured faster than one set_header_map_pairs
         // call, which makes Envoy remove and re-add every header.
+        // No clear_route_cache call: Envoy clears the cached route on every request-header
+        // write of a wasm filter (add, replace, remove), so the new values route; when every
+        // value is already what the client sent, the route Envoy cached is the right one.
         match version {
-            Some(name) => set_request_header(&cfg.route_header, name),
+            Some(name) => own_request_header(&req.map(), &cfg.route_header, name),
             None => remove_request_header(&cfg.route_header),
         }
         if let Some(rw) = &cfg.route_weights {
@@ -455,7 +430,7 @@ impl HttpContext for Http {
                 None => remove_request_header(&rw.bucket_header),
             }
         }
-        set_request_header(&cfg.rollout_id_header, cfg.rollout_id.as_bytes());
+        own_request_header(&req.map(), &cfg.rollout_id_header, cfg.rollout_id.as_bytes());
         if let Some(p) = &trace_out {
             if let Some(tp) = &p.traceparent {
                 set_request_header("traceparent", tp.as_bytes());
@@ -470,7 +445,6 @@ impl HttpContext for Http {
             set_request_header(":path", path);
         }
 
-        clear_route_cache(shared);
         if cfg.route_weights.is_some() {
             // Counted when the response comes: the cluster Envoy used is known then.
             self.route_source = Some(d.source);
@@ -498,9 +472,7 @@ impl HttpContext for Http {
         let (Some(shared), Some(version)) = (self.shared.as_deref(), self.version) else {
             return Action::Continue;
         };
-        self.status = hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status")
-            .ok()
-            .flatten()
+        self.status = raw::header_value(MapType::HttpResponseHeaders, ":status")
             .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok());
         if let Some(g) = &mut self.grpc {
             g.seen.http_status = self.status;
@@ -601,9 +573,7 @@ impl HttpContext for Http {
         };
         // Error responses Envoy made itself (connect failure, timeout) rather than the upstream.
         if local_candidate {
-            let details = hostcalls::get_property(vec!["response", "code_details"])
-                .ok()
-                .flatten();
+            let details = raw::property(raw::RESPONSE_CODE_DETAILS);
             if details.as_deref() != Some(b"via_upstream") {
                 shared.count(m, m.local_reply_slot(version));
             }

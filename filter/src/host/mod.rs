@@ -4,6 +4,7 @@
 
 mod http;
 mod logger;
+mod raw;
 mod root;
 
 pub fn start() {

@@ -27,9 +27,6 @@ pub struct Shared {
     unmatched: Option<(u32, Cell<u64>)>,
     /// The next rollout whose metrics a tick defines ahead of its traffic.
     next_to_define: Cell<usize>,
-    /// Cleared after the host says it has no `clear_route_cache`; Envoy then
-    /// clears the cache itself on header changes (ABI 0.2.1).
-    pub explicit_route_clear: Cell<bool>,
     /// (rollout, slot) with a pending count, so a tick costs what was counted, not every
     /// metric. `UNMATCHED` stands for the unmatched counter.
     dirty: Cell<Vec<(u32, u32)>>,
@@ -443,7 +440,6 @@ impl RootContext for Root {
             peers: RefCell::new(LabelCache::new(cache_size)),
             cert_group: cert_groups(&filter.rollouts),
             filter,
-            explicit_route_clear: Cell::new(true),
         });
         // The single form defines its metrics now, as ever, and refuses a config the host
         // cannot count.
