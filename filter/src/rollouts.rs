@@ -841,9 +841,11 @@ mod tests {
     #[test]
     fn a_thousand_rollouts_load_quickly_and_match_by_hash() {
         let json = config_with_rollouts(1000);
+        // Timed on the host only (wasm32-unknown-unknown has no clock); printed, never asserted.
+        #[cfg(not(target_arch = "wasm32"))]
         let start = std::time::Instant::now();
         let f = parse(&json);
-        // Printed, not asserted: tests never assert on timing.
+        #[cfg(not(target_arch = "wasm32"))]
         println!("1,000 rollouts parsed in {:?}", start.elapsed());
         assert_eq!(f.rollouts.len(), 1000);
         for i in [0usize, 1, 499, 998] {
