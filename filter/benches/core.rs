@@ -14,7 +14,7 @@ use rollout_filter::baggage;
 use rollout_filter::config::Config;
 use rollout_filter::decision::{decide, Peer, RequestView};
 use rollout_filter::identity::{parse_certificate, LabelCache};
-use rollout_filter::rollouts::FilterConfig;
+use rollout_filter::rollouts::{config_with_rollouts, FilterConfig};
 use rollout_filter::split;
 use rollout_filter::trace::{self, TraceSettings};
 
@@ -261,24 +261,12 @@ fn bench_identity(c: &mut Criterion) {
     g.finish();
 }
 
-/// `n` rollouts: `n - 1` exact hosts (`svc-i.example.com`) and one `*.wild.example.com`.
-fn rollouts_config(n: usize) -> String {
-    let mut entries: Vec<String> = (0..n - 1)
-        .map(|i| format!(r#"{{"match":{{"hosts":["svc-{i}.example.com"]}},"rolloutId":"svc-{i}"}}"#))
-        .collect();
-    entries.push(r#"{"match":{"hosts":["*.wild.example.com"]},"rolloutId":"wild"}"#.into());
-    format!(
-        r#"{{"versions":[{{"name":"stable","weight":90}},{{"name":"canary","weight":10}}],"stickyKeys":[{{"header":"x-user-id"}}],"rollouts":[{}]}}"#,
-        entries.join(",")
-    )
-}
-
 /// Choosing the rollout of a request (issue 16): the cost must not grow with the number of
 /// exact-host entries.
 fn bench_rollouts(c: &mut Criterion) {
     let mut g = c.benchmark_group("rollouts");
     for n in [1usize, 1000] {
-        let f = FilterConfig::from_json(rollouts_config(n).as_bytes()).expect("bench rollouts");
+        let f = FilterConfig::from_json(config_with_rollouts(n).as_bytes()).expect("bench rollouts");
         let exact = format!("svc-{}.example.com:8443", (n.max(2) - 2) / 2);
         let hosts: [(&str, &[u8]); 3] = [
             (
@@ -298,7 +286,7 @@ fn bench_rollouts(c: &mut Criterion) {
             });
         }
     }
-    let json = rollouts_config(1000);
+    let json = config_with_rollouts(1000);
     g.sample_size(10);
     g.bench_function("load_1000", |b| {
         b.iter(|| black_box(FilterConfig::from_json(black_box(json.as_bytes())).expect("loads")))

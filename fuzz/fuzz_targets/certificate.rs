@@ -22,6 +22,7 @@
 
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
+use rollout_filter::identity::certificate::der_tlv as tlv;
 use rollout_filter::identity::{
     parse_certificate, parse_oid, xfcc_certificate, CertReject, LabelOid, LabelReject, PeerCert, PeerPattern,
     XfccReject, MAX_CERT_BYTES,
@@ -358,19 +359,6 @@ fn oids(dotted: &str) {
         der.extend(groups.iter().rev().copied());
     }
     assert_eq!(o.as_bytes(), der.as_slice(), "OID {dotted:?} encodes wrongly");
-}
-
-/// One DER tag-length-value (definite length, up to 64 KiB).
-fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let n = content.len();
-    let mut out = vec![tag];
-    match n {
-        0..=0x7f => out.push(n as u8),
-        0x80..=0xff => out.extend([0x81, n as u8]),
-        _ => out.extend([0x82, (n >> 8) as u8, n as u8]),
-    }
-    out.extend_from_slice(content);
-    out
 }
 
 /// A minimal X.509 v3 certificate (unsigned: nobody verifies it here) whose

@@ -13,8 +13,11 @@ pub mod rds;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use echo::{Echo, Seen};
@@ -35,6 +38,84 @@ pub fn wasm_path() -> PathBuf {
     }
 }
 
+/// A file of the workspace (a shipped config), as text.
+pub fn read_workspace_file(rel: &str) -> String {
+    let path = workspace_root().join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Replace the only occurrence of `from`; anything else means the shipped file changed shape.
+pub fn replace_once(text: &str, from: &str, to: &str) -> String {
+    let n = text.matches(from).count();
+    assert_eq!(
+        n, 1,
+        "expected `{from}` once in the shipped file, found it {n} times"
+    );
+    text.replacen(from, to, 1)
+}
+
+/// Replace a watched file (RDS, ECDS) as a control plane's file sink must: write a temporary
+/// file in the same directory, then rename it over (Envoy reacts to the rename, never to a
+/// half-written file).
+pub fn write_atomically(dir: &Path, file: &str, content: &str) {
+    let tmp = dir.join(format!(".{file}.tmp"));
+    std::fs::write(&tmp, content).unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
+    std::fs::rename(&tmp, dir.join(file)).unwrap_or_else(|e| panic!("rename to {file}: {e}"));
+}
+
+/// Background traffic until [`Traffic::finish`], to show that what a test changes meanwhile
+/// (a reload, a route update) fails no request: thread 0 keeps one keep-alive connection
+/// throughout, thread 1 opens a new connection for every request.
+pub struct Traffic<S> {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<Vec<S>>>,
+}
+
+impl<S: Send + 'static> Traffic<S> {
+    /// `request(agent, n)` sends request number `n` (the even ones on thread 0, the odd ones
+    /// on thread 1) and returns what the test keeps of it; each thread then waits `pause`.
+    pub fn start<F>(pause: Duration, request: F) -> Traffic<S>
+    where
+        F: Fn(&ureq::Agent, usize) -> S + Clone + Send + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..2)
+            .map(|t| {
+                let (stop, request) = (stop.clone(), request.clone());
+                std::thread::spawn(move || {
+                    let a = if t == 0 {
+                        agent()
+                    } else {
+                        // No idle connection is kept, so each request opens its own.
+                        ureq::AgentBuilder::new()
+                            .timeout(Duration::from_secs(10))
+                            .max_idle_connections(0)
+                            .build()
+                    };
+                    let mut out = Vec::new();
+                    let mut n = t;
+                    while !stop.load(Ordering::Relaxed) {
+                        out.push(request(&a, n));
+                        n += 2;
+                        std::thread::sleep(pause);
+                    }
+                    out
+                })
+            })
+            .collect();
+        Traffic { stop, threads }
+    }
+
+    /// Stop the traffic; every thread's samples (thread 0's first).
+    pub fn finish(self) -> Vec<S> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.threads
+            .into_iter()
+            .flat_map(|h| h.join().expect("traffic thread"))
+            .collect()
+    }
+}
+
 /// Files for a TLS listener that requires a client certificate signed by `ca`.
 #[derive(Clone, Debug)]
 pub struct ServerTls {
@@ -45,6 +126,27 @@ pub struct ServerTls {
     pub xfcc: Option<&'static str>,
     /// With `SANITIZE_SET`: put the verified client certificate into XFCC (`Cert=`).
     pub xfcc_set_cert: bool,
+}
+
+impl ServerTls {
+    /// The listener's `transport_socket:` (indented for a filter chain): TLS with this
+    /// certificate, requiring a client certificate signed by the CA.
+    pub fn transport_socket_yaml(&self) -> String {
+        format!(
+            r#"      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: true
+          common_tls_context:
+            tls_certificates: [{{ certificate_chain: {{ filename: "{}" }}, private_key: {{ filename: "{}" }} }}]
+            validation_context: {{ trusted_ca: {{ filename: "{}" }} }}
+"#,
+            self.cert.display(),
+            self.key.display(),
+            self.ca.display()
+        )
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -98,33 +200,28 @@ pub struct Envoy {
 impl Envoy {
     /// Start Envoy and wait for its listener. `Err` carries Envoy's log.
     pub fn start(opts: &Options) -> Result<Envoy, String> {
+        // Every n-th request of this version fails (0: none).
+        let fail_every = |v: &String| {
+            opts.fail_every
+                .iter()
+                .find(|(n, _)| n == v)
+                .map_or(0, |(_, k)| *k)
+        };
         let upstreams: Vec<Echo> = opts
             .versions
             .iter()
             .map(|v| {
-                let fail = opts
-                    .fail_every
-                    .iter()
-                    .find(|(n, _)| n == v)
-                    .map_or(0, |(_, k)| *k);
                 if opts.dead_versions.contains(v) {
                     Echo::dead(v)
                 } else {
-                    Echo::start_failing(v, fail)
+                    Echo::start_failing(v, fail_every(v))
                 }
             })
             .collect();
         let grpc_upstreams: Vec<grpc::GrpcServer> = if opts.grpc {
             opts.versions
                 .iter()
-                .map(|v| {
-                    let fail = opts
-                        .fail_every
-                        .iter()
-                        .find(|(n, _)| n == v)
-                        .map_or(0, |(_, k)| *k);
-                    grpc::GrpcServer::start(v, fail)
-                })
+                .map(|v| grpc::GrpcServer::start(v, fail_every(v)))
                 .collect()
         } else {
             Vec::new()
@@ -385,6 +482,58 @@ pub fn raw_request(addr: SocketAddr, head_lines: &[&[u8]]) -> Result<Reply, Stri
     })
 }
 
+/// The start of every test bootstrap: an admin on an ephemeral port, the filter's stats tags,
+/// and the `listeners:` key the listeners follow.
+pub const BOOTSTRAP_HEAD: &str = r#"admin:
+  address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+stats_flush_on_admin: true
+stats_config:
+  stats_tags:
+  - { tag_name: rollout, regex: "(;rollout=([^;]+))" }
+  - { tag_name: version, regex: "(;version=([^;]+))" }
+  - { tag_name: source, regex: "(;source=([^;]+))" }
+  - { tag_name: reason, regex: "(;reason=([^;]+))" }
+  - { tag_name: code_class, regex: "(;code_class=([^;]+))" }
+  - { tag_name: grpc_code, regex: "(;grpc_code=([^;]+))" }
+static_resources:
+  listeners:
+"#;
+
+/// A plain HTTP/1.1 cluster `name` with the one endpoint 127.0.0.1:`port` (an item of `clusters:`).
+pub fn static_cluster_yaml(name: &str, port: u16) -> String {
+    format!(
+        "  - name: {name}\n    connect_timeout: 1s\n    type: STATIC\n    load_assignment:\n      cluster_name: {name}\n      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }} }}] }}]\n"
+    )
+}
+
+/// An HttpConnectionManager's `http_filters:`: the filter (`wasm`, `failure_policy`, its JSON
+/// config as a StringValue), then the router.
+pub fn http_filters_yaml(wasm: &Path, failure_policy: &str, filter_config: &str) -> String {
+    format!(
+        r#"          http_filters:
+          - name: rollout-filter
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: rollout-filter
+                root_id: rollout-filter
+                failure_policy: {failure_policy}
+                vm_config:
+                  vm_id: rollout-filter
+                  runtime: envoy.wasm.runtime.v8
+                  code: {{ local: {{ filename: "{wasm}" }} }}
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: {config}
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"#,
+        wasm = wasm.display(),
+        config = serde_json::to_string(filter_config).unwrap_or_default(),
+    )
+}
+
 fn render_config(opts: &Options, upstreams: &[Echo], grpc: &[grpc::GrpcServer]) -> String {
     let wasm = opts.wasm.clone().unwrap_or_else(wasm_path);
     let mut routes = String::new();
@@ -408,11 +557,7 @@ fn render_config(opts: &Options, upstreams: &[Echo], grpc: &[grpc::GrpcServer]) 
     ));
     let mut clusters = String::new();
     for u in upstreams {
-        clusters.push_str(&format!(
-            "  - name: v_{n}\n    connect_timeout: 1s\n    type: STATIC\n    load_assignment:\n      cluster_name: v_{n}\n      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {p} }} }} }} }}] }}]\n",
-            n = u.name,
-            p = u.addr.port()
-        ));
+        clusters.push_str(&static_cluster_yaml(&format!("v_{}", u.name), u.addr.port()));
     }
     for g in grpc {
         clusters.push_str(&format!(
@@ -423,20 +568,7 @@ fn render_config(opts: &Options, upstreams: &[Echo], grpc: &[grpc::GrpcServer]) 
     }
     let (transport, xfcc) = match &opts.tls {
         Some(t) => (
-            format!(
-                r#"      transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
-          require_client_certificate: true
-          common_tls_context:
-            tls_certificates: [{{ certificate_chain: {{ filename: "{}" }}, private_key: {{ filename: "{}" }} }}]
-            validation_context: {{ trusted_ca: {{ filename: "{}" }} }}
-"#,
-                t.cert.display(),
-                t.key.display(),
-                t.ca.display()
-            ),
+            t.transport_socket_yaml(),
             t.xfcc
                 .map(|x| {
                     let set = if t.xfcc_set_cert {
@@ -450,22 +582,8 @@ fn render_config(opts: &Options, upstreams: &[Echo], grpc: &[grpc::GrpcServer]) 
         ),
         None => (String::new(), String::new()),
     };
-    let filter_config = serde_json::to_string(&opts.filter_config).unwrap_or_default();
     format!(
-        r#"admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-stats_flush_on_admin: true
-stats_config:
-  stats_tags:
-  - {{ tag_name: rollout, regex: "(;rollout=([^;]+))" }}
-  - {{ tag_name: version, regex: "(;version=([^;]+))" }}
-  - {{ tag_name: source, regex: "(;source=([^;]+))" }}
-  - {{ tag_name: reason, regex: "(;reason=([^;]+))" }}
-  - {{ tag_name: code_class, regex: "(;code_class=([^;]+))" }}
-  - {{ tag_name: grpc_code, regex: "(;grpc_code=([^;]+))" }}
-static_resources:
-  listeners:
-  - name: front
+        r#"{BOOTSTRAP_HEAD}  - name: front
     address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
     filter_chains:
     - filters:
@@ -479,27 +597,8 @@ static_resources:
             - name: app
               domains: ["*"]
               routes:
-{routes}          http_filters:
-          - name: rollout-filter
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: rollout-filter
-                root_id: rollout-filter
-                failure_policy: {policy}
-                vm_config:
-                  vm_id: rollout-filter
-                  runtime: envoy.wasm.runtime.v8
-                  code: {{ local: {{ filename: "{wasm}" }} }}
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: {filter_config}
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-{transport}  clusters:
+{routes}{http_filters}{transport}  clusters:
 {clusters}"#,
-        policy = opts.failure_policy,
-        wasm = wasm.display(),
+        http_filters = http_filters_yaml(&wasm, opts.failure_policy, &opts.filter_config),
     )
 }

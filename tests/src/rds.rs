@@ -101,13 +101,7 @@ impl Bootstrap<'_> {
     }
 }
 
-/// Replace the watched file as a control plane's file sink must: write a temporary file in the
-/// same directory, then rename it over (Envoy reacts to the rename, never to a half-written file).
-pub fn write_atomically(dir: &Path, file: &str, content: &str) {
-    let tmp = dir.join(format!(".{file}.tmp"));
-    std::fs::write(&tmp, content).expect("write temp RDS file");
-    std::fs::rename(&tmp, dir.join(file)).expect("rename RDS file");
-}
+pub use crate::write_atomically;
 
 /// `http.front.rds.<route_config>.<name>` (update_success, update_rejected, ...).
 pub fn stat(envoy: &Envoy, route_config: &str, name: &str) -> u64 {

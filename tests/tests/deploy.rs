@@ -6,33 +6,19 @@
 //! filter's stats tags. The tests load the shipped files, changing only ports and paths, so a
 //! change to their shape that breaks Envoy or the filter fails here.
 
-use rollout_e2e::{agent, get, wasm_path, workspace_root, Echo, Envoy};
+use rollout_e2e::{
+    agent, get, read_workspace_file, replace_once, wasm_path, write_atomically, Echo, Envoy, Traffic,
+};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 const RESOURCE: &str = "extensions.istio.io/wasmplugin/istio-system.rollout-filter";
 const ENVOY_CONFIG: &str = "envoy-config/istio-ecds.yaml";
 const ECDS_FILE: &str = "envoy-config/ecds/rollout-filter.yaml";
 const ROLLOUT: &str = "checkout-2026-11";
-
-fn read(rel: &str) -> String {
-    let path = workspace_root().join(rel);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Replace the only occurrence of `from`; anything else means the shipped file changed shape.
-fn replace_once(text: &str, from: &str, to: &str) -> String {
-    let n = text.matches(from).count();
-    assert_eq!(
-        n, 1,
-        "expected `{from}` once in the shipped config, found it {n} times"
-    );
-    text.replacen(from, to, 1)
-}
+/// The watched file in the test's ECDS directory.
+const ECDS_NAME: &str = "rollout-filter.yaml";
 
 /// The filter config with the shipped keys and routing, at the given weights.
 fn filter_config(stable: i64, canary: i64) -> String {
@@ -44,7 +30,7 @@ fn filter_config(stable: i64, canary: i64) -> String {
 /// The shipped Istio-shaped Envoy config with the filter's ECDS file in `ecds_dir`, its own
 /// demo backend listeners removed and its `stable`/`canary` clusters pointed at echo upstreams.
 fn bootstrap(ecds_dir: &Path, stable: &Echo, canary: &Echo) -> String {
-    let mut yaml = read(ENVOY_CONFIG);
+    let mut yaml = read_workspace_file(ENVOY_CONFIG);
     let begin = yaml
         .find("  # demo-backends-begin")
         .expect("demo-backends-begin marker");
@@ -79,7 +65,7 @@ fn bootstrap(ecds_dir: &Path, stable: &Echo, canary: &Echo) -> String {
 /// The shipped ECDS resource with `config` as the plugin configuration, at `version`.
 fn ecds(version: u32, config: &str) -> String {
     let text = replace_once(
-        &read(ECDS_FILE),
+        &read_workspace_file(ECDS_FILE),
         "filename: target/rollout-filter.wasm",
         &format!("filename: \"{}\"", wasm_path().display()),
     );
@@ -104,13 +90,6 @@ fn ecds(version: u32, config: &str) -> String {
     out
 }
 
-/// Replace the watched file the way an operator must: write a temp file, rename it over.
-fn write_atomically(dir: &Path, content: &str) {
-    let tmp = dir.join(".rollout-filter.yaml.tmp");
-    std::fs::write(&tmp, content).expect("write temp ECDS file");
-    std::fs::rename(&tmp, dir.join("rollout-filter.yaml")).expect("rename ECDS file");
-}
-
 struct IstioEnvoy {
     envoy: Envoy,
     ecds_dir: tempfile::TempDir,
@@ -119,7 +98,7 @@ struct IstioEnvoy {
 impl IstioEnvoy {
     fn start(config: &str) -> IstioEnvoy {
         let ecds_dir = tempfile::tempdir().expect("tempdir");
-        write_atomically(ecds_dir.path(), &ecds(1, config));
+        write_atomically(ecds_dir.path(), ECDS_NAME, &ecds(1, config));
         let (stable, canary) = (Echo::start("stable"), Echo::start("canary"));
         let yaml = bootstrap(ecds_dir.path(), &stable, &canary);
         let envoy = Envoy::start_yaml(&yaml, vec![stable, canary]).unwrap_or_else(|e| panic!("{e}"));
@@ -127,7 +106,7 @@ impl IstioEnvoy {
     }
 
     fn update(&self, version: u32, config: &str) {
-        write_atomically(self.ecds_dir.path(), &ecds(version, config));
+        write_atomically(self.ecds_dir.path(), ECDS_NAME, &ecds(version, config));
     }
 
     fn ecds_stat(&self, name: &str) -> u64 {
@@ -194,79 +173,34 @@ struct Sample {
     error: Option<String>,
 }
 
-/// Continuous traffic until stopped: thread 0 reuses one keep-alive connection across the
-/// reloads, thread 1 opens a new connection for every request.
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<Vec<Sample>>>,
-}
-
-impl Traffic {
-    fn start(url: String, keys: usize) -> Traffic {
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = (0..2)
-            .map(|t| {
-                let (stop, url) = (stop.clone(), url.clone());
-                std::thread::spawn(move || {
-                    let keep_alive = agent();
-                    let mut samples = Vec::new();
-                    let mut n = t;
-                    while !stop.load(Ordering::Relaxed) {
-                        let k = n % keys;
-                        n += 2;
-                        let fresh;
-                        let a = if t == 0 {
-                            &keep_alive
-                        } else {
-                            fresh = ureq::AgentBuilder::new()
-                                .timeout(Duration::from_secs(10))
-                                .max_idle_connections(0)
-                                .build();
-                            &fresh
-                        };
-                        let started = Instant::now();
-                        let sample = match get(a, &url, &[("x-user-id", &key(k))]) {
-                            Ok(r) => Sample {
-                                started,
-                                key: k,
-                                status: r.status,
-                                version: r.version().to_string(),
-                                route_header: r
-                                    .seen
-                                    .as_ref()
-                                    .and_then(|s| s.header("x-rollout-version"))
-                                    .map(str::to_string),
-                                error: None,
-                            },
-                            Err(e) => Sample {
-                                started,
-                                key: k,
-                                status: 0,
-                                version: String::new(),
-                                route_header: None,
-                                error: Some(e),
-                            },
-                        };
-                        samples.push(sample);
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
-                    samples
-                })
-            })
-            .collect();
-        Traffic { stop, threads }
-    }
-
-    fn finish(self) -> Vec<Sample> {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut all: Vec<Sample> = self
-            .threads
-            .into_iter()
-            .flat_map(|h| h.join().expect("traffic thread"))
-            .collect();
-        all.sort_by_key(|s| s.started);
-        all
-    }
+/// Continuous traffic over `keys` sticky keys until stopped (see [`Traffic`]).
+fn start_traffic(url: String, keys: usize) -> Traffic<Sample> {
+    Traffic::start(Duration::from_millis(2), move |a, n| {
+        let k = n % keys;
+        let started = Instant::now();
+        match get(a, &url, &[("x-user-id", &key(k))]) {
+            Ok(r) => Sample {
+                started,
+                key: k,
+                status: r.status,
+                version: r.version().to_string(),
+                route_header: r
+                    .seen
+                    .as_ref()
+                    .and_then(|s| s.header("x-rollout-version"))
+                    .map(str::to_string),
+                error: None,
+            },
+            Err(e) => Sample {
+                started,
+                key: k,
+                status: 0,
+                version: String::new(),
+                route_header: None,
+                error: Some(e),
+            },
+        }
+    })
 }
 
 /// Every request answered 200 by the upstream the filter chose: the filter ran for each one
@@ -355,7 +289,7 @@ fn weights_change_under_continuous_traffic_without_restart_or_a_failed_request()
     let ie = IstioEnvoy::start(&filter_config(100, 0));
     assert!(ie.sweep(KEYS).iter().all(|v| v == "stable"));
 
-    let traffic = Traffic::start(ie.envoy.url("/"), KEYS);
+    let traffic = start_traffic(ie.envoy.url("/"), KEYS);
     std::thread::sleep(Duration::from_millis(300));
     // (written, converged, version every key must go to)
     let mut phases: Vec<(Instant, Instant, &str)> = Vec::new();
@@ -374,7 +308,8 @@ fn weights_change_under_continuous_traffic_without_restart_or_a_failed_request()
         phases.push((written, converged, want));
         std::thread::sleep(Duration::from_millis(300));
     }
-    let samples = traffic.finish();
+    let mut samples = traffic.finish();
+    samples.sort_by_key(|s| s.started);
 
     assert_all_served_by_the_filter(&samples);
     // Between a reload having taken effect and the next write, every request follows the new weights.
@@ -417,7 +352,7 @@ fn a_config_the_filter_rejects_is_refused_and_the_old_one_keeps_serving() {
         "{before:?}"
     );
 
-    let traffic = Traffic::start(ie.envoy.url("/"), KEYS);
+    let traffic = start_traffic(ie.envoy.url("/"), KEYS);
     std::thread::sleep(Duration::from_millis(300));
     ie.update(2, &filter_config(90, -1));
     ie.wait_stat("update_rejected", 1);
@@ -429,7 +364,8 @@ fn a_config_the_filter_rejects_is_refused_and_the_old_one_keeps_serving() {
     ie.wait_stat("update_success", 2);
     ie.wait_all(KEYS, "canary");
     std::thread::sleep(Duration::from_millis(200));
-    let samples = traffic.finish();
+    let mut samples = traffic.finish();
+    samples.sort_by_key(|s| s.started);
 
     assert_all_served_by_the_filter(&samples);
     let old: Vec<&Sample> = samples.iter().filter(|s| s.started < good_written).collect();

@@ -13,6 +13,7 @@ use rollout_e2e::{Envoy, Options};
 use rollout_filter::grpc::GrpcCode;
 
 mod common;
+use common::row;
 
 const ROLLOUT: &str = "checkout-2026-11";
 const CONFIG: &str = r#"{
@@ -22,15 +23,6 @@ const CONFIG: &str = r#"{
   "responseHeaders": { "version": "x-rollout-served" }
 }"#;
 const CANARY_CALLS: u64 = 200;
-
-fn row(text: &str, version: &str) -> Vec<String> {
-    text.lines()
-        .find(|l| l.split_whitespace().next() == Some(version))
-        .unwrap_or_else(|| panic!("no row for {version}:\n{text}"))
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
-}
 
 #[test]
 fn grpc_canary_failing_every_fifth_call_is_counted_by_code_and_aborted() {

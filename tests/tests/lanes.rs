@@ -15,7 +15,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use rollout_e2e::certs::{Ca, San};
-use rollout_e2e::{agent, get, mtls_agent, Echo, Envoy, Seen, ServerTls};
+use rollout_e2e::{
+    agent, get, http_filters_yaml, mtls_agent, static_cluster_yaml, Echo, Envoy, Seen, ServerTls,
+    BOOTSTRAP_HEAD,
+};
 
 /// One listener with the filter, routing on `x-rollout-version` to its clusters.
 struct Listener<'a> {
@@ -30,22 +33,7 @@ struct Listener<'a> {
 
 fn render(listeners: &[Listener]) -> String {
     let wasm = rollout_e2e::wasm_path();
-    let mut out = String::from(
-        r#"admin:
-  address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
-stats_flush_on_admin: true
-stats_config:
-  stats_tags:
-  - { tag_name: rollout, regex: "(;rollout=([^;]+))" }
-  - { tag_name: version, regex: "(;version=([^;]+))" }
-  - { tag_name: source, regex: "(;source=([^;]+))" }
-  - { tag_name: reason, regex: "(;reason=([^;]+))" }
-  - { tag_name: code_class, regex: "(;code_class=([^;]+))" }
-  - { tag_name: grpc_code, regex: "(;grpc_code=([^;]+))" }
-static_resources:
-  listeners:
-"#,
-    );
+    let mut out = String::from(BOOTSTRAP_HEAD);
     let mut clusters = String::new();
     for l in listeners {
         let mut routes = String::new();
@@ -54,11 +42,7 @@ static_resources:
                 "              - match: {{ prefix: \"/\", headers: [{{ name: x-rollout-version, string_match: {{ exact: {v} }} }}] }}\n                route: {{ cluster: {n}_{v} }}\n",
                 n = l.name
             ));
-            clusters.push_str(&format!(
-                "  - name: {n}_{v}\n    connect_timeout: 1s\n    type: STATIC\n    load_assignment:\n      cluster_name: {n}_{v}\n      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {p} }} }} }} }}] }}]\n",
-                n = l.name,
-                p = addr.port()
-            ));
+            clusters.push_str(&static_cluster_yaml(&format!("{}_{v}", l.name), addr.port()));
         }
         routes.push_str(&format!(
             "              - match: {{ prefix: \"/\" }}\n                route: {{ cluster: {}_{} }}\n",
@@ -68,25 +52,7 @@ static_resources:
             .direction
             .map(|d| format!("    traffic_direction: {d}\n"))
             .unwrap_or_default();
-        let transport = l
-            .tls
-            .map(|t| {
-                format!(
-                    r#"      transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
-          require_client_certificate: true
-          common_tls_context:
-            tls_certificates: [{{ certificate_chain: {{ filename: "{}" }}, private_key: {{ filename: "{}" }} }}]
-            validation_context: {{ trusted_ca: {{ filename: "{}" }} }}
-"#,
-                    t.cert.display(),
-                    t.key.display(),
-                    t.ca.display()
-                )
-            })
-            .unwrap_or_default();
+        let transport = l.tls.map(ServerTls::transport_socket_yaml).unwrap_or_default();
         out.push_str(&format!(
             r#"  - name: {name}
     address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
@@ -102,28 +68,9 @@ static_resources:
             - name: app
               domains: ["*"]
               routes:
-{routes}          http_filters:
-          - name: rollout-filter
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: rollout-filter
-                root_id: rollout-filter
-                failure_policy: FAIL_OPEN
-                vm_config:
-                  vm_id: rollout-filter
-                  runtime: envoy.wasm.runtime.v8
-                  code: {{ local: {{ filename: "{wasm}" }} }}
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: {filter}
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-{transport}"#,
+{routes}{http_filters}{transport}"#,
             name = l.name,
-            wasm = wasm.display(),
-            filter = serde_json::to_string(&l.filter).unwrap(),
+            http_filters = http_filters_yaml(&wasm, "FAIL_OPEN", &l.filter),
         ));
     }
     out.push_str("  clusters:\n");

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use rollout_e2e::{agent, get, Echo, Envoy, Options};
 
 mod common;
-use common::{report, report_at};
+use common::{report, report_at, row};
 
 const CONFIG: &str = r#"{
   "rolloutId": "checkout-2026-11",
@@ -15,15 +15,6 @@ const CONFIG: &str = r#"{
   "stickyKeys": [ { "header": "x-user-id" } ],
   "override": { "header": "x-rollout-pin", "trustedPeers": ["*"] }
 }"#;
-
-fn row(text: &str, version: &str) -> Vec<String> {
-    text.lines()
-        .find(|l| l.split_whitespace().next() == Some(version))
-        .unwrap_or_else(|| panic!("no row for {version}:\n{text}"))
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
-}
 
 /// `n` requests with distinct sticky keys; (version, status) -> count as the client saw them.
 fn send(envoy: &Envoy, prefix: &str, n: u32) -> BTreeMap<(String, u16), u64> {

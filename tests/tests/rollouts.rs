@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use rollout_e2e::{agent, get, Envoy, Options, Reply};
+use rollout_filter::rollouts::config_with_rollouts;
 
 /// Three rollouts: one by host and path, one by wildcard, one by an upper-case host.
 const THREE: &str = r#"{
@@ -138,22 +139,10 @@ fn three_rollouts_chosen_by_host_and_path() {
     assert!(api["canary"] > api["stable"], "{api:?}");
 }
 
-/// 999 exact hosts and one wildcard, sharing top-level defaults.
-fn thousand() -> String {
-    let mut entries: Vec<String> = (0..999)
-        .map(|i| format!(r#"{{"match":{{"hosts":["svc-{i}.example.com"]}},"rolloutId":"svc-{i}"}}"#))
-        .collect();
-    entries.push(r#"{"match":{"hosts":["*.wild.example.com"]},"rolloutId":"wild"}"#.into());
-    format!(
-        r#"{{"versions":[{{"name":"stable","weight":90}},{{"name":"canary","weight":10}}],"stickyKeys":[{{"header":"x-user-id"}}],"rollouts":[{}]}}"#,
-        entries.join(",")
-    )
-}
-
 #[test]
 fn a_thousand_rollouts_each_request_in_its_own_hosts_rollout() {
-    let envoy =
-        Envoy::start(&Options::new(thousand(), &["stable", "canary"])).unwrap_or_else(|e| panic!("{e}"));
+    let envoy = Envoy::start(&Options::new(config_with_rollouts(1000), &["stable", "canary"]))
+        .unwrap_or_else(|e| panic!("{e}"));
     let log = envoy.log();
     let line = log
         .lines()

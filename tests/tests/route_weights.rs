@@ -6,12 +6,11 @@
 //! the weights through file-based RDS (temp file + rename) while traffic flows, as a control
 //! plane does for Argo Rollouts' `setWeight` steps and abort.
 
-use rollout_e2e::{agent, get, rds, workspace_root, Echo, Envoy};
+use rollout_e2e::{agent, get, rds, read_workspace_file, replace_once, Echo, Envoy, Traffic};
 use rollout_filter::split;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 const RDS_FILE: &str = "envoy-config/rds/checkout.yaml";
@@ -19,21 +18,6 @@ const ROLLOUT: &str = "checkout-2026-11";
 const STABLE: &str = "outbound|8080|stable|checkout.prod.svc.cluster.local";
 const CANARY: &str = "outbound|8080|canary|checkout.prod.svc.cluster.local";
 const TOTAL: u32 = 100;
-
-fn read(rel: &str) -> String {
-    let path = workspace_root().join(rel);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Replace the only occurrence of `from`; anything else means the shipped file changed shape.
-fn replace_once(text: &str, from: &str, to: &str) -> String {
-    let n = text.matches(from).count();
-    assert_eq!(
-        n, 1,
-        "expected `{from}` once in the shipped file, found it {n} times"
-    );
-    text.replacen(from, to, 1)
-}
 
 /// The route shapes a control plane renders for a weight step.
 #[derive(Clone, Copy, Debug)]
@@ -65,7 +49,7 @@ impl Route {
 /// The shipped RDS file at `version` with the managed route in the shape `route`.
 fn route_table(version: u32, route: Route) -> String {
     let text = replace_once(
-        &read(RDS_FILE),
+        &read_workspace_file(RDS_FILE),
         "version_info: \"1\"",
         &format!("version_info: \"{version}\""),
     );
@@ -200,6 +184,16 @@ fn user(i: usize) -> String {
     format!("user-{i}")
 }
 
+/// The client bucket and route header a lying client sends for a user flagd puts on `want`:
+/// the bucket at the other end of the range, and the other version.
+fn lies_against(want: &str) -> (&'static str, &'static str) {
+    if want == "canary" {
+        ("0", "stable")
+    } else {
+        ("99", "canary")
+    }
+}
+
 /// What one sweep request showed.
 #[derive(Debug)]
 struct Seen {
@@ -246,11 +240,7 @@ fn sweep(re: &RouteEnvoy, users: usize, weights: [u32; 2], step: &str) -> Vec<St
         .map(|i| {
             let key = user(i);
             let want = flagd(&key, weights);
-            let (lie_bucket, lie_version) = if want == "canary" {
-                ("0", "stable")
-            } else {
-                ("99", "canary")
-            };
+            let (lie_bucket, lie_version) = lies_against(want);
             let s = request(
                 &a,
                 &url,
@@ -286,12 +276,7 @@ fn sweep(re: &RouteEnvoy, users: usize, weights: [u32; 2], step: &str) -> Vec<St
         .collect()
 }
 
-/// Background traffic: each sample with the phase counter when it started and ended.
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<Vec<Sample>>>,
-}
-
+/// One background request: the phase counter when it started and ended.
 #[derive(Debug)]
 struct Sample {
     key: String,
@@ -303,65 +288,30 @@ struct Sample {
 
 const BG_KEYS: usize = 200;
 
-impl Traffic {
-    /// Thread 0 keeps one connection across every update; thread 1 opens one per request.
-    fn start(url: String, phase: Arc<AtomicUsize>) -> Traffic {
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = (0..2)
-            .map(|t| {
-                let (stop, url, phase) = (stop.clone(), url.clone(), phase.clone());
-                std::thread::spawn(move || {
-                    let keep_alive = agent();
-                    let mut out = Vec::new();
-                    let mut n = t;
-                    while !stop.load(Ordering::Relaxed) {
-                        let key = format!("bg-{}", n % BG_KEYS);
-                        n += 2;
-                        let fresh;
-                        let a = if t == 0 {
-                            &keep_alive
-                        } else {
-                            fresh = ureq::AgentBuilder::new()
-                                .timeout(Duration::from_secs(10))
-                                .max_idle_connections(0)
-                                .build();
-                            &fresh
-                        };
-                        let before = phase.load(Ordering::SeqCst);
-                        let r = get(a, &url, &[("x-user-id", &key)]);
-                        let after = phase.load(Ordering::SeqCst);
-                        out.push(match r {
-                            Ok(r) => Sample {
-                                key,
-                                phases: (before, after),
-                                status: r.status,
-                                version: r.version().to_string(),
-                                error: None,
-                            },
-                            Err(e) => Sample {
-                                key,
-                                phases: (before, after),
-                                status: 0,
-                                version: String::new(),
-                                error: Some(e),
-                            },
-                        });
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    out
-                })
-            })
-            .collect();
-        Traffic { stop, threads }
-    }
-
-    fn finish(self) -> Vec<Sample> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.threads
-            .into_iter()
-            .flat_map(|h| h.join().expect("traffic thread"))
-            .collect()
-    }
+/// Background traffic over [`BG_KEYS`] sticky keys until stopped (see [`Traffic`]).
+fn start_traffic(url: String, phase: Arc<AtomicUsize>) -> Traffic<Sample> {
+    Traffic::start(Duration::from_millis(1), move |a, n| {
+        let key = format!("bg-{}", n % BG_KEYS);
+        let before = phase.load(Ordering::SeqCst);
+        let r = get(a, &url, &[("x-user-id", &key)]);
+        let after = phase.load(Ordering::SeqCst);
+        match r {
+            Ok(r) => Sample {
+                key,
+                phases: (before, after),
+                status: r.status,
+                version: r.version().to_string(),
+                error: None,
+            },
+            Err(e) => Sample {
+                key,
+                phases: (before, after),
+                status: 0,
+                version: String::new(),
+                error: Some(e),
+            },
+        }
+    })
 }
 
 /// The ramp of an Argo Rollouts canary with `setWeight` 10, 25, 50, 100, then an abort.
@@ -379,7 +329,7 @@ fn route_weights_ramp_and_abort_keep_users_sticky_and_flagd_identical() {
     ];
     let mut re = RouteEnvoy::start(steps[0].1);
     let phase = Arc::new(AtomicUsize::new(0));
-    let traffic = Traffic::start(re.envoy.url("/"), phase.clone());
+    let traffic = start_traffic(re.envoy.url("/"), phase.clone());
 
     let a = agent();
     let url = re.envoy.url("/");
@@ -516,11 +466,7 @@ fn the_pick_is_named_at_response_time_and_a_client_bucket_never_chooses() {
         let want = flagd(&key, [90, 10]);
         // A lying bucket and route header make Envoy's first route pick (before the filter)
         // the other version: a stale read would show it.
-        let (lie_bucket, lie_version) = if want == "canary" {
-            ("0", "stable")
-        } else {
-            ("99", "canary")
-        };
+        let (lie_bucket, lie_version) = lies_against(want);
         let lie_baggage = format!("userId={key},rollout.{ROLLOUT}={lie_version}");
         let s = request(
             &a,

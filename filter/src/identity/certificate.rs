@@ -308,8 +308,28 @@ pub(super) fn pem_to_der(input: &[u8]) -> Option<Vec<u8>> {
     (!der.is_empty()).then_some(der)
 }
 
+/// A test and fuzz fixture, not used by the filter: one DER tag-length-value (definite
+/// length, in the fewest bytes). Unreachable from the filter's entry points, so it is not in
+/// the shipped module.
+#[doc(hidden)]
+pub fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let len = content.len();
+    let mut out = vec![tag];
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let be = len.to_be_bytes();
+        let bytes: Vec<u8> = be.iter().copied().skip_while(|b| *b == 0).collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    use super::der_tlv as tlv;
     use super::*;
     use crate::identity::fixtures::*;
     #[cfg(target_arch = "wasm32")]
@@ -495,21 +515,23 @@ mod tests {
         }
     }
 
-    /// DER tag-length-value.
-    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-        let len = content.len();
-        let mut out = vec![tag];
-        match len {
-            0..=0x7f => out.push(len as u8),
-            0x80..=0xff => out.extend([0x81, len as u8]),
-            _ => out.extend([0x82, (len >> 8) as u8, len as u8]),
-        }
-        out.extend_from_slice(content);
-        out
-    }
-
     fn seq(parts: &[&[u8]]) -> Vec<u8> {
         tlv(0x30, &parts.concat())
+    }
+
+    #[test]
+    fn der_tlv_uses_the_shortest_definite_length() {
+        // The tag and length octets, without the content.
+        let head = |n: usize| {
+            let out = tlv(0x04, &vec![0; n]);
+            out[..out.len() - n].to_vec()
+        };
+        assert_eq!(tlv(0x04, &[]), [0x04, 0x00]);
+        assert_eq!(head(0x7f), [0x04, 0x7f]);
+        assert_eq!(head(0x80), [0x04, 0x81, 0x80]);
+        assert_eq!(head(0xff), [0x04, 0x81, 0xff]);
+        assert_eq!(head(0x100), [0x04, 0x82, 0x01, 0x00]);
+        assert_eq!(head(0x1_0000), [0x04, 0x83, 0x01, 0x00, 0x00]);
     }
 
     /// The label otherName OID 1.3.6.1.4.1.55555.1.1, DER.

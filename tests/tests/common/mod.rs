@@ -34,3 +34,15 @@ pub fn report_at(admin: &str, args: &[&str]) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&stderr).into_owned(),
     )
 }
+
+/// The whitespace-separated cells of the report row for `version`.
+// Not every test file that includes this module reads rows.
+#[allow(dead_code)]
+pub fn row(text: &str, version: &str) -> Vec<String> {
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(version))
+        .unwrap_or_else(|| panic!("no row for {version}:\n{text}"))
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
