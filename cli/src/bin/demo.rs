@@ -3,26 +3,16 @@
 //! and version, measured from the responses.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rollout_cli::http::{agent, get, mtls_agent};
-use rollout_cli::{envoy_bin, settle, workspace_root};
+use rollout_cli::{settle, workspace_root};
 
 const FRONT: &str = "http://127.0.0.1:18000";
 const ADMIN: &str = "http://127.0.0.1:18900";
 const DISTINCT_USERS: u32 = 10_000;
 const REPEATED_USERS: [&str; 5] = ["alice", "bob", "carol", "dave", "eve"];
 const REPEATS: u32 = 200;
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn main() {
     if let Err(e) = run() {
@@ -34,24 +24,12 @@ fn main() {
 fn run() -> Result<(), String> {
     let root = workspace_root();
     let log_path = root.join("target/envoy-demo.log");
-    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
-    let child = Command::new(envoy_bin())
-        .current_dir(&root)
-        .args([
-            "-c",
-            "envoy-config/envoy.yaml",
-            "--concurrency",
-            "1",
-            "--log-level",
-            "warn",
-        ])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(|e| e.to_string())?)
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", envoy_bin().display()))?;
-    let mut envoy = Running(child);
-    wait_ready(&mut envoy, &log_path)?;
+    let envoy = rollout_cli::demo_envoy::start(
+        &root.join("envoy-config/envoy.yaml"),
+        &log_path,
+        FRONT,
+        "18000/18101/18102/18900",
+    )?;
 
     let rollouts = rollouts_of(&loaded_filter_config()?);
     let ids: Vec<&str> = rollouts.iter().map(|r| r.id.as_str()).collect();
@@ -262,32 +240,6 @@ fn drive(
         }
     }
     Ok(total)
-}
-
-fn wait_ready(envoy: &mut Running, log_path: &std::path::Path) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = envoy.0.try_wait() {
-            let log = std::fs::read_to_string(log_path).unwrap_or_default();
-            return Err(format!(
-                "Envoy exited with {status} (ports 18000/18101/18102/18900 busy?):\n{log}"
-            ));
-        }
-        let ready = ureq::get(&format!("{ADMIN}/ready"))
-            .timeout(Duration::from_secs(1))
-            .call()
-            .is_ok();
-        if ready
-            && ureq::get(&format!("{FRONT}/"))
-                .timeout(Duration::from_secs(1))
-                .call()
-                .is_ok()
-        {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Err("Envoy did not become ready in 60 s".into())
 }
 
 /// One rollout of the front listener's filter: its id, a Host its entry matches (None: the

@@ -4,25 +4,15 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rollout_cli::http::{agent, get};
-use rollout_cli::{envoy_bin, settle, workspace_root};
+use rollout_cli::{settle, workspace_root};
 
 const FRONT: &str = "http://127.0.0.1:18020";
 const ADMIN: &str = "http://127.0.0.1:18920";
 const USERS: u32 = 10_000;
 const ROLLOUT: &str = "checkout-2026-11";
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn main() {
     if let Err(e) = run() {
@@ -52,19 +42,7 @@ fn run() -> Result<(), String> {
     std::fs::write(&cfg, bootstrap).map_err(|e| e.to_string())?;
 
     let log_path = dir.join("envoy.log");
-    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
-    let child = Command::new(envoy_bin())
-        .current_dir(&root)
-        .arg("-c")
-        .arg(&cfg)
-        .args(["--concurrency", "1", "--log-level", "warn"])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(|e| e.to_string())?)
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", envoy_bin().display()))?;
-    let mut envoy = Running(child);
-    wait_ready(&mut envoy, &log_path)?;
+    let envoy = rollout_cli::demo_envoy::start(&cfg, &log_path, FRONT, "18020/18121/18122/18920")?;
 
     println!("Envoy with envoy-config/route-weights.yaml: the route's weighted_clusters pick, the filter writes the bucket");
     let before = drive()?;
@@ -214,25 +192,4 @@ fn wait_stat(name: &str, at_least: u64) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())
-}
-
-fn wait_ready(envoy: &mut Running, log_path: &Path) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = envoy.0.try_wait() {
-            let log = std::fs::read_to_string(log_path).unwrap_or_default();
-            return Err(format!(
-                "Envoy exited with {status} (ports 18020/18121/18122/18920 busy?):\n{log}"
-            ));
-        }
-        if ureq::get(&format!("{FRONT}/"))
-            .timeout(Duration::from_secs(1))
-            .call()
-            .is_ok()
-        {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Err("Envoy did not become ready in 60 s".into())
 }
