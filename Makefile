@@ -23,7 +23,7 @@ WASM_OPT    := wasm-opt -O3 --enable-bulk-memory --enable-sign-ext --enable-muta
 WBG_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"/, "", $$3); print $$3}' Cargo.lock)
 CARGO_BIN   := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
 
-.PHONY: help build wasm-size build-trap envoy targets binaryen wasm-bindgen run run-route-weights test fmt-check lint unit wasm-test e2e soak validate clean
+.PHONY: help build wasm-size build-trap envoy targets binaryen wasm-bindgen run run-route-weights test fmt-check lint unit wasm-test e2e soak validate clean noop-wasm
 
 help:
 	@echo "make run    build the filter, start Envoy with the demo config, drive traffic, print the per-version table"
@@ -103,7 +103,12 @@ $(TRAP_WASM): targets $(shell find filter/src -name '*.rs') filter/Cargo.toml Ca
 
 build-trap: $(TRAP_WASM)
 
-e2e: build build-trap envoy
+# The no-op Rust proxy-wasm filter: the baseline of the bench's row (b) and of the e2e
+# config-push test.
+noop-wasm: targets
+	cargo build --release --target wasm32-wasip1 -p bench-noop-filter
+
+e2e: build build-trap envoy noop-wasm
 	cargo test -p rollout-e2e -- --test-threads 2
 
 # The load test at full size: 100,000 requests at concurrency 64.

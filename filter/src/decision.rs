@@ -19,6 +19,11 @@ pub trait RequestView {
     fn path(&mut self) -> Option<&[u8]> {
         self.header(":path")
     }
+    /// The value of cookie `name`: the first in any `Cookie` header (HTTP/1 clients may send
+    /// several; HTTP/2 crumbs arrive as several values too).
+    fn cookie(&mut self, name: &[u8]) -> Option<&[u8]> {
+        self.header("cookie").and_then(|c| keys::cookie(c, name))
+    }
     /// Downstream `ip:port`.
     fn source_address(&mut self) -> Option<&[u8]>;
     /// A fresh random number, for requests with no sticky key.
@@ -453,9 +458,7 @@ fn sticky_hash(cfg: &Config, req: &mut impl RequestView, peer: Option<&Peer>) ->
     cfg.sticky_keys.iter().find_map(|k| {
         let value = match k {
             StickyKey::Header(name) => req.header(name),
-            StickyKey::Cookie(name) => req
-                .header("cookie")
-                .and_then(|c| keys::cookie(c, name.as_bytes())),
+            StickyKey::Cookie(name) => req.cookie(name.as_bytes()),
             StickyKey::SourceAddress => req.source_address().map(keys::source_ip),
             StickyKey::PeerIdentity => peer.and_then(|p| p.identity.as_deref()).map(str::as_bytes),
         }?;

@@ -11,6 +11,7 @@ pub mod decision;
 pub mod grpc;
 pub mod headers;
 pub mod identity;
+pub mod inputs;
 pub mod keys;
 pub mod lane;
 pub mod metrics;

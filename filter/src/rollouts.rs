@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 
 use crate::config::{one_line, Config, ConfigError};
+use crate::inputs::RoutingInputs;
 
 /// Most entries one configuration may hold (each costs its metrics in Envoy).
 pub const MAX_ROLLOUTS: usize = 10_000;
@@ -22,9 +23,9 @@ pub struct FilterConfig {
     /// One per entry, in configuration order; the single-rollout form has exactly one.
     pub rollouts: Vec<Config>,
     pub matcher: Matcher,
-    /// Every route, bucket and rollout-id header any entry writes (lowercase, each once, sorted):
-    /// removed from requests no entry matches, so a client cannot pre-route itself.
-    pub unmatched_strip: Vec<String>,
+    /// Every entry's routing inputs: a client's copy of another rollout's (or, unmatched, of
+    /// any rollout's) is removed, so a client cannot pre-route itself.
+    pub inputs: RoutingInputs,
     /// Whether `rollouts` was used (the single form never leaves a request unmatched).
     pub multi: bool,
 }
@@ -86,23 +87,10 @@ impl FilterConfig {
             rollouts.push(cfg);
             matches.push(m);
         }
-        let mut unmatched_strip: Vec<String> = Vec::new();
-        for c in &rollouts {
-            let bucket = c.route_weights.as_ref().map(|rw| &rw.bucket_header);
-            for h in [Some(&c.route_header), Some(&c.rollout_id_header), bucket]
-                .into_iter()
-                .flatten()
-            {
-                // Kept sorted by insertion (no sort routine in the module).
-                if let Err(at) = unmatched_strip.binary_search(h) {
-                    unmatched_strip.insert(at, h.clone());
-                }
-            }
-        }
         Ok(FilterConfig {
+            inputs: RoutingInputs::new(&rollouts),
             rollouts,
             matcher: Matcher::new(matches),
-            unmatched_strip,
             multi: true,
         })
     }
@@ -111,16 +99,14 @@ impl FilterConfig {
         FilterConfig {
             rollouts: vec![cfg],
             matcher: Matcher::new(vec![Match::default()]),
-            unmatched_strip: Vec::new(),
+            inputs: RoutingInputs::default(),
             multi: false,
         }
     }
 
     /// Whether an unmatched request loses header `name` (lowercase, as Envoy stores names).
     pub fn strips_when_unmatched(&self, name: &[u8]) -> bool {
-        self.unmatched_strip
-            .binary_search_by(|h| h.as_bytes().cmp(name))
-            .is_ok()
+        self.inputs.strips_header(name, None)
     }
 
     /// Every request goes to rollout 0: no need to read `:authority` or `:path`.
@@ -619,11 +605,15 @@ mod tests {
         assert!(api.trace.enabled && api.trace.settings.new_span);
         assert_eq!(shop.r#override.header, None);
         assert_eq!(shop.r#override.query.as_deref(), Some("pin"));
-        assert_eq!(
-            f.unmatched_strip,
-            ["x-cart-version", "x-rollout-id", "x-rollout-version"]
-        );
-        assert!(f.strips_when_unmatched(b"x-cart-version") && !f.strips_when_unmatched(b"x-rollout-pin"));
+        for h in [
+            "x-cart-version",
+            "x-rollout-id",
+            "x-rollout-version",
+            "x-rollout-pin",
+        ] {
+            assert!(f.strips_when_unmatched(h.as_bytes()), "{h}");
+        }
+        assert!(!f.strips_when_unmatched(b"x-user-id"));
     }
 
     #[test]
@@ -635,10 +625,9 @@ mod tests {
               {"rolloutId":"b","versions":[{"name":"v1","weight":1}],"match":{"hosts":["b.example.com"]},
                "rolloutIdHeader":"x-b-id"}]}"#,
         );
-        assert_eq!(
-            f.unmatched_strip,
-            ["x-a-bucket", "x-b-id", "x-rollout-id", "x-rollout-version"]
-        );
+        for h in ["x-a-bucket", "x-b-id", "x-rollout-id", "x-rollout-version"] {
+            assert!(f.strips_when_unmatched(h.as_bytes()), "{h}");
+        }
     }
 
     #[test]
@@ -648,7 +637,7 @@ mod tests {
         assert!(!f.multi && f.matches_everything());
         assert_eq!(f.rollouts, vec![Config::from_json(json.as_bytes()).unwrap()]);
         assert_eq!(f.select(None, None), Some(0));
-        assert!(f.unmatched_strip.is_empty() && !f.strips_when_unmatched(b"x-rollout-version"));
+        assert!(!f.strips_when_unmatched(b"x-rollout-version"));
         // Today's messages, word for word.
         for bad in [
             r#"{"rolloutId":"r","versions":[{"name":"a","weight":-1}]}"#,

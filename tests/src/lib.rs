@@ -30,6 +30,11 @@ pub fn trap_wasm_path() -> PathBuf {
     workspace_root().join("target/trap/wasm32-wasip1/release/rollout_filter.wasm")
 }
 
+/// The no-op Rust proxy-wasm filter (`make noop-wasm`): what any wasm filter costs.
+pub fn noop_wasm_path() -> PathBuf {
+    workspace_root().join("target/wasm32-wasip1/release/bench_noop_filter.wasm")
+}
+
 /// `$ROLLOUT_WASM`, else the shipped module (`make build`).
 pub fn wasm_path() -> PathBuf {
     match std::env::var_os("ROLLOUT_WASM") {
@@ -235,6 +240,18 @@ impl Envoy {
     /// Start Envoy with a config of the caller's. It must have an admin on port 0
     /// and a listener named `front`; `upstreams` are kept alive with it.
     pub fn start_yaml(yaml: &str, upstreams: Vec<Echo>) -> Result<Envoy, String> {
+        Self::start_yaml_with(yaml, upstreams, 1, "wasm:info")
+    }
+
+    /// [`Envoy::start_yaml`] with `workers` worker threads and Envoy's
+    /// `--component-log-level` (e.g. `wasm:debug`).
+    pub fn start_yaml_with(
+        yaml: &str,
+        upstreams: Vec<Echo>,
+        workers: u32,
+        levels: &str,
+    ) -> Result<Envoy, String> {
+        let workers = workers.to_string();
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let cfg_path = dir.path().join("envoy.yaml");
         std::fs::write(&cfg_path, yaml).map_err(|e| e.to_string())?;
@@ -254,12 +271,12 @@ impl Envoy {
             .arg(&cfg_path)
             .args([
                 "--concurrency",
-                "1",
+                &workers,
                 "--use-dynamic-base-id",
                 "--log-level",
                 "warn",
             ])
-            .args(["--component-log-level", "wasm:info"])
+            .args(["--component-log-level", levels])
             .arg("--admin-address-path")
             .arg(&admin_path)
             .stdin(Stdio::null())

@@ -7,10 +7,11 @@
 //! change to their shape that breaks Envoy or the filter fails here.
 
 use rollout_e2e::{
-    agent, get, read_workspace_file, replace_once, wasm_path, write_atomically, Echo, Envoy, Traffic,
+    agent, get, noop_wasm_path, read_workspace_file, replace_once, wasm_path, write_atomically, Echo, Envoy,
+    Traffic,
 };
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const RESOURCE: &str = "extensions.istio.io/wasmplugin/istio-system.rollout-filter";
@@ -62,12 +63,13 @@ fn bootstrap(ecds_dir: &Path, stable: &Echo, canary: &Echo) -> String {
     )
 }
 
-/// The shipped ECDS resource with `config` as the plugin configuration, at `version`.
-fn ecds(version: u32, config: &str) -> String {
+/// The shipped ECDS resource loading `wasm`, with `config` as the plugin configuration, at
+/// `version`.
+fn ecds_of(wasm: &Path, version: u32, config: &str) -> String {
     let text = replace_once(
         &read_workspace_file(ECDS_FILE),
         "filename: target/rollout-filter.wasm",
-        &format!("filename: \"{}\"", wasm_path().display()),
+        &format!("filename: \"{}\"", wasm.display()),
     );
     let text = replace_once(
         &text,
@@ -93,20 +95,34 @@ fn ecds(version: u32, config: &str) -> String {
 struct IstioEnvoy {
     envoy: Envoy,
     ecds_dir: tempfile::TempDir,
+    wasm: PathBuf,
 }
 
 impl IstioEnvoy {
     fn start(config: &str) -> IstioEnvoy {
+        Self::start_with(&wasm_path(), 1, config)
+    }
+
+    fn start_with(wasm: &Path, workers: u32, config: &str) -> IstioEnvoy {
         let ecds_dir = tempfile::tempdir().expect("tempdir");
-        write_atomically(ecds_dir.path(), ECDS_NAME, &ecds(1, config));
+        write_atomically(ecds_dir.path(), ECDS_NAME, &ecds_of(wasm, 1, config));
         let (stable, canary) = (Echo::start("stable"), Echo::start("canary"));
         let yaml = bootstrap(ecds_dir.path(), &stable, &canary);
-        let envoy = Envoy::start_yaml(&yaml, vec![stable, canary]).unwrap_or_else(|e| panic!("{e}"));
-        IstioEnvoy { envoy, ecds_dir }
+        let envoy = Envoy::start_yaml_with(&yaml, vec![stable, canary], workers, "wasm:info")
+            .unwrap_or_else(|e| panic!("{e}"));
+        IstioEnvoy {
+            envoy,
+            ecds_dir,
+            wasm: wasm.to_path_buf(),
+        }
     }
 
     fn update(&self, version: u32, config: &str) {
-        write_atomically(self.ecds_dir.path(), ECDS_NAME, &ecds(version, config));
+        write_atomically(
+            self.ecds_dir.path(),
+            ECDS_NAME,
+            &ecds_of(&self.wasm, version, config),
+        );
     }
 
     fn ecds_stat(&self, name: &str) -> u64 {
@@ -432,5 +448,57 @@ fn two_hundred_reloads_keep_vm_memory_bounded() {
         mem1 <= mem0 + 4 * 1024 * 1024,
         "VM memory grew by {} bytes",
         mem1 - mem0
+    );
+}
+
+/// Envoy's allocated heap (admin `/memory`), in bytes.
+fn allocated(envoy: &Envoy) -> f64 {
+    let text = envoy.admin_get("/memory").expect("/memory");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("/memory is JSON");
+    v["allocated"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .expect("allocated")
+}
+
+/// Envoy's heap growth per config push, in bytes, over `PUSHES` pushes of two alternating
+/// weight sets to a 2-worker Envoy running `wasm`, each push followed by traffic.
+fn growth_per_push(wasm: &Path) -> f64 {
+    const WARM: u32 = 20;
+    const PUSHES: u32 = 200;
+    let ie = IstioEnvoy::start_with(wasm, 2, &filter_config(90, 10));
+    let push = |i: u32| {
+        let canary = if i.is_multiple_of(2) { 10 } else { 50 };
+        ie.update(i + 2, &filter_config(100 - canary, canary));
+        ie.wait_stat("update_success", u64::from(i) + 2);
+        // A connection each, so both workers serve the new config.
+        for k in 0..4 {
+            let r = get(&agent(), &ie.envoy.url("/"), &[("x-user-id", &key(k))]).expect("request");
+            assert_eq!(r.status, 200);
+        }
+    };
+    (0..WARM).for_each(push);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = allocated(&ie.envoy);
+    (WARM..WARM + PUSHES).for_each(push);
+    std::thread::sleep(Duration::from_millis(300));
+    let after = allocated(&ie.envoy);
+    println!(
+        "{}: Envoy allocated {before} -> {after} bytes over {PUSHES} pushes",
+        wasm.file_name().unwrap_or_default().to_string_lossy()
+    );
+    (after - before) / f64::from(PUSHES)
+}
+
+/// Issue 24: a config push leaves nothing of the filter's behind in Envoy (each push used to
+/// define every metric again, about 9.4 KB per push that Envoy kept for the VM's life).
+#[test]
+fn config_pushes_grow_envoy_no_more_than_a_no_op_filter() {
+    let noop = growth_per_push(&noop_wasm_path());
+    let filter = growth_per_push(&wasm_path());
+    println!("growth per push: filter {filter:.0} B, no-op filter {noop:.0} B");
+    assert!(
+        filter <= noop + 1024.0,
+        "the filter grows Envoy by {filter:.0} B per push, the no-op filter by {noop:.0} B"
     );
 }

@@ -4,12 +4,12 @@
 
 use std::rc::Rc;
 
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 
+use super::metrics::RolloutMetrics;
 use super::raw;
-use super::root::{CertEntry, RolloutMetrics, Shared};
+use super::root::{CertEntry, Shared};
 use crate::baggage;
 use crate::cluster;
 use crate::config::{self, CertSource, Config};
@@ -69,29 +69,35 @@ impl Http {
     }
 }
 
-/// `request.duration` (int64 nanoseconds) in whole milliseconds: from the first byte of
-/// the request to the end of the stream, measured by Envoy, so no clock reads of ours.
+/// `request.duration` (int64 nanoseconds) in whole milliseconds, rounded up so a request
+/// lands in the first histogram bucket at or above its duration (a 0.8 ms request is counted
+/// as 1 ms, never in the 0.5 ms bucket): from the first byte of the request to the end of
+/// the stream, measured by Envoy, so no clock reads of ours.
 fn request_duration_ms() -> Option<u64> {
     let raw = raw::property(raw::REQUEST_DURATION)?;
     let ns = i64::from_le_bytes(raw.get(..8)?.try_into().ok()?);
-    Some(u64::try_from(ns).unwrap_or(0) / 1_000_000)
+    Some(u64::try_from(ns).unwrap_or(0).div_ceil(1_000_000))
 }
 
 /// The live request: its headers fetched once, properties read on demand.
-struct HostRequest {
-    headers: Vec<u8>,
+struct HostRequest<'h> {
+    headers: &'h [u8],
     source: Option<Option<Vec<u8>>>,
 }
 
-impl HostRequest {
-    fn map(&self) -> SerializedMap<'_> {
-        SerializedMap::new(&self.headers)
+impl<'h> HostRequest<'h> {
+    fn map(&self) -> SerializedMap<'h> {
+        SerializedMap::new(self.headers)
     }
 }
 
-impl RequestView for HostRequest {
+impl RequestView for HostRequest<'_> {
     fn header(&mut self, name: &str) -> Option<&[u8]> {
         self.map().get(name)
+    }
+
+    fn cookie(&mut self, name: &[u8]) -> Option<&[u8]> {
+        self.map().get_all("cookie").find_map(|c| keys::cookie(c, name))
     }
 
     fn source_address(&mut self) -> Option<&[u8]> {
@@ -157,6 +163,10 @@ fn peer(
     let group = shared.cert_group.get(index).copied().unwrap_or(0);
     key.extend_from_slice(&group.to_le_bytes());
     if let Some(hit) = shared.peers.borrow().get(&key) {
+        if let Some(e) = hit.xfcc {
+            shared.count(m, m.reject_slot_xfcc(e));
+            return None;
+        }
         return Some(hit.peer(index, cfg));
     }
     let digest = &key[..digest_len];
@@ -175,6 +185,10 @@ fn peer(
                 Err(e) => {
                     log::debug!("x-forwarded-client-cert not used: {}", e.as_str());
                     shared.count(m, m.reject_slot_xfcc(e));
+                    shared
+                        .peers
+                        .borrow_mut()
+                        .insert(&key, Rc::new(CertEntry::xfcc_failed(e)));
                     return None;
                 }
             }
@@ -189,24 +203,106 @@ fn peer(
         }
         cert
     });
-    if let Err(e) = &parsed {
-        log::debug!("peer certificate not usable: {}", e.as_str());
+    match &parsed {
+        Ok(_) => log::debug!(
+            "peer certificate parsed ({} cached)",
+            shared.peers.borrow().len() + 1
+        ),
+        Err(e) => log::debug!("peer certificate not usable: {}", e.as_str()),
     }
     let entry = Rc::new(CertEntry::new(parsed));
     shared.peers.borrow_mut().insert(&key, entry.clone());
     Some(entry.peer(index, cfg))
 }
 
-/// A request no rollout matches: no decision and no header of ours, and every route or
-/// rollout-id header any rollout writes removed, so a client cannot pre-route itself.
+/// A request no rollout matches: no decision and no header of ours, and every routing input
+/// any rollout uses removed (README, "Security model"), so a client cannot pre-route itself
+/// for a later hop.
 fn unmatched(shared: &Shared, req: &HostRequest) {
-    for (name, _) in req.map().iter() {
-        if shared.filter.strips_when_unmatched(name) {
-            // Envoy clears the cached route on this write: no clear_route_cache call needed.
-            remove_request_header(std::str::from_utf8(name).unwrap_or_default());
-        }
+    let map = req.map();
+    strip_foreign_headers(shared, req, None);
+    if let Some(path) = strip_foreign_queries(shared, None, map.get(":path")) {
+        set_request_header(":path", &path);
+    }
+    let bag: Vec<&[u8]> = map.get_all("baggage").collect();
+    let edits = foreign_lane_edits(shared, req, None, &bag);
+    if !edits.is_empty() {
+        change_request_header("baggage", &baggage::apply(&bag, &edits).header);
     }
     shared.count_unmatched();
+}
+
+/// Removes the client's copies of other rollouts' routing headers (every rollout's when
+/// `owner` is `None`). Envoy clears the cached route on these writes.
+fn strip_foreign_headers(shared: &Shared, req: &HostRequest, owner: Option<&Config>) {
+    let mut removed: Vec<&[u8]> = Vec::new();
+    for (name, _) in req.map().iter() {
+        if shared.filter.inputs.strips_header(name, owner) && !removed.contains(&name) {
+            remove_request_header(std::str::from_utf8(name).unwrap_or_default());
+            removed.push(name);
+        }
+    }
+}
+
+/// `path` without other rollouts' override query parameters; `None` when it has none.
+fn strip_foreign_queries(shared: &Shared, owner: Option<&Config>, path: Option<&[u8]>) -> Option<Vec<u8>> {
+    let path = path.filter(|p| p.contains(&b'?'))?;
+    let mut out: Option<Vec<u8>> = None;
+    for q in shared.filter.inputs.foreign_queries(owner) {
+        let current = out.as_deref().unwrap_or(path);
+        if let Some(stripped) = keys::strip_query_param(current, q.as_bytes()) {
+            out = Some(stripped);
+        }
+    }
+    out
+}
+
+/// Removals of other rollouts' lane members that their own rollout would not believe here:
+/// from an untrusted caller on an inbound listener (`lane::judge`, with that rollout's side
+/// and `trustedPeers`). Empty, without allocating, for baggage that has none.
+fn foreign_lane_edits<'s>(
+    shared: &'s Shared,
+    req: &HostRequest,
+    owner: Option<&Config>,
+    bag: &[&[u8]],
+) -> Vec<baggage::Edit<'s>> {
+    let mut edits = Vec::new();
+    if bag.is_empty() || !shared.filter.inputs.has_lanes() {
+        return edits;
+    }
+    for m in baggage::members(bag) {
+        let Some(s) = shared.filter.inputs.foreign_lane(m.key(), owner) else {
+            continue;
+        };
+        let Some(l) = shared.filter.rollouts.get(s).and_then(|c| c.lane.as_ref()) else {
+            continue;
+        };
+        if edits
+            .iter()
+            .any(|e| matches!(e, baggage::Edit::Remove { key } if *key == l.key))
+        {
+            continue;
+        }
+        let judged = lane::judge(
+            l,
+            bag,
+            |_| None,
+            || l.side.is_inbound(listener_direction),
+            || !l.trusted_peers.is_empty() && lane_trusted(shared, s, req),
+        );
+        if judged == lane::Incoming::Untrusted {
+            edits.push(baggage::Edit::Remove { key: &l.key });
+        }
+    }
+    edits
+}
+
+/// The verified peer is in rollout `index`'s `lane.trustedPeers`.
+fn lane_trusted(shared: &Shared, index: usize, req: &HostRequest) -> bool {
+    let (Some(cfg), Some(m)) = (shared.filter.rollouts.get(index), shared.metrics(index)) else {
+        return false;
+    };
+    matches!(peer(shared, index, cfg, m, req).as_deref(), Some(Ok(p)) if p.lane_trusted)
 }
 
 fn remove_request_header(name: &str) {
@@ -233,6 +329,12 @@ fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
         }
     }
     buf.get(at..).unwrap_or_default()
+}
+
+fn set_response_header(name: &str, value: &[u8]) {
+    if let Err(status) = raw::replace_header(MapType::HttpResponseHeaders, name, value) {
+        log::debug!("cannot write response header {name}: host status {status}");
+    }
 }
 
 fn set_request_header(name: &str, value: &[u8]) {
@@ -276,8 +378,9 @@ impl HttpContext for Http {
         let Some(shared) = self.shared.as_deref() else {
             return Action::Continue;
         };
+        let headers = raw::header_map_pairs(MapType::HttpRequestHeaders).unwrap_or_default();
         let mut req = HostRequest {
-            headers: raw::header_map_pairs(MapType::HttpRequestHeaders).unwrap_or_default(),
+            headers: &headers,
             source: None,
         };
         #[cfg(feature = "test-trap")]
@@ -301,12 +404,13 @@ impl HttpContext for Http {
         // Read once, when first needed: for every request when the config needs it, else
         // only for the trust check of a lane arriving on an inbound listener.
         let mut peer_read = cfg.needs_peer.then(|| peer(shared, index, cfg, m, &req));
+        // Every `baggage` value, read once for the lane, the foreign lanes and the writer.
+        let bag: Vec<&[u8]> = req.map().get_all("baggage").collect();
         let mut lane_in = lane::Incoming::Absent;
         if let Some(l) = &cfg.lane {
-            let values: Vec<&[u8]> = req.map().get_all("baggage").collect();
             lane_in = lane::judge(
                 l,
-                &values,
+                &bag,
                 |v| cfg.version_index(v),
                 || l.side.is_inbound(listener_direction),
                 || {
@@ -334,6 +438,13 @@ impl HttpContext for Http {
             None => None,
         };
         let d = decision::decide_in_lane(cfg, &mut req, peer_ok, lane_in);
+        let foreign = filter.inputs.has_foreign(Some(index));
+        let foreign_lanes = if foreign {
+            strip_foreign_headers(shared, &req, Some(cfg));
+            foreign_lane_edits(shared, &req, Some(cfg), &bag)
+        } else {
+            Vec::new()
+        };
         for r in d.rejected.iter() {
             log::debug!("ignored input: {}", r.as_str());
             shared.count(m, m.reject_slot_decision(r));
@@ -384,9 +495,15 @@ impl HttpContext for Http {
             n += 1;
         }
         let mut baggage_out = HeaderChange::Keep;
-        if n > 0 {
-            let values: Vec<&[u8]> = req.map().get_all("baggage").collect();
-            let applied = baggage::apply(&values, &edits[..n]);
+        if n > 0 || !foreign_lanes.is_empty() {
+            let all;
+            let edits = if foreign_lanes.is_empty() {
+                edits.get(..n).unwrap_or_default()
+            } else {
+                all = [edits.get(..n).unwrap_or_default(), &foreign_lanes].concat();
+                &all
+            };
+            let applied = baggage::apply(&bag, edits);
             if applied.not_added() > 0 {
                 log::debug!("baggage member not added: the header is at the W3C limits");
                 shared.count_n(
@@ -404,12 +521,17 @@ impl HttpContext for Http {
             .header
             .as_deref()
             .filter(|_| d.strip_override_header());
-        let new_path = match (d.strip_override_query(), &cfg.r#override.query) {
-            (true, Some(name)) => req
-                .path()
-                .and_then(|p| keys::strip_query_param(p, name.as_bytes())),
+        let path = req.map().get(":path");
+        let mut new_path = match (d.strip_override_query(), &cfg.r#override.query) {
+            (true, Some(name)) => path.and_then(|p| keys::strip_query_param(p, name.as_bytes())),
             _ => None,
         };
+        if foreign {
+            let current = new_path.as_deref().or(path);
+            if let Some(p) = strip_foreign_queries(shared, Some(cfg), current) {
+                new_path = Some(p);
+            }
+        }
         // Every header we own is replaced, whatever the client sent (each set replaces all
         // values). One call per header measured faster than one set_header_map_pairs
         // call, which makes Envoy remove and re-add every header.
@@ -497,16 +619,18 @@ impl HttpContext for Http {
                 .versions
                 .get(version)
                 .map_or(config::UNKNOWN_VERSION, |v| v.name.as_str());
-            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(label));
+            set_response_header(name, label.as_bytes());
         }
         if let (Some(name), Some(id)) = (&rh.trace_id, &self.trace_id) {
-            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(id));
+            set_response_header(name, id.as_bytes());
         }
         // Added beside the upstream's own Set-Cookie headers, never replacing them; also on
         // replies Envoy makes itself, so the visitor stays on its bucket when it retries.
         if let Some(cookie) = self.set_cookie.take() {
-            if let Err(e) = hostcalls::add_map_value(MapType::HttpResponseHeaders, "set-cookie", &cookie) {
-                log::warn!("cannot add set-cookie: {e:?}");
+            if let Err(status) =
+                raw::add_header(MapType::HttpResponseHeaders, "set-cookie", cookie.as_bytes())
+            {
+                log::warn!("cannot add set-cookie: host status {status}");
             }
         }
         Action::Continue
@@ -519,7 +643,7 @@ impl HttpContext for Http {
         g.seen.complete |= end_of_stream;
         if let Some(scanner) = &mut g.web {
             if body_size > 0 {
-                if let Ok(Some(chunk)) = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
+                if let Ok(Some(chunk)) = raw::buffer(BufferType::HttpResponseBody, 0, body_size) {
                     scanner.feed(&chunk);
                 }
             }

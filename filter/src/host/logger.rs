@@ -1,8 +1,9 @@
-//! A `log` backend over `proxy_log` that never panics (the SDK's unwraps the
-//! host result). The level follows Envoy's, read on VM start and on every configure.
+//! A `log` backend over `proxy_log` that never panics (the SDK's panics on an
+//! unexpected host status). The level follows Envoy's, read on VM start and on every configure.
 
-use proxy_wasm::hostcalls;
 use proxy_wasm::types::LogLevel;
+
+use super::raw;
 
 struct HostLogger;
 
@@ -12,7 +13,7 @@ pub fn install() {
     // Fails only if a logger is already set, which then keeps working.
     let _ = log::set_logger(&LOGGER);
     std::panic::set_hook(Box::new(|info| {
-        let _ = hostcalls::log(LogLevel::Critical, &format!("rollout-filter: {info}"));
+        raw::log(LogLevel::Critical, &format!("rollout-filter: {info}"));
     }));
     // The level itself is read later: host calls are refused during `_initialize`.
     log::set_max_level(log::LevelFilter::Info);
@@ -20,12 +21,12 @@ pub fn install() {
 
 /// Match `log::max_level` to Envoy's wasm log level so disabled levels cost nothing.
 pub fn refresh_level() {
-    let filter = match hostcalls::get_log_level() {
-        Ok(LogLevel::Trace) => log::LevelFilter::Trace,
-        Ok(LogLevel::Debug) => log::LevelFilter::Debug,
-        Ok(LogLevel::Warn) => log::LevelFilter::Warn,
-        Ok(LogLevel::Error) | Ok(LogLevel::Critical) => log::LevelFilter::Error,
-        Ok(LogLevel::Info) | Err(_) => log::LevelFilter::Info,
+    let filter = match raw::log_level() {
+        Some(0) => log::LevelFilter::Trace,
+        Some(1) => log::LevelFilter::Debug,
+        Some(3) => log::LevelFilter::Warn,
+        Some(4..) => log::LevelFilter::Error,
+        _ => log::LevelFilter::Info,
     };
     log::set_max_level(filter);
 }
@@ -46,7 +47,7 @@ impl log::Log for HostLogger {
             log::Level::Warn => LogLevel::Warn,
             log::Level::Error => LogLevel::Error,
         };
-        let _ = hostcalls::log(level, &record.args().to_string());
+        raw::log(level, &record.args().to_string());
     }
 
     fn flush(&self) {}

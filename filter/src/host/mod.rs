@@ -4,6 +4,7 @@
 
 mod http;
 mod logger;
+mod metrics;
 mod raw;
 mod root;
 

@@ -1,9 +1,10 @@
-//! The reads the request path makes, straight over the ABI. The SDK's wrappers
+//! Every host call the filter makes, straight over the ABI. The SDK's wrappers
 //! build a `Vec<&str>` path and serialize it into another `Vec` on every call,
-//! copy header pairs into `String`s, and panic on a status they do not expect;
-//! these take pre-serialized paths and treat any failure as an absent value.
+//! copy header pairs into `String`s, and panic on a status they do not expect
+//! (a panic traps the VM and fails its traffic); these take pre-serialized paths,
+//! treat a failed read as an absent value and return a failed write's status.
 
-use proxy_wasm::types::MapType;
+use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
 
 /// Property paths in the host's serialized form: the parts joined by NUL.
 pub const REQUEST_DURATION: &[u8] = b"request\0duration";
@@ -35,6 +36,32 @@ extern "C" {
         value_size: usize,
     ) -> u32;
     fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+    fn proxy_add_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_get_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        max_size: usize,
+        return_data: *mut *mut u8,
+        return_size: *mut usize,
+    ) -> u32;
+    fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+    fn proxy_get_log_level(return_level: *mut u32) -> u32;
+    fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_define_metric(
+        metric_type: u32,
+        name_data: *const u8,
+        name_size: usize,
+        return_id: *mut u32,
+    ) -> u32;
+    fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
     fn proxy_get_property(
         path_data: *const u8,
         path_size: usize,
@@ -106,4 +133,77 @@ pub fn remove_header(map: MapType, name: &str) -> Result<(), u32> {
         0 => Ok(()),
         status => Err(status),
     }
+}
+
+fn status(code: u32) -> Result<(), u32> {
+    match code {
+        0 => Ok(()),
+        other => Err(other),
+    }
+}
+
+/// Adds a value beside any the header already has.
+pub fn add_header(map: MapType, name: &str, value: &[u8]) -> Result<(), u32> {
+    // SAFETY: the host only reads the two buffers during the call.
+    status(unsafe {
+        proxy_add_header_map_value(map as u32, name.as_ptr(), name.len(), value.as_ptr(), value.len())
+    })
+}
+
+/// Up to `max` bytes of a buffer from `start`.
+pub fn buffer(kind: BufferType, start: usize, max: usize) -> Result<Option<Vec<u8>>, u32> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: see `owned`.
+    unsafe {
+        match proxy_get_buffer_bytes(kind as u32, start, max, &mut data, &mut size) {
+            0 => Ok(owned(0, data, size)),
+            // NotFound: no such buffer (an empty configuration).
+            1 => Ok(None),
+            other => Err(other),
+        }
+    }
+}
+
+pub fn log(level: LogLevel, message: &str) {
+    // SAFETY: the host only reads the buffer during the call. Nothing to do if it refuses.
+    let _ = unsafe { proxy_log(level as u32, message.as_ptr(), message.len()) };
+}
+
+/// Envoy's wasm log level, as the SDK numbers it (0 trace .. 5 critical).
+pub fn log_level() -> Option<u32> {
+    let mut level = 0u32;
+    // SAFETY: the host writes one u32.
+    status(unsafe { proxy_get_log_level(&mut level) }).ok()?;
+    Some(level)
+}
+
+/// The host's wall clock in nanoseconds since the Unix epoch.
+pub fn now_nanos() -> Option<u64> {
+    let mut t = 0u64;
+    // SAFETY: the host writes one u64.
+    status(unsafe { proxy_get_current_time_nanoseconds(&mut t) }).ok()?;
+    Some(t)
+}
+
+pub fn set_tick_period_ms(ms: u32) -> Result<(), u32> {
+    // SAFETY: plain values.
+    status(unsafe { proxy_set_tick_period_milliseconds(ms) })
+}
+
+pub fn define_metric(kind: MetricType, name: &str) -> Result<u32, u32> {
+    let mut id = 0u32;
+    // SAFETY: the host reads the name during the call and writes one u32.
+    status(unsafe { proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id) })?;
+    Ok(id)
+}
+
+pub fn increment_metric(id: u32, offset: i64) -> Result<(), u32> {
+    // SAFETY: plain values.
+    status(unsafe { proxy_increment_metric(id, offset) })
+}
+
+pub fn record_metric(id: u32, value: u64) -> Result<(), u32> {
+    // SAFETY: plain values.
+    status(unsafe { proxy_record_metric(id, value) })
 }

@@ -4,16 +4,17 @@
 use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
 
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType, MetricType};
+use proxy_wasm::types::{BufferType, ContextType};
 
 use super::http::Http;
 use super::logger;
-use crate::config::Config;
+use super::metrics::{self, RolloutMetrics};
+use super::raw;
+use crate::config::{Config, DEFAULT_CERT_CACHE};
 use crate::decision::{self, Peer};
 use crate::identity::{CertReject, LabelCache, LabelOid, LabelReject, PeerCert, XfccReject};
-use crate::metrics::{Kind, Layout};
+use crate::metrics::Kind;
 use crate::rollouts::FilterConfig;
 use crate::trace;
 
@@ -27,11 +28,16 @@ pub struct Shared {
     unmatched: Option<(u32, Cell<u64>)>,
     /// The next rollout whose metrics a tick defines ahead of its traffic.
     next_to_define: Cell<usize>,
+    /// Rollouts that had traffic before their metrics were all defined: served first.
+    wanted: RefCell<Vec<u32>>,
+    /// The longest tick spent defining metrics, in microseconds (logged when all are done).
+    longest_define_us: Cell<u64>,
     /// (rollout, slot) with a pending count, so a tick costs what was counted, not every
     /// metric. `UNMATCHED` stands for the unmatched counter.
     dirty: Cell<Vec<(u32, u32)>>,
-    /// The memory gauge value last recorded (recorded again only when it changes).
+    /// The memory gauge value last recorded (recorded again only when it changes), and when.
     memory: Cell<u64>,
+    memory_at_ns: Cell<u64>,
     /// Each peer certificate parsed once per worker, by digest and certificate group.
     pub peers: RefCell<LabelCache<Rc<CertEntry>>>,
     /// Per rollout: its certificate group (rollouts that read labels alike share parses).
@@ -40,9 +46,12 @@ pub struct Shared {
 
 type PeerMeaning = Rc<Result<Peer, CertReject>>;
 
-/// A parsed peer certificate and what it means to each rollout that has seen it.
+/// A parsed peer certificate and what it means to each rollout that has seen it; or why the
+/// certificate could not be had from `x-forwarded-client-cert` (cached too: the HCM writes
+/// the same element for every request of that certificate).
 pub struct CertEntry {
     pub parsed: Result<PeerCert, CertReject>,
+    pub xfcc: Option<XfccReject>,
     /// By rollout index, ascending.
     peers: RefCell<Vec<(usize, PeerMeaning)>>,
 }
@@ -51,7 +60,15 @@ impl CertEntry {
     pub fn new(parsed: Result<PeerCert, CertReject>) -> CertEntry {
         CertEntry {
             parsed,
+            xfcc: None,
             peers: RefCell::new(Vec::new()),
+        }
+    }
+
+    pub fn xfcc_failed(reject: XfccReject) -> CertEntry {
+        CertEntry {
+            xfcc: Some(reject),
+            ..CertEntry::new(Err(CertReject::ALL[0]))
         }
     }
 
@@ -72,37 +89,9 @@ impl CertEntry {
     }
 }
 
-/// One rollout's metrics: ids from the host and counts not yet handed to it, by slot.
-/// Counters are flushed every tick, so a request costs no metric host calls for them.
-pub struct RolloutMetrics {
-    index: u32,
-    layout: Layout,
-    ids: Vec<u32>,
-    pending: Vec<Cell<u64>>,
-}
-
 const UNMATCHED: u32 = u32::MAX;
 
 impl RolloutMetrics {
-    /// Every metric of rollout `index`; with `ids` empty when the host refused one (then the
-    /// rollout still routes, uncounted, and the error is logged).
-    fn define(index: usize, cfg: &Config, reasons: &[String]) -> RolloutMetrics {
-        let mut layout = Layout::new(cfg, reasons);
-        // The names are needed only here: 1,000 rollouts would keep megabytes of them.
-        let names = std::mem::take(&mut layout.names);
-        let ids: Vec<u32> = names
-            .iter()
-            .map(|(kind, name)| define(*kind, name))
-            .collect::<Option<_>>()
-            .unwrap_or_default();
-        RolloutMetrics {
-            index: index as u32,
-            pending: (0..ids.len()).map(|_| Cell::new(0)).collect(),
-            layout,
-            ids,
-        }
-    }
-
     pub fn request_slot(&self, version: usize, source: decision::Source) -> usize {
         self.layout.request_slot(version, source)
     }
@@ -142,35 +131,21 @@ impl RolloutMetrics {
     pub fn reject_slot_xfcc(&self, r: XfccReject) -> usize {
         self.layout.reject_slot(XFCC_AT + position(&XfccReject::ALL, r))
     }
-
-    pub fn record(&self, slot: usize, value: u64) {
-        if let Some(id) = self.ids.get(slot) {
-            if let Err(e) = hostcalls::record_metric(*id, value) {
-                log::debug!("record_metric failed: {e:?}");
-            }
-        }
-    }
-}
-
-fn increment(id: u32, c: &Cell<u64>) {
-    let n = c.take();
-    if n > 0 {
-        if let Err(e) = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX)) {
-            log::debug!("increment_metric failed: {e:?}");
-        }
-    }
 }
 
 impl Shared {
-    /// Rollout `index`'s metrics, defined on its first request (or a tick ahead of it): a
-    /// config of 1,000 rollouts would otherwise define 65,000 metrics in `on_configure`, where
-    /// Envoy's tag regexes take seconds. Once per rollout and worker, never per request.
+    /// Rollout `index`'s metrics, made on its first request (or a tick ahead of it): names
+    /// this VM defined before get their ids at once, new ones a few per tick (see
+    /// [`metrics`]); counts wait until then. No metric is defined on a request.
     pub fn metrics(&self, index: usize) -> Option<&RolloutMetrics> {
         let cell = self.metrics.get(index)?;
         let cfg = self.filter.rollouts.get(index)?;
         Some(cell.get_or_init(|| {
-            let m = RolloutMetrics::define(index, cfg, &self.reasons);
-            m.record(m.layout.memory_slot(), self.memory.get());
+            let m = RolloutMetrics::new(index, cfg, &self.reasons);
+            if !m.fully_defined() {
+                self.wanted.borrow_mut().push(index as u32);
+            }
+            m.set_memory(self.memory.get());
             m
         }))
     }
@@ -201,49 +176,84 @@ impl Shared {
         c.set(old.saturating_add(n));
     }
 
-    /// Hand every pending count to the host.
+    /// Hand every pending count whose metric is defined to the host; the others wait.
     pub fn flush(&self) {
         let mut dirty = self.dirty.take();
-        for (rollout, slot) in dirty.drain(..) {
+        dirty.retain(|&(rollout, slot)| {
             if rollout == UNMATCHED {
                 if let Some((id, c)) = &self.unmatched {
-                    increment(*id, c);
+                    metrics::increment(*id, c);
                 }
-                continue;
+                return false;
             }
-            let m = self.metrics.get(rollout as usize).and_then(OnceCell::get);
-            if let Some((id, c)) =
-                m.and_then(|m| Some((m.ids.get(slot as usize)?, m.pending.get(slot as usize)?)))
-            {
-                increment(*id, c);
+            let Some(m) = self.metrics.get(rollout as usize).and_then(OnceCell::get) else {
+                return false;
+            };
+            match (m.id(slot as usize), m.pending.get(slot as usize)) {
+                (Some(id), Some(c)) => {
+                    metrics::increment(id, c);
+                    false
+                }
+                (None, Some(_)) => true,
+                _ => false,
             }
-        }
-        // Keep the allocation for the next tick.
+        });
+        // Keep the allocation (and what still waits) for the next tick.
         self.dirty.set(dirty);
     }
 
     /// The VM's memory on every defined rollout's gauge, when it changed since last recorded.
-    fn record_memory(&self) {
+    fn record_memory(&self, now_ns: u64) {
+        if now_ns.saturating_sub(self.memory_at_ns.get()) < MEMORY_PERIOD_NS {
+            return;
+        }
+        self.memory_at_ns.set(now_ns);
         let bytes = linear_memory_bytes();
         if self.memory.replace(bytes) != bytes {
             for m in self.metrics.iter().filter_map(OnceCell::get) {
-                m.record(m.layout.memory_slot(), bytes);
+                m.set_memory(bytes);
             }
         }
     }
 
-    /// Define the next rollout's metrics ahead of its traffic, one rollout per tick, so idle
-    /// rollouts show up too without a long `on_configure`.
-    fn define_ahead(&self) {
-        let mut i = self.next_to_define.get();
-        while let Some(cell) = self.metrics.get(i) {
-            i += 1;
-            if cell.get().is_none() {
-                self.metrics(i - 1);
-                break;
+    /// Defines up to `DEFINE_PER_TICK` new names: rollouts with traffic first, then the
+    /// others in order, so idle rollouts show up too. `true` while names remain.
+    fn define_some(&self) -> bool {
+        let mut budget = DEFINE_PER_TICK;
+        while budget > 0 {
+            // No borrow held across `metrics`, which may add to `wanted`.
+            let first = self.wanted.borrow().first().copied();
+            let Some(index) = first.map(|i| i as usize).or_else(|| self.next_undefined()) else {
+                return false;
+            };
+            let Some(m) = self.metrics(index) else {
+                return false;
+            };
+            if let Err(status) = m.define_some(&mut budget) {
+                log::error!("rollout {index}: metrics not defined (host status {status}); it is not counted");
+                self.next_to_define.set(self.metrics.len());
+                self.wanted.borrow_mut().clear();
+                return false;
+            }
+            if m.fully_defined() {
+                self.wanted.borrow_mut().retain(|i| *i as usize != index);
             }
         }
+        true
+    }
+
+    /// The first rollout, from `next_to_define` on, whose metrics are not all defined.
+    fn next_undefined(&self) -> Option<usize> {
+        let mut i = self.next_to_define.get();
+        while let Some(cell) = self.metrics.get(i) {
+            if cell.get().is_none_or(|m| !m.fully_defined()) {
+                self.next_to_define.set(i);
+                return Some(i);
+            }
+            i += 1;
+        }
         self.next_to_define.set(i);
+        None
     }
 }
 
@@ -261,22 +271,6 @@ fn cert_groups(rollouts: &[Config]) -> Vec<u16> {
             u16::try_from(at).unwrap_or(u16::MAX)
         })
         .collect()
-}
-
-/// Define one metric; a failure is logged and refuses the configuration.
-fn define(kind: Kind, name: &str) -> Option<u32> {
-    let t = match kind {
-        Kind::Counter => MetricType::Counter,
-        Kind::Gauge => MetricType::Gauge,
-        Kind::Histogram => MetricType::Histogram,
-    };
-    match hostcalls::define_metric(t, name) {
-        Ok(id) => Some(id),
-        Err(e) => {
-            log::error!("cannot define metric {name}: {e:?}");
-            None
-        }
-    }
 }
 
 fn position<T: PartialEq>(all: &[T], r: T) -> usize {
@@ -314,14 +308,37 @@ fn reject_reasons() -> Vec<String> {
 }
 
 /// How often counters are handed to Envoy: what `/stats` may lag behind.
-const FLUSH_PERIOD: std::time::Duration = std::time::Duration::from_millis(100);
+const FLUSH_PERIOD_MS: u32 = 100;
+/// While metrics wait to be defined: a short tick that defines a few names, so no tick
+/// stalls the worker's requests for long (about 130 µs per new name in Envoy).
+const DEFINE_PERIOD_MS: u32 = 10;
+const DEFINE_PER_TICK: usize = 8;
 /// The memory gauge is refreshed once a second.
-const MEMORY_EVERY_TICKS: u32 = 10;
+const MEMORY_PERIOD_NS: u64 = 1_000_000_000;
 
+/// Envoy keeps a timer for every root context that ever set a tick, for the VM's life, and
+/// re-arms it even after the context is gone (its `Wasm::setTimerPeriod` and `tickHandler`
+/// never erase an entry): so a root context ticks only once it has work (metrics to define,
+/// or traffic to count), and stops its timer when it is done. The main thread's VM, which
+/// serves no request, then never ticks, and a config push leaves a stopped timer per worker.
 #[derive(Default)]
 pub struct Root {
     shared: Option<Rc<Shared>>,
-    ticks: u32,
+    /// The tick period in force (0: none).
+    period_ms: Cell<u32>,
+    /// A request was made under this root context: counts need flushing from now on.
+    served: Cell<bool>,
+}
+
+impl Root {
+    fn set_period(&self, ms: u32) {
+        if self.period_ms.get() != ms {
+            match raw::set_tick_period_ms(ms) {
+                Ok(()) => self.period_ms.set(ms),
+                Err(s) => log::warn!("no tick (host status {s}): counters reach Envoy only on reconfigure"),
+            }
+        }
+    }
 }
 
 impl Context for Root {
@@ -329,7 +346,98 @@ impl Context for Root {
         if let Some(shared) = &self.shared {
             shared.flush();
         }
+        self.set_period(0);
         true
+    }
+}
+
+/// The plugin configuration's bytes; `None` (logged) when the host will not give them.
+fn configuration() -> Option<Vec<u8>> {
+    match raw::buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+        Ok(b) => Some(b.unwrap_or_default()),
+        Err(status) => {
+            log::error!("invalid configuration: cannot read it: host status {status}");
+            None
+        }
+    }
+}
+
+/// One log line per rollout (debug in the `rollouts[]` form), and the warnings.
+fn log_configured(filter: &FilterConfig, took_ms: u64) {
+    let per_rollout = !filter.multi || log::log_enabled!(log::Level::Debug);
+    for cfg in &filter.rollouts {
+        for w in &cfg.warnings {
+            if filter.multi {
+                log::warn!("configuration: rollout {}: {w}", cfg.rollout_id);
+            } else {
+                log::warn!("configuration: {w}");
+            }
+        }
+        if !per_rollout {
+            continue;
+        }
+        let line = format!(
+            "rollout {} configured: {}{}",
+            cfg.rollout_id,
+            cfg.versions
+                .iter()
+                .map(|v| format!("{}={}", v.name, v.weight))
+                .collect::<Vec<_>>()
+                .join(" "),
+            // The weights above are 0 there: the route's weights pick.
+            if cfg.route_weights.is_some() {
+                " (route weights)"
+            } else {
+                ""
+            }
+        );
+        if filter.multi {
+            log::debug!("{line}");
+        } else {
+            log::info!("{line}");
+        }
+    }
+    if filter.multi {
+        log::info!(
+            "{} rollouts configured in {took_ms} ms (metrics defined in the background)",
+            filter.rollouts.len()
+        );
+    }
+}
+
+/// Certificates parsed once per worker: as many as the largest `certificate.cacheSize`, or
+/// the default when only a trust check reads the peer (override or lane `trustedPeers`, a
+/// `peerIdentity` key), so two callers taking turns do not re-parse on every request.
+fn peer_cache_size(filter: &FilterConfig) -> usize {
+    let sized = filter
+        .rollouts
+        .iter()
+        .filter_map(|c| c.certificate.as_ref().map(|c| c.cache_size));
+    let reads_peer = filter
+        .rollouts
+        .iter()
+        .any(|c| c.needs_peer || c.lane.as_ref().is_some_and(|l| !l.trusted_peers.is_empty()));
+    sized
+        .max()
+        .unwrap_or(if reads_peer { DEFAULT_CERT_CACHE } else { 0 })
+}
+
+impl Shared {
+    fn new(filter: FilterConfig, unmatched: Option<(u32, Cell<u64>)>) -> Shared {
+        Shared {
+            metrics: filter.rollouts.iter().map(|_| OnceCell::new()).collect(),
+            reasons: reject_reasons(),
+            unmatched,
+            next_to_define: Cell::new(0),
+            wanted: RefCell::new(Vec::new()),
+            longest_define_us: Cell::new(0),
+            dirty: Cell::new(Vec::new()),
+            memory: Cell::new(linear_memory_bytes()),
+            memory_at_ns: Cell::new(0),
+            peers: RefCell::new(LabelCache::new(peer_cache_size(&filter))),
+            cert_group: cert_groups(&filter.rollouts),
+            filter,
+        }
     }
 }
 
@@ -341,10 +449,7 @@ impl RootContext for Root {
             Ok(()) => u64::from_le_bytes(seed),
             Err(e) => {
                 log::warn!("no host randomness ({e}); random splits use a time seed");
-                hostcalls::get_current_time()
-                    .ok()
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map_or(0, |d| d.as_nanos() as u64)
+                raw::now_nanos().unwrap_or(0)
             }
         };
         fastrand::seed(seed);
@@ -353,15 +458,10 @@ impl RootContext for Root {
 
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         logger::refresh_level();
-        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
-            Ok(Some(b)) => b,
-            Ok(None) => Vec::new(),
-            Err(e) => {
-                log::error!("invalid configuration: cannot read it: {e:?}");
-                return false;
-            }
+        let Some(bytes) = configuration() else {
+            return false;
         };
-        let started = hostcalls::get_current_time().ok();
+        let started = raw::now_nanos();
         let filter = match FilterConfig::from_json(&bytes) {
             Ok(f) => f,
             Err(e) => {
@@ -369,102 +469,76 @@ impl RootContext for Root {
                 return false;
             }
         };
-        let per_rollout = !filter.multi || log::log_enabled!(log::Level::Debug);
-        for cfg in &filter.rollouts {
-            for w in &cfg.warnings {
-                if filter.multi {
-                    log::warn!("configuration: rollout {}: {w}", cfg.rollout_id);
-                } else {
-                    log::warn!("configuration: {w}");
-                }
-            }
-            if !per_rollout {
-                continue;
-            }
-            let line = format!(
-                "rollout {} configured: {}{}",
-                cfg.rollout_id,
-                cfg.versions
-                    .iter()
-                    .map(|v| format!("{}={}", v.name, v.weight))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                // The weights above are 0 there: the route's weights pick.
-                if cfg.route_weights.is_some() {
-                    " (route weights)"
-                } else {
-                    ""
-                }
-            );
-            if filter.multi {
-                log::debug!("{line}");
-            } else {
-                log::info!("{line}");
-            }
-        }
-        if filter.multi {
-            let took = started
-                .zip(hostcalls::get_current_time().ok())
-                .and_then(|(a, b)| b.duration_since(a).ok())
-                .unwrap_or_default();
-            log::info!(
-                "{} rollouts configured in {} ms (metrics defined on first use)",
-                filter.rollouts.len(),
-                u64::try_from(took.as_millis()).unwrap_or(u64::MAX)
-            );
-        }
-        let cache_size = filter
-            .rollouts
-            .iter()
-            .filter_map(|c| c.certificate.as_ref().map(|c| c.cache_size))
-            .max()
-            .unwrap_or(1);
-        if let Err(e) = hostcalls::set_tick_period(FLUSH_PERIOD) {
-            log::warn!("no tick: counters reach Envoy only on reconfigure ({e:?})");
-        }
+        let took_ms = started
+            .zip(raw::now_nanos())
+            .map_or(0, |(a, b)| b.saturating_sub(a) / 1_000_000);
+        log_configured(&filter, took_ms);
+        // A refused definition refuses the configuration: the counter of the `rollouts[]`
+        // form here, every metric of the single form below.
         let unmatched = if filter.multi {
-            match define(Kind::Counter, "rollout_unmatched_requests_total") {
-                Some(id) => Some((id, Cell::new(0))),
-                None => return false,
+            match metrics::define(Kind::Counter, "rollout_unmatched_requests_total") {
+                Ok(id) => Some((id, Cell::new(0))),
+                Err(_) => return false,
             }
         } else {
             None
         };
-        let shared = Rc::new(Shared {
-            metrics: filter.rollouts.iter().map(|_| OnceCell::new()).collect(),
-            reasons: reject_reasons(),
-            unmatched,
-            next_to_define: Cell::new(0),
-            dirty: Cell::new(Vec::new()),
-            memory: Cell::new(linear_memory_bytes()),
-            peers: RefCell::new(LabelCache::new(cache_size)),
-            cert_group: cert_groups(&filter.rollouts),
-            filter,
-        });
-        // The single form defines its metrics now, as ever, and refuses a config the host
-        // cannot count.
-        if !shared.filter.multi && shared.metrics(0).is_none_or(|m| m.ids.is_empty()) {
-            return false;
+        let shared = Rc::new(Shared::new(filter, unmatched));
+        // The single form defines its metrics now, as ever (after a push, from this VM's
+        // ids without a host call).
+        if !shared.filter.multi {
+            let m = shared.metrics(0);
+            let mut all = usize::MAX;
+            if m.is_none_or(|m| m.define_some(&mut all).is_err()) {
+                log::error!("invalid configuration: the host refused its metrics");
+                return false;
+            }
+            shared.wanted.borrow_mut().clear();
         }
         if let Some(old) = self.shared.replace(shared) {
             old.flush();
         }
-        self.on_tick();
+        if self.shared.as_ref().is_some_and(|s| s.filter.multi) {
+            // Names this VM has not defined yet are defined in the background.
+            self.on_tick();
+        }
         true
     }
 
     fn on_tick(&mut self) {
-        if let Some(shared) = &self.shared {
-            shared.flush();
-            self.ticks = self.ticks.wrapping_add(1);
-            if self.ticks % MEMORY_EVERY_TICKS == 1 {
-                shared.record_memory();
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        shared.flush();
+        let now = raw::now_nanos().unwrap_or(0);
+        shared.record_memory(now);
+        let more = shared.define_some();
+        if let Some(end) = raw::now_nanos() {
+            let us = end.saturating_sub(now) / 1000;
+            if us > shared.longest_define_us.get() {
+                shared.longest_define_us.set(us);
             }
-            shared.define_ahead();
         }
+        if !more && self.period_ms.get() == DEFINE_PERIOD_MS && shared.filter.multi {
+            log::info!(
+                "metrics of {} rollouts defined; longest tick {} us",
+                shared.filter.rollouts.len(),
+                shared.longest_define_us.get()
+            );
+        }
+        self.set_period(match (more, self.served.get()) {
+            (true, _) => DEFINE_PERIOD_MS,
+            (false, true) => FLUSH_PERIOD_MS,
+            (false, false) => 0,
+        });
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        if !self.served.replace(true) && self.period_ms.get() == 0 {
+            // The first request: its counts need the flush tick (the host files it under
+            // this root context).
+            self.set_period(FLUSH_PERIOD_MS);
+        }
         // Always a context: the SDK panics on None. Without a config it passes through.
         Some(Box::new(Http::new(self.shared.clone())))
     }
