@@ -461,14 +461,14 @@ fn allocated(envoy: &Envoy) -> f64 {
         .expect("allocated")
 }
 
-/// Envoy's heap growth per config push, in bytes, over `PUSHES` pushes of two alternating
-/// weight sets to a 2-worker Envoy running `wasm`, each push followed by traffic.
+/// Envoy's heap growth per config push, in bytes, over `PUSHES` pushes of new weights to a
+/// 2-worker Envoy running `wasm`, each push followed by traffic.
 fn growth_per_push(wasm: &Path) -> f64 {
     const WARM: u32 = 20;
     const PUSHES: u32 = 200;
     let ie = IstioEnvoy::start_with(wasm, 2, &filter_config(90, 10));
     let push = |i: u32| {
-        let canary = if i.is_multiple_of(2) { 10 } else { 50 };
+        let canary = i64::from(i % 100);
         ie.update(i + 2, &filter_config(100 - canary, canary));
         ie.wait_stat("update_success", u64::from(i) + 2);
         // A connection each, so both workers serve the new config.

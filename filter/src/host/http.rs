@@ -163,10 +163,6 @@ fn peer(
     let group = shared.cert_group.get(index).copied().unwrap_or(0);
     key.extend_from_slice(&group.to_le_bytes());
     if let Some(hit) = shared.peers.borrow().get(&key) {
-        if let Some(e) = hit.xfcc {
-            shared.count(m, m.reject_slot_xfcc(e));
-            return None;
-        }
         return Some(hit.peer(index, cfg));
     }
     let digest = &key[..digest_len];
@@ -177,22 +173,7 @@ fn peer(
     };
     let pem = match from_attribute {
         Some(pem) => pem,
-        None => {
-            // Older proxies: only the XFCC element whose hash is the verified peer's digest.
-            let xfcc = req.map().get("x-forwarded-client-cert").unwrap_or_default();
-            match identity::xfcc_certificate(xfcc, digest) {
-                Ok(pem) => pem,
-                Err(e) => {
-                    log::debug!("x-forwarded-client-cert not used: {}", e.as_str());
-                    shared.count(m, m.reject_slot_xfcc(e));
-                    shared
-                        .peers
-                        .borrow_mut()
-                        .insert(&key, Rc::new(CertEntry::xfcc_failed(e)));
-                    return None;
-                }
-            }
-        }
+        None => xfcc_pem(shared, m, req, &key, digest)?,
     };
     let label_oid = cfg.certificate.as_ref().and_then(|c| c.label_oid.as_ref());
     let parsed = identity::parse_certificate(&pem, label_oid).map(|mut cert| {
@@ -213,6 +194,37 @@ fn peer(
     let entry = Rc::new(CertEntry::new(parsed));
     shared.peers.borrow_mut().insert(&key, entry.clone());
     Some(entry.peer(index, cfg))
+}
+
+/// Older proxies: the certificate of the XFCC element whose hash is the verified peer's
+/// digest. A failure is cached under the digest and the header's own hash: the HCM writes
+/// the same element for every request of a certificate, while a forwarded, client-written
+/// header may change from one request to the next.
+fn xfcc_pem(
+    shared: &Shared,
+    m: &RolloutMetrics,
+    req: &HostRequest,
+    key: &[u8],
+    digest: &[u8],
+) -> Option<Vec<u8>> {
+    let xfcc = req.map().get("x-forwarded-client-cert").unwrap_or_default();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hasher::write(&mut h, xfcc);
+    let failure_key = [key, b"xfcc", &std::hash::Hasher::finish(&h).to_le_bytes()].concat();
+    if let Some(e) = shared.peers.borrow().get(&failure_key).and_then(|hit| hit.xfcc) {
+        shared.count(m, m.reject_slot_xfcc(e));
+        return None;
+    }
+    match identity::xfcc_certificate(xfcc, digest) {
+        Ok(pem) => Some(pem),
+        Err(e) => {
+            log::debug!("x-forwarded-client-cert not used: {}", e.as_str());
+            shared.count(m, m.reject_slot_xfcc(e));
+            let entry = Rc::new(CertEntry::xfcc_failed(e));
+            shared.peers.borrow_mut().insert(&failure_key, entry);
+            None
+        }
+    }
 }
 
 /// A request no rollout matches: no decision and no header of ours, and every routing input

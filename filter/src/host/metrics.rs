@@ -70,6 +70,15 @@ pub fn set_share(id: u32, value: u64) {
     }
 }
 
+/// Takes this VM's shares out of every summed gauge: its last root context is going, and
+/// the VM may go with it (Envoy replaces VMs on some configuration changes).
+pub fn release_shares() {
+    let ids: Vec<u32> = SHARES.with(|s| s.borrow().keys().copied().collect());
+    for id in ids {
+        set_share(id, 0);
+    }
+}
+
 pub fn increment(id: u32, c: &Cell<u64>) {
     let n = c.take();
     if n > 0 {

@@ -145,7 +145,9 @@ impl Shared {
             if !m.fully_defined() {
                 self.wanted.borrow_mut().push(index as u32);
             }
-            m.set_memory(self.memory.get());
+            if self.memory_at_ns.get() != 0 {
+                m.set_memory(self.memory.get());
+            }
             m
         }))
     }
@@ -203,13 +205,17 @@ impl Shared {
     }
 
     /// The VM's memory on every defined rollout's gauge, when it changed since last recorded.
+    /// Only VMs that serve requests record it: Envoy also configures VMs it then drops
+    /// without `on_done` (a new configuration is tried on the main thread first), whose
+    /// share would stay in the sum.
     fn record_memory(&self, now_ns: u64) {
-        if now_ns.saturating_sub(self.memory_at_ns.get()) < MEMORY_PERIOD_NS {
+        let first = self.memory_at_ns.get() == 0;
+        if !first && now_ns.saturating_sub(self.memory_at_ns.get()) < MEMORY_PERIOD_NS {
             return;
         }
-        self.memory_at_ns.set(now_ns);
+        self.memory_at_ns.set(now_ns.max(1));
         let bytes = linear_memory_bytes();
-        if self.memory.replace(bytes) != bytes {
+        if self.memory.replace(bytes) != bytes || first {
             for m in self.metrics.iter().filter_map(OnceCell::get) {
                 m.set_memory(bytes);
             }
@@ -236,6 +242,9 @@ impl Shared {
                 return false;
             }
             if m.fully_defined() {
+                if self.memory_at_ns.get() != 0 {
+                    m.set_memory(self.memory.get());
+                }
                 self.wanted.borrow_mut().retain(|i| *i as usize != index);
             }
         }
@@ -341,10 +350,22 @@ impl Root {
     }
 }
 
+thread_local! {
+    /// Root contexts of this VM holding a configuration.
+    static CONFIGURED_ROOTS: Cell<u32> = const { Cell::new(0) };
+}
+
 impl Context for Root {
     fn on_done(&mut self) -> bool {
-        if let Some(shared) = &self.shared {
+        if let Some(shared) = self.shared.take() {
             shared.flush();
+            let left = CONFIGURED_ROOTS.with(|n| {
+                n.set(n.get().saturating_sub(1));
+                n.get()
+            });
+            if left == 0 {
+                metrics::release_shares();
+            }
         }
         self.set_period(0);
         true
@@ -489,14 +510,18 @@ impl RootContext for Root {
         if !shared.filter.multi {
             let m = shared.metrics(0);
             let mut all = usize::MAX;
-            if m.is_none_or(|m| m.define_some(&mut all).is_err()) {
-                log::error!("invalid configuration: the host refused its metrics");
-                return false;
+            match m {
+                Some(m) if m.define_some(&mut all).is_ok() => {}
+                _ => {
+                    log::error!("invalid configuration: the host refused its metrics");
+                    return false;
+                }
             }
             shared.wanted.borrow_mut().clear();
         }
-        if let Some(old) = self.shared.replace(shared) {
-            old.flush();
+        match self.shared.replace(shared) {
+            Some(old) => old.flush(),
+            None => CONFIGURED_ROOTS.with(|n| n.set(n.get().saturating_add(1))),
         }
         if self.shared.as_ref().is_some_and(|s| s.filter.multi) {
             // Names this VM has not defined yet are defined in the background.
@@ -511,7 +536,9 @@ impl RootContext for Root {
         };
         shared.flush();
         let now = raw::now_nanos().unwrap_or(0);
-        shared.record_memory(now);
+        if self.served.get() {
+            shared.record_memory(now);
+        }
         let more = shared.define_some();
         if let Some(end) = raw::now_nanos() {
             let us = end.saturating_sub(now) / 1000;
