@@ -294,12 +294,58 @@ fn bench_rollouts(c: &mut Criterion) {
     g.finish();
 }
 
+/// `n` rollouts (`n >= 1`) differing only by `pathPrefix` (`/p<i>/`), all on `host` or, with
+/// `None`, on any host: the single-host gateway and the host-less list.
+fn config_with_paths(n: usize, host: Option<&str>) -> String {
+    let hosts = host.map_or(String::new(), |h| format!(r#""hosts":["{h}"],"#));
+    let entries: Vec<String> = (0..n)
+        .map(|i| format!(r#"{{"match":{{{hosts}"pathPrefix":"/p{i}/"}},"rolloutId":"r-{i}"}}"#))
+        .collect();
+    format!(
+        r#"{{"versions":[{{"name":"stable","weight":90}},{{"name":"canary","weight":10}}],"rollouts":[{}]}}"#,
+        entries.join(",")
+    )
+}
+
+/// Choosing the rollout by path (issue 24): the request matches the last entry, so a scan in
+/// configuration order would try all `n`. The host-keyed case beside it for comparison.
+fn bench_rollout_paths(c: &mut Criterion) {
+    let mut g = c.benchmark_group("rollout_paths");
+    for n in [1usize, 1000, 10_000] {
+        let path = format!("/p{}/items/42", n - 1);
+        let cases = [
+            (
+                "one_host",
+                config_with_paths(n, Some("shop.example.com")),
+                "shop.example.com",
+            ),
+            ("any_host", config_with_paths(n, None), "shop.example.com"),
+            ("host_keyed", config_with_rollouts(n), "a.wild.example.com"),
+        ];
+        for (name, json, host) in cases {
+            let f = FilterConfig::from_json(json.as_bytes()).expect("bench rollouts");
+            // Every case matches the last entry (`config_with_rollouts`' wildcard is last).
+            assert_eq!(
+                f.select(Some(host.as_bytes()), Some(path.as_bytes())),
+                Some(n - 1)
+            );
+            g.bench_function(format!("select_{name}_{n}"), |b| {
+                b.iter(|| {
+                    black_box(f.select(Some(black_box(host.as_bytes())), Some(black_box(path.as_bytes()))))
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench_decide,
     bench_split,
     bench_trace,
     bench_identity,
-    bench_rollouts
+    bench_rollouts,
+    bench_rollout_paths
 );
 criterion_main!(benches);

@@ -111,7 +111,7 @@ impl FilterConfig {
 
     /// Every request goes to rollout 0: no need to read `:authority` or `:path`.
     pub fn matches_everything(&self) -> bool {
-        self.matcher.any_host.first() == Some(&0) && self.matcher.path_prefix(0).is_none()
+        self.matcher.matches_everything()
     }
 
     /// The rollout for a request: index into `rollouts`, `None` when no entry matches.
@@ -419,18 +419,17 @@ fn host_pattern(h: &str) -> Result<HostPattern, String> {
 // ---- matching ---------------------------------------------------------------------------
 
 /// Indexes entries by host so a request costs hash lookups, not a scan of every entry:
-/// one lookup for its exact name and one per label for `*.SUFFIX` entries.
+/// one lookup for its exact name and one per label for `*.SUFFIX` entries; then each list
+/// found is indexed by path prefix ([`Prefixes`]).
 #[derive(Debug, Clone, Default)]
 pub struct Matcher {
     /// An exact name, or `.SUFFIX` for `*.SUFFIX` (a name never starts with a dot) → index
     /// into `lists`.
     hosts: HashMap<Box<[u8]>, u32>,
-    /// Entries naming a host, each list in configuration order.
-    lists: Vec<Vec<u32>>,
-    /// Entries with no host constraint, in configuration order.
-    any_host: Vec<u32>,
-    /// Per entry.
-    path_prefixes: Vec<Option<Box<[u8]>>>,
+    /// Entries naming a host.
+    lists: Vec<Prefixes>,
+    /// Entries with no host constraint.
+    any_host: Prefixes,
 }
 
 impl Matcher {
@@ -438,13 +437,9 @@ impl Matcher {
         let mut m = Matcher::default();
         for (i, e) in matches.into_iter().enumerate() {
             let i = i as u32;
-            let push = |list: &mut Vec<u32>| {
-                if list.last() != Some(&i) {
-                    list.push(i);
-                }
-            };
+            let prefix = e.path_prefix.as_deref().unwrap_or_default().as_bytes();
             match e.hosts {
-                None => push(&mut m.any_host),
+                None => m.any_host.insert(prefix, i),
                 Some(hosts) => {
                     for h in hosts {
                         let key = match h {
@@ -454,29 +449,21 @@ impl Matcher {
                         let next = m.lists.len() as u32;
                         let at = *m.hosts.entry(key.into()).or_insert(next);
                         if at == next {
-                            m.lists.push(Vec::new());
+                            m.lists.push(Prefixes::default());
                         }
                         if let Some(list) = m.lists.get_mut(at as usize) {
-                            push(list);
+                            list.insert(prefix, i);
                         }
                     }
                 }
             }
-            m.path_prefixes
-                .push(e.path_prefix.map(|p| p.into_bytes().into_boxed_slice()));
         }
         m
     }
 
-    fn path_prefix(&self, i: usize) -> Option<&[u8]> {
-        self.path_prefixes.get(i).and_then(|p| p.as_deref())
-    }
-
-    /// The first entry in `list` (ascending) whose path prefix matches.
-    fn first(&self, list: &[u32], path: &[u8]) -> Option<u32> {
-        list.iter()
-            .copied()
-            .find(|&i| self.path_prefix(i as usize).is_none_or(|p| path.starts_with(p)))
+    /// Whether entry 0 matches every request (any host, no path prefix).
+    fn matches_everything(&self) -> bool {
+        self.any_host.first(b"") == 0
     }
 
     /// The first entry, in configuration order, matching `authority` and `path`.
@@ -494,9 +481,9 @@ impl Matcher {
             owned = host.to_ascii_lowercase();
             &owned
         };
-        let mut best = self.first(&self.any_host, path);
+        let mut best = self.any_host.first(path);
         if self.hosts.is_empty() {
-            return best.map(|i| i as usize);
+            return found(best);
         }
         // The name itself, then `.SUFFIX` for each dot with at least one byte before it.
         // (A name starting with a dot is no name: it must not meet a `.SUFFIX` key whole.)
@@ -508,20 +495,155 @@ impl Matcher {
                 .map(|(at, _)| at),
         );
         for at in keys {
-            let Some(list) = host
+            let list = host
                 .get(at..)
                 .and_then(|k| self.hosts.get(k))
-                .and_then(|l| self.lists.get(*l as usize))
-            else {
-                continue;
-            };
-            // Lists are ascending: only entries before the best so far can win.
-            let end = best.map_or(list.len(), |b| list.partition_point(|&i| i < b));
-            if let Some(i) = self.first(&list[..end], path) {
-                best = Some(i);
+                .and_then(|l| self.lists.get(*l as usize));
+            if let Some(list) = list {
+                best = best.min(list.first(path));
             }
         }
-        best.map(|i| i as usize)
+        found(best)
+    }
+}
+
+fn found(entry: u32) -> Option<usize> {
+    (entry != NONE).then_some(entry as usize)
+}
+
+/// No entry (entries are fewer than [`MAX_ROLLOUTS`]).
+const NONE: u32 = u32::MAX;
+
+/// One list's entries by path prefix: a radix trie, its edges labelled with runs of bytes so
+/// it holds under two nodes per entry however long the prefixes. A lookup walks the path
+/// once, so it costs the path's length, not the number of entries.
+#[derive(Debug, Clone)]
+struct Prefixes {
+    /// The root (the empty prefix) first.
+    nodes: Vec<Node>,
+    /// The edge labels' bytes.
+    bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+struct Node {
+    /// The first entry whose prefix ends exactly here, or [`NONE`].
+    first: u32,
+    /// The label of the edge into this node: `bytes[at..at + len]`.
+    at: u32,
+    len: u32,
+    /// (first byte of the child's label, child), sorted by byte.
+    children: Vec<(u8, u32)>,
+}
+
+impl Default for Prefixes {
+    fn default() -> Prefixes {
+        Prefixes {
+            nodes: vec![Node::new(NONE, 0, 0)],
+            bytes: Vec::new(),
+        }
+    }
+}
+
+impl Node {
+    fn new(first: u32, at: usize, len: usize) -> Node {
+        Node {
+            first,
+            at: at as u32,
+            len: len as u32,
+            children: Vec::new(),
+        }
+    }
+
+    /// The child whose label starts with `b`: (its place in `children`, its node).
+    fn child(&self, b: u8) -> Result<(usize, u32), usize> {
+        let at = self.children.binary_search_by_key(&b, |c| c.0)?;
+        self.children.get(at).map(|c| (at, c.1)).ok_or(at)
+    }
+}
+
+impl Prefixes {
+    fn label(&self, node: &Node) -> &[u8] {
+        let at = node.at as usize;
+        self.bytes.get(at..at + node.len as usize).unwrap_or_default()
+    }
+
+    /// Adds `entry` under `prefix` (the lower index stays if the prefix is there already).
+    fn insert(&mut self, prefix: &[u8], entry: u32) {
+        let (mut node, mut rest) = (0usize, prefix);
+        while let Some(&b) = rest.first() {
+            let Some(n) = self.nodes.get(node) else { return };
+            let (slot, child) = match n.child(b) {
+                Ok(c) => c,
+                Err(slot) => return self.add_leaf(node, slot, rest, entry),
+            };
+            let Some(c) = self.nodes.get(child as usize) else {
+                return;
+            };
+            let label = self.label(c);
+            let common = label.iter().zip(rest).take_while(|(x, y)| x == y).count();
+            node = if common < label.len() {
+                self.split(node, slot, common)
+            } else {
+                child as usize
+            };
+            rest = rest.get(common..).unwrap_or_default();
+        }
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.first = n.first.min(entry);
+        }
+    }
+
+    fn add_leaf(&mut self, parent: usize, slot: usize, label: &[u8], entry: u32) {
+        let Some(&b) = label.first() else { return };
+        let id = self.nodes.len() as u32;
+        self.nodes.push(Node::new(entry, self.bytes.len(), label.len()));
+        self.bytes.extend_from_slice(label);
+        if let Some(p) = self.nodes.get_mut(parent) {
+            p.children.insert(slot, (b, id));
+        }
+    }
+
+    /// Cuts the edge `parent.children[slot]` after `len` bytes of its label (`0 < len <
+    /// label`): a new middle node takes the first part. Returns the middle node.
+    fn split(&mut self, parent: usize, slot: usize, len: usize) -> usize {
+        let mid = self.nodes.len();
+        let Some(&(_, child)) = self.nodes.get(parent).and_then(|p| p.children.get(slot)) else {
+            return parent;
+        };
+        let Some(at) = self.nodes.get(child as usize).map(|c| c.at as usize) else {
+            return parent;
+        };
+        let mut m = Node::new(NONE, at, len);
+        m.children
+            .push((self.bytes.get(at + len).copied().unwrap_or_default(), child));
+        self.nodes.push(m);
+        if let Some(c) = self.nodes.get_mut(child as usize) {
+            c.at += len as u32;
+            c.len -= len as u32;
+        }
+        if let Some(e) = self.nodes.get_mut(parent).and_then(|p| p.children.get_mut(slot)) {
+            e.1 = mid as u32;
+        }
+        mid
+    }
+
+    /// The first entry whose prefix starts `path`, or [`NONE`].
+    fn first(&self, path: &[u8]) -> u32 {
+        let Some(mut node) = self.nodes.first() else {
+            return NONE;
+        };
+        let (mut best, mut rest) = (node.first, path);
+        while let Some(&b) = rest.first() {
+            let Some(next) = node.child(b).ok().and_then(|(_, c)| self.nodes.get(c as usize)) else {
+                break;
+            };
+            let Some(tail) = rest.strip_prefix(self.label(next)) else {
+                break;
+            };
+            (node, rest, best) = (next, tail, best.min(next.first));
+        }
+        best
     }
 }
 
@@ -561,6 +683,7 @@ pub fn config_with_rollouts(n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -843,5 +966,62 @@ mod tests {
         }
         assert_eq!(f.select(Some(b"a.wild.example.com"), Some(b"/")), Some(999));
         assert_eq!(f.select(Some(b"svc-1000.example.com"), Some(b"/")), None);
+    }
+
+    /// The specification the index must keep: the first entry, in configuration order, whose
+    /// hosts and path prefix both match.
+    fn model(entries: &[Match], authority: &[u8], path: &[u8]) -> Option<usize> {
+        let host = host_of(authority).to_ascii_lowercase();
+        let host_matches = |h: &HostPattern| match h {
+            HostPattern::Exact(n) => host == *n,
+            // At least one byte before the dot.
+            HostPattern::Suffix(s) => host.len() > s.len() + 1 && host.ends_with(&[&b"."[..], s].concat()),
+        };
+        entries.iter().position(|e| {
+            e.hosts.as_ref().is_none_or(|hs| hs.iter().any(host_matches))
+                && e.path_prefix
+                    .as_ref()
+                    .is_none_or(|p| path.starts_with(p.as_bytes()))
+        })
+    }
+
+    /// Entries over a small alphabet, so hosts repeat and path prefixes collide and nest.
+    fn entry_strategy() -> impl Strategy<Value = Match> {
+        let name = "[ab](\\.[ab]){0,2}";
+        let pattern = prop_oneof![
+            name.prop_map(|n| HostPattern::Exact(n.into_bytes())),
+            name.prop_map(|n| HostPattern::Suffix(n.into_bytes())),
+        ];
+        let hosts = prop_oneof![
+            1 => Just(None),
+            2 => proptest::collection::vec(pattern, 1..3).prop_map(Some),
+        ];
+        (hosts, proptest::option::of("/[ab/]{0,4}"))
+            .prop_map(|(hosts, path_prefix)| Match { hosts, path_prefix })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn index_selects_as_a_scan_in_order(
+            entries in proptest::collection::vec(entry_strategy(), 1..12),
+            requests in proptest::collection::vec(
+                ("\\.?([abAB]\\.){0,3}[abAB]\\.?(:80)?", "/[ab/]{0,6}"),
+                16,
+            ),
+        ) {
+            let m = Matcher::new(entries.clone());
+            for (authority, path) in &requests {
+                let (a, p) = (authority.as_bytes(), path.as_bytes());
+                prop_assert_eq!(m.select(a, p), model(&entries, a, p), "{} {}", authority, path);
+            }
+            let everything = entries[0].hosts.is_none() && entries[0].path_prefix.is_none();
+            prop_assert_eq!(m.matches_everything(), everything);
+            // Under two nodes per entry, however the prefixes nest.
+            for list in m.lists.iter().chain([&m.any_host]) {
+                prop_assert!(list.nodes.len() <= 2 * entries.len() + 1);
+            }
+        }
     }
 }
