@@ -104,6 +104,16 @@ impl Evidence {
     pub fn tripped(&self, ln_threshold: f64) -> bool {
         self.ln_bf >= ln_threshold && f64::from(self.version_failures) > self.expected
     }
+
+    /// Whether the values are ones `update` can produce (for decoding shared data).
+    pub(crate) fn is_sane(&self) -> bool {
+        self.ln_bf.is_finite()
+            && self.expected.is_finite()
+            && self.expected >= 0.0
+            && self.c >= 0.0
+            && self.n >= self.c
+            && self.n <= MEMORY
+    }
 }
 
 #[cfg(test)]
@@ -276,7 +286,7 @@ mod tests {
         let mut e = Evidence::default();
         for i in 0..1000 {
             e.update(i % 10 == 0, 0.1, 2.0);
-            assert!(e.n <= MEMORY && e.c <= e.n);
+            assert!(e.is_sane());
         }
         assert!(close(e.n, MEMORY));
         assert_eq!((e.version_failures, e.baseline_failures), (100, 900));

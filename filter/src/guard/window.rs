@@ -57,6 +57,10 @@ impl Window {
         let dt = now_ms.saturating_sub(self.last_ms) as f64;
         (-dt / TAU_MS).exp()
     }
+
+    pub(crate) fn is_sane(&self) -> bool {
+        self.version.is_finite() && self.baseline.is_finite() && self.version >= 0.0 && self.baseline >= 0.0
+    }
 }
 
 #[cfg(test)]
