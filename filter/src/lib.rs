@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod config;
 pub mod decision;
 pub mod grpc;
+pub mod guard;
 pub mod headers;
 pub mod identity;
 pub mod inputs;
