@@ -71,6 +71,8 @@ struct RawConfig {
     lane: Option<RawLane>,
     #[serde(default)]
     route_weights: Option<RawRouteWeights>,
+    #[serde(default)]
+    guard: Option<crate::guard::RawGuard>,
 }
 
 #[derive(Deserialize)]
@@ -342,6 +344,9 @@ pub struct Config {
     pub needs_peer: bool,
     /// Set in route-weights mode.
     pub route_weights: Option<RouteWeights>,
+    /// The canary guard (`guard`), off when absent. Its fingerprint covers the whole
+    /// configuration: any change starts it afresh.
+    pub guard: Option<crate::guard::GuardConfig>,
     /// Accepted but worth a warning in the log (deprecated fields), one line each.
     pub warnings: Vec<String>,
 }
@@ -356,7 +361,9 @@ impl Config {
         })?;
         // Only whitespace may follow the object.
         de.end().map_err(|e| ConfigError::new("", e.to_string()))?;
-        Self::validate(raw)
+        let mut cfg = Self::validate(raw)?;
+        cfg.guard = cfg.guard.map(|g| g.with_generation(text_hash(bytes)));
+        Ok(cfg)
     }
 
     /// Index of the version called `name`, if configured.
@@ -683,6 +690,8 @@ impl Config {
             ));
         }
 
+        let names: Vec<&str> = versions.iter().map(|v| v.name.as_str()).collect();
+        let guard = raw.guard.map(|g| g.validate(&names)).transpose()?;
         let weights = versions.iter().map(|v| v.weight).collect();
         Ok(Config {
             rollout_id: raw.rollout_id,
@@ -700,9 +709,17 @@ impl Config {
             lane,
             needs_peer,
             route_weights,
+            guard,
             warnings,
         })
     }
+}
+
+/// A stable hash of the configuration text (SipHash with fixed keys).
+fn text_hash(bytes: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hasher::write(&mut h, bytes);
+    std::hash::Hasher::finish(&h)
 }
 
 fn lane(l: RawLane, versions: &[Version], decision_key: &str) -> Result<Lane, ConfigError> {

@@ -85,10 +85,12 @@ pub enum Source {
     /// No sticky key: a fresh id was issued as the cookie and bucketed on.
     StickyIssued,
     Random,
+    /// The split's version was taken off by the canary guard: the baseline instead.
+    Guard,
 }
 
 impl Source {
-    pub const ALL: [Source; 7] = [
+    pub const ALL: [Source; 8] = [
         Source::OverrideHeader,
         Source::OverrideQuery,
         Source::Certificate,
@@ -96,6 +98,7 @@ impl Source {
         Source::Sticky,
         Source::StickyIssued,
         Source::Random,
+        Source::Guard,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -107,11 +110,21 @@ impl Source {
             Source::Sticky => "sticky",
             Source::StickyIssued => "sticky_issued",
             Source::Random => "random",
+            Source::Guard => "guard",
         }
     }
 
     pub fn index(self) -> usize {
         self as usize
+    }
+
+    /// Placed by the split (a share of the traffic), which the canary guard counts and may
+    /// divert; an override or a certificate pin is an explicit choice it leaves alone.
+    pub fn is_split(self) -> bool {
+        matches!(
+            self,
+            Source::Lane | Source::Sticky | Source::StickyIssued | Source::Random
+        )
     }
 }
 
@@ -192,6 +205,9 @@ pub struct Decision {
     pub rejected: Rejections,
     /// The id to send back as `Set-Cookie` (source `StickyIssued` only).
     pub issued: Option<IssuedId>,
+    /// The split's hash of the user (sticky key, issued id, or the random draw): the guard's
+    /// probe key. `None` when no split placed the request.
+    pub hash: Option<u32>,
 }
 
 impl Decision {
@@ -365,6 +381,7 @@ pub fn decide_in_lane(
             source: Source::Certificate,
             rejected,
             issued: None,
+            hash: None,
         };
     }
 
@@ -376,6 +393,7 @@ pub fn decide_in_lane(
             source: Source::Lane,
             rejected,
             issued: None,
+            hash: None,
         };
     }
 
@@ -412,6 +430,7 @@ pub fn decide_in_lane(
             source: keyed.map_or(Source::Random, |(_, source)| source),
             rejected,
             issued,
+            hash: keyed.map(|(hash, _)| hash),
         };
     }
     let (hash, source) = keyed.unwrap_or_else(|| (req.random_u32(), Source::Random));
@@ -425,6 +444,26 @@ pub fn decide_in_lane(
         source,
         rejected,
         issued,
+        hash: Some(hash),
+    }
+}
+
+/// The canary guard's part: a request the split placed on a version the guard has taken off
+/// goes to `baseline` instead (source `guard`). `diverts(version, probe_key)` is the guard's
+/// answer. In route-weights mode the route picks after the filter, so a user is diverted when
+/// any version is off for them: the route header then names the baseline.
+pub fn apply_guard(d: &mut Decision, versions: usize, baseline: usize, diverts: impl Fn(usize, u32) -> bool) {
+    if !d.source.is_split() {
+        return;
+    }
+    let key = d.hash.unwrap_or(0);
+    let off = match d.version {
+        Some(v) => diverts(v, key),
+        None => (0..versions).any(|v| v != baseline && diverts(v, key)),
+    };
+    if off {
+        d.version = Some(baseline);
+        d.source = Source::Guard;
     }
 }
 
@@ -445,6 +484,7 @@ fn apply_override(
                 source,
                 rejected: *rejected,
                 issued: None,
+                hash: None,
             })
         }
         None => rejected.add(unknown),
@@ -533,6 +573,43 @@ pub(crate) mod tests {
         let d = decide(&cfg, &mut req, None);
         assert_eq!((version(&cfg, d), d.source), ("canary", Source::OverrideHeader));
         assert_eq!(req.reads, vec!["x-rollout-pin"]);
+    }
+
+    #[test]
+    fn the_guard_diverts_split_placements_only() {
+        let cfg = config();
+        let off = |v: usize, _k: u32| v == 1;
+        // A sticky user of canary goes to stable, counted as the guard's.
+        let mut req = FakeRequest::with(&[("x-user-id", b"alice")]);
+        let mut d = decide(&cfg, &mut req, None);
+        assert_eq!((d.version, d.source), (Some(1), Source::Sticky));
+        apply_guard(&mut d, 2, 0, off);
+        assert_eq!((d.version, d.source), (Some(0), Source::Guard));
+        // A trusted override still reaches canary.
+        let mut req = FakeRequest::with(&[("x-rollout-pin", b"canary")]);
+        let mut d = decide(&cfg, &mut req, None);
+        apply_guard(&mut d, 2, 0, off);
+        assert_eq!((d.version, d.source), (Some(1), Source::OverrideHeader));
+        // The probe key is the user's split hash.
+        let mut req = FakeRequest::with(&[("x-user-id", b"alice")]);
+        let mut d = decide(&cfg, &mut req, None);
+        let want = split::hash(cfg.rollout_id.as_bytes(), b"alice");
+        apply_guard(&mut d, 2, 0, |_, k| {
+            assert_eq!(k, want);
+            false
+        });
+        assert_eq!(d.source, Source::Sticky);
+        // Route-weights mode: the route picks later, so any version off diverts.
+        let mut d = Decision {
+            version: None,
+            bucket: Some(3),
+            source: Source::Sticky,
+            rejected: Rejections::default(),
+            issued: None,
+            hash: Some(7),
+        };
+        apply_guard(&mut d, 3, 0, |v, _| v == 2);
+        assert_eq!((d.version, d.source), (Some(0), Source::Guard));
     }
 
     #[test]

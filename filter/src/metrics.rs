@@ -74,6 +74,9 @@ pub struct Layout {
     duration_at: usize,
     rejects_at: usize,
     memory_at: usize,
+    /// With a guard: `rollout_guard_tripped` per configured version, then
+    /// `rollout_guard_trips_total` per configured version.
+    guard_at: Option<usize>,
 }
 
 impl Layout {
@@ -144,7 +147,20 @@ impl Layout {
         }
         let memory_at = names.len();
         names.push((Kind::Gauge, format!("rollout_vm_memory_bytes;rollout={id}")));
+        let guard_at = cfg.guard.as_ref().map(|_| {
+            let at = names.len();
+            for (kind, name) in [
+                (Kind::Gauge, "rollout_guard_tripped"),
+                (Kind::Counter, "rollout_guard_trips_total"),
+            ] {
+                for v in &cfg.versions {
+                    names.push((kind, format!("{name};rollout={id};version={}", v.name)));
+                }
+            }
+            at
+        });
         Layout {
+            guard_at,
             names,
             versions: labels.count(),
             responses_at,
@@ -184,6 +200,16 @@ impl Layout {
     /// The VM's linear memory size, refreshed every second.
     pub fn memory_slot(&self) -> usize {
         self.memory_at
+    }
+
+    /// `rollout_guard_tripped` of configured version `version` (a guard is configured).
+    pub fn guard_tripped_slot(&self, version: usize) -> Option<usize> {
+        self.guard_at.map(|at| at + version)
+    }
+
+    /// `rollout_guard_trips_total` of configured version `version`.
+    pub fn guard_trips_slot(&self, version: usize, versions: usize) -> Option<usize> {
+        self.guard_at.map(|at| at + versions + version)
     }
 
     pub fn versions(&self) -> usize {

@@ -367,6 +367,22 @@ impl Envoy {
         self.stats_now()
     }
 
+    /// `/stats` once `done` holds for it (polled), or as it is after `timeout`: for counts
+    /// that reach Envoy after the filter has defined their metrics, which it does a few per tick.
+    pub fn stats_when(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&BTreeMap<String, u64>) -> bool,
+    ) -> BTreeMap<String, u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let stats = self.stats();
+            if done(&stats) || Instant::now() >= deadline {
+                return stats;
+            }
+        }
+    }
+
     /// `/stats` as it is now, for Envoy's own stats (the filter's may lag 100 ms).
     pub fn stats_now(&self) -> BTreeMap<String, u64> {
         let body = self.admin_get("/stats?usedonly=false").unwrap_or_default();

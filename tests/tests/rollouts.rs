@@ -137,6 +137,17 @@ fn three_rollouts_chosen_by_host_and_path() {
     // api-3 splits 1:3, the others 1:1: each rollout used its own weights.
     let api = &sent["api-3"];
     assert!(api["canary"] > api["stable"], "{api:?}");
+    // No metric is defined on a request: a few per tick, and the log says the longest tick.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let line = loop {
+        let log = envoy.log();
+        if let Some(l) = log.lines().find(|l| l.contains("metrics of 3 rollouts defined")) {
+            break l.to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no definition line:\n{log}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    println!("{}", line.rsplit("rollout-filter: ").next().unwrap_or(&line));
 }
 
 #[test]
@@ -177,7 +188,18 @@ fn a_thousand_rollouts_each_request_in_its_own_hosts_rollout() {
         &[("x-rollout-version", "canary")],
     );
 
-    let stats = envoy.stats();
+    // Metrics are defined a few per tick, rollouts with traffic first: wait for their counts.
+    let counted = |stats: &BTreeMap<String, u64>| {
+        sent.iter().all(|(id, n)| requests(stats, id).0 == *n)
+            && stats.contains_key("wasmcustom.rollout_vm_memory_bytes;rollout=wild")
+    };
+    let started = std::time::Instant::now();
+    let stats = envoy.stats_when(std::time::Duration::from_secs(120), counted);
+    println!(
+        "1,000 rollouts: the {} rollouts with traffic counted {} ms after their requests",
+        sent.len(),
+        started.elapsed().as_millis()
+    );
     for i in 0..999 {
         let id = format!("svc-{i}");
         let want = sent.get(&id).copied().unwrap_or(0);

@@ -34,6 +34,8 @@ pub struct Http {
     route_source: Option<decision::Source>,
     /// Route-weights mode: `version` is the cluster Envoy used (read once per request).
     resolved: bool,
+    /// The split placed the request (what the canary guard counts).
+    split: bool,
     status: Option<u16>,
     /// Kept only when a trace-id response header is configured.
     trace_id: Option<String>,
@@ -61,6 +63,7 @@ impl Http {
             version: None,
             route_source: None,
             resolved: false,
+            split: false,
             status: None,
             trace_id: None,
             set_cookie: None,
@@ -449,7 +452,13 @@ impl HttpContext for Http {
             }
             None => None,
         };
-        let d = decision::decide_in_lane(cfg, &mut req, peer_ok, lane_in);
+        let mut d = decision::decide_in_lane(cfg, &mut req, peer_ok, lane_in);
+        if let Some(g) = shared.guards.get(index).and_then(Option::as_ref) {
+            let now = shared.now_ms.get();
+            decision::apply_guard(&mut d, cfg.versions.len(), g.baseline(), |v, k| {
+                g.diverts(v, k, now)
+            });
+        }
         let foreign = filter.inputs.has_foreign(Some(index));
         let foreign_lanes = if foreign {
             strip_foreign_headers(shared, &req, Some(cfg));
@@ -590,6 +599,7 @@ impl HttpContext for Http {
         }
         self.rollout = index;
         self.version = Some(label);
+        self.split = d.source.is_split();
         let protocol = Protocol::of(req.map().get("content-type"));
         if protocol.is_grpc() {
             self.grpc = Some(GrpcCall {
@@ -695,18 +705,27 @@ impl HttpContext for Http {
         }
         // A gRPC call is judged by its final gRPC code, an HTTP request by its status class:
         // each finished request is counted in exactly one of the two.
-        let local_candidate = match &self.grpc {
+        let (local_candidate, failed) = match &self.grpc {
             Some(g) => {
                 let code = g.seen.code();
                 shared.count(m, m.grpc_response_slot(version, code));
                 // Envoy answers a gRPC call itself with HTTP 200 and a grpc-status.
-                !matches!(code, GrpcCode::Ok | GrpcCode::Missing | GrpcCode::Reset)
+                let local = !matches!(code, GrpcCode::Ok | GrpcCode::Missing | GrpcCode::Reset);
+                (local, code.is_failure())
             }
             None => {
-                shared.count(m, m.response_slot(version, CodeClass::of(self.status)));
-                self.status.is_some_and(|s| s >= 400)
+                let class = CodeClass::of(self.status);
+                shared.count(m, m.response_slot(version, class));
+                let local = self.status.is_some_and(|s| s >= 400);
+                (local, matches!(class, CodeClass::C5xx | CodeClass::Reset))
             }
         };
+        // The guard judges the split's placements by the one failure rule of the success rate.
+        if let Some(g) = shared.guards.get(self.rollout).and_then(Option::as_ref) {
+            if self.split && version < cfg.versions.len() {
+                g.note(version, failed);
+            }
+        }
         // Error responses Envoy made itself (connect failure, timeout) rather than the upstream.
         if local_candidate {
             let details = raw::property(raw::RESPONSE_CODE_DETAILS);

@@ -2,6 +2,7 @@
 //! `Result` is handled here: a failed read is an absent value, a failed write is
 //! logged, and nothing on the request path can panic.
 
+mod guard;
 mod http;
 mod logger;
 mod metrics;

@@ -62,6 +62,20 @@ extern "C" {
     ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
+    fn proxy_get_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+        return_cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
     fn proxy_get_property(
         path_data: *const u8,
         path_size: usize,
@@ -206,4 +220,29 @@ pub fn increment_metric(id: u32, offset: i64) -> Result<(), u32> {
 pub fn record_metric(id: u32, value: u64) -> Result<(), u32> {
     // SAFETY: plain values.
     status(unsafe { proxy_record_metric(id, value) })
+}
+
+/// Host status of a compare-and-swap that lost to another writer.
+pub const CAS_MISMATCH: u32 = 8;
+
+/// A value of the host's shared data (shared by every VM of the same `vm_id`) and its CAS
+/// token; `(None, 0)` when the key is absent.
+pub fn shared_data(key: &str) -> Result<(Option<Vec<u8>>, u32), u32> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    let mut cas: u32 = 0;
+    // SAFETY: see `owned`.
+    unsafe {
+        match proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) {
+            0 => Ok((owned(0, data, size), cas)),
+            1 => Ok((None, 0)),
+            other => Err(other),
+        }
+    }
+}
+
+/// Writes shared data if nobody wrote since `cas` was read (`0`: unconditionally).
+pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), u32> {
+    // SAFETY: the host only reads the two buffers during the call.
+    status(unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) })
 }

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
 
+use super::guard::GuardState;
 use super::http::Http;
 use super::logger;
 use super::metrics::{self, RolloutMetrics};
@@ -42,6 +43,11 @@ pub struct Shared {
     pub peers: RefCell<LabelCache<Rc<CertEntry>>>,
     /// Per rollout: its certificate group (rollouts that read labels alike share parses).
     pub cert_group: Vec<u16>,
+    /// Per rollout: its canary guard, if configured.
+    pub guards: Vec<Option<GuardState>>,
+    /// The host's clock at the last tick, in ms: what requests judge the guard by (no clock
+    /// read per request).
+    pub now_ms: Cell<u64>,
 }
 
 type PeerMeaning = Rc<Result<Peer, CertReject>>;
@@ -251,6 +257,20 @@ impl Shared {
         true
     }
 
+    /// Every guard of a rollout this worker has served: its counts shared, the state read back.
+    fn sync_guards(&self) {
+        let now_ms = self.now_ms.get();
+        for (i, g) in self.guards.iter().enumerate() {
+            let (Some(g), Some(cfg)) = (g, self.filter.rollouts.get(i)) else {
+                continue;
+            };
+            let Some(m) = self.metrics.get(i).and_then(OnceCell::get) else {
+                continue;
+            };
+            g.sync(cfg, m, |slot| self.count(m, slot), now_ms);
+        }
+    }
+
     /// The first rollout, from `next_to_define` on, whose metrics are not all defined.
     fn next_undefined(&self) -> Option<usize> {
         let mut i = self.next_to_define.get();
@@ -321,7 +341,7 @@ const FLUSH_PERIOD_MS: u32 = 100;
 /// While metrics wait to be defined: a short tick that defines a few names, so no tick
 /// stalls the worker's requests for long (about 130 µs per new name in Envoy).
 const DEFINE_PERIOD_MS: u32 = 10;
-const DEFINE_PER_TICK: usize = 8;
+const DEFINE_PER_TICK: usize = 16;
 /// The memory gauge is refreshed once a second.
 const MEMORY_PERIOD_NS: u64 = 1_000_000_000;
 
@@ -445,7 +465,14 @@ fn peer_cache_size(filter: &FilterConfig) -> usize {
 
 impl Shared {
     fn new(filter: FilterConfig, unmatched: Option<(u32, Cell<u64>)>) -> Shared {
+        let now_ms = raw::now_nanos().unwrap_or(0) / 1_000_000;
         Shared {
+            guards: filter
+                .rollouts
+                .iter()
+                .map(|c| GuardState::new(c, now_ms))
+                .collect(),
+            now_ms: Cell::new(now_ms),
             metrics: filter.rollouts.iter().map(|_| OnceCell::new()).collect(),
             reasons: reject_reasons(),
             unmatched,
@@ -534,11 +561,13 @@ impl RootContext for Root {
         let Some(shared) = self.shared.clone() else {
             return;
         };
-        shared.flush();
         let now = raw::now_nanos().unwrap_or(0);
+        shared.now_ms.set(now / 1_000_000);
         if self.served.get() {
+            shared.sync_guards();
             shared.record_memory(now);
         }
+        shared.flush();
         let more = shared.define_some();
         if let Some(end) = raw::now_nanos() {
             let us = end.saturating_sub(now) / 1000;
