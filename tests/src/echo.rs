@@ -46,6 +46,8 @@ pub struct Echo {
     pub name: String,
     pub addr: SocketAddr,
     pub requests: Arc<AtomicU64>,
+    /// Every n-th request gets a 503 (0: none, 1: all); a test may change it at any time.
+    pub fail_every: Arc<AtomicU64>,
 }
 
 impl Echo {
@@ -62,6 +64,7 @@ impl Echo {
             name: name.to_string(),
             addr,
             requests: Arc::new(AtomicU64::new(0)),
+            fail_every: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -80,17 +83,19 @@ impl Echo {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind echo upstream");
         let addr = listener.local_addr().expect("echo address");
         let requests = Arc::new(AtomicU64::new(0));
-        let (n, r) = (name.to_string(), requests.clone());
+        let fail_every = Arc::new(AtomicU64::new(fail_every));
+        let (n, r, f) = (name.to_string(), requests.clone(), fail_every.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (n, r, next) = (n.clone(), r.clone(), next.clone());
-                std::thread::spawn(move || serve(conn, &n, &r, fail_every, next.as_deref()));
+                let (n, r, f, next) = (n.clone(), r.clone(), f.clone(), next.clone());
+                std::thread::spawn(move || serve(conn, &n, &r, &f, next.as_deref()));
             }
         });
         Echo {
             name: name.to_string(),
             addr,
             requests,
+            fail_every,
         }
     }
 }
@@ -115,7 +120,7 @@ fn serve(
     conn: TcpStream,
     name: &str,
     count: &AtomicU64,
-    fail_every: u64,
+    fail_every: &AtomicU64,
     next: Option<&OnceLock<SocketAddr>>,
 ) {
     let _ = conn.set_nodelay(true);
@@ -166,6 +171,7 @@ fn serve(
             return;
         }
         let nth = count.fetch_add(1, Ordering::Relaxed) + 1;
+        let fail_every = fail_every.load(Ordering::Relaxed);
         if fail_every > 0 && nth.is_multiple_of(fail_every) {
             status = 503;
         }

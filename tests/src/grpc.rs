@@ -57,6 +57,8 @@ pub struct GrpcServer {
     pub name: String,
     pub addr: SocketAddr,
     pub calls: Arc<AtomicU64>,
+    /// Every n-th call fails (0: none); a test may change it at any time.
+    pub fail_every: Arc<AtomicU64>,
 }
 
 /// One gRPC message: uncompressed flag, big-endian length, payload.
@@ -90,7 +92,8 @@ impl GrpcServer {
         std_listener.set_nonblocking(true).expect("nonblocking");
         let addr = std_listener.local_addr().expect("addr");
         let calls = Arc::new(AtomicU64::new(0));
-        let (n, c) = (name.to_string(), calls.clone());
+        let fail_every = Arc::new(AtomicU64::new(fail_every));
+        let (n, c, f) = (name.to_string(), calls.clone(), fail_every.clone());
         std::thread::spawn(move || {
             runtime().block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
@@ -98,8 +101,8 @@ impl GrpcServer {
                     let Ok((sock, _)) = listener.accept().await else {
                         continue;
                     };
-                    let (n, c) = (n.clone(), c.clone());
-                    tokio::spawn(serve(sock, n, c, fail_every));
+                    let (n, c, f) = (n.clone(), c.clone(), f.clone());
+                    tokio::spawn(serve(sock, n, c, f));
                 }
             })
         });
@@ -107,16 +110,18 @@ impl GrpcServer {
             name: name.to_string(),
             addr,
             calls,
+            fail_every,
         }
     }
 }
 
-async fn serve(sock: tokio::net::TcpStream, name: String, calls: Arc<AtomicU64>, fail_every: u64) {
+async fn serve(sock: tokio::net::TcpStream, name: String, calls: Arc<AtomicU64>, fail_every: Arc<AtomicU64>) {
     let Ok(mut conn) = h2::server::handshake(sock).await else {
         return;
     };
     while let Some(Ok((req, mut respond))) = conn.accept().await {
         let call = calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let fail_every = fail_every.load(Ordering::Relaxed);
         let name = name.clone();
         tokio::spawn(async move {
             // Read the request message to its end, as a unary server does.

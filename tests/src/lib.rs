@@ -173,6 +173,8 @@ pub struct Options {
     /// Also a gRPC server per version (HTTP/2 upstream, failing as `fail_every` says), which
     /// requests with a gRPC content-type are routed to.
     pub grpc: bool,
+    /// Envoy's worker threads (`--concurrency`).
+    pub workers: u32,
 }
 
 impl Options {
@@ -187,6 +189,7 @@ impl Options {
             wasm: None,
             failure_policy: "FAIL_OPEN",
             grpc: false,
+            workers: 1,
         }
     }
 }
@@ -232,7 +235,7 @@ impl Envoy {
             Vec::new()
         };
         let yaml = render_config(opts, &upstreams, &grpc_upstreams);
-        let mut envoy = Self::start_yaml(&yaml, upstreams)?;
+        let mut envoy = Self::start_yaml_with(&yaml, upstreams, opts.workers, "wasm:info")?;
         envoy.grpc_upstreams = grpc_upstreams;
         Ok(envoy)
     }

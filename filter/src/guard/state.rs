@@ -12,7 +12,8 @@ use super::window::Window;
 
 /// Of a tripped version's users, those probing once the hold ends: ‰ of the probe key space.
 pub const PROBE_PERMILLE: u32 = 100;
-/// How long a probe lasts without a trip before the guard closes.
+/// How long a probe lasts without a trip before the guard closes: the trip's hold, at most
+/// this.
 pub const PROBE_WINDOW_MS: u64 = 60_000;
 /// The doubling of the hold stops here (unless the configured hold is longer).
 pub const MAX_HOLD_MS: u64 = 30 * 60 * 1000;
@@ -203,7 +204,7 @@ impl Guard {
             let finished = p.evidence;
             let kind = if p.phase == Phase::Tripped {
                 p.phase = Phase::Probing;
-                p.until_ms = now_ms.saturating_add(PROBE_WINDOW_MS);
+                p.until_ms = now_ms.saturating_add(p.hold_ms.min(PROBE_WINDOW_MS));
                 EventKind::Probing
             } else {
                 p.phase = Phase::Closed;
@@ -311,7 +312,7 @@ impl Event {
             EventKind::Probing => format!(
                 "guard probing: {} % of {version}'s users go back to it for {} s",
                 PROBE_PERMILLE / 10,
-                PROBE_WINDOW_MS / 1000
+                self.hold_ms.min(PROBE_WINDOW_MS) / 1000
             ),
             EventKind::Closed => format!("guard closed: {version} is back on the split: probe had {counts}"),
         }

@@ -125,13 +125,12 @@ impl GuardState {
             let line = e.describe(name(e.version), baseline);
             match e.kind {
                 EventKind::Tripped => {
-                    log::warn!("rollout {}: guard tripped: {line}", cfg.rollout_id);
+                    log::warn!("rollout {}: {line}", cfg.rollout_id);
                     if let Some(slot) = m.layout.guard_trips_slot(e.version, cfg.versions.len()) {
                         count(slot);
                     }
                 }
-                EventKind::Probing => log::info!("rollout {}: guard probing: {line}", cfg.rollout_id),
-                EventKind::Closed => log::info!("rollout {}: guard closed: {line}", cfg.rollout_id),
+                EventKind::Probing | EventKind::Closed => log::info!("rollout {}: {line}", cfg.rollout_id),
             }
         }
     }
