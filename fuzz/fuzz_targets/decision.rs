@@ -235,6 +235,7 @@ fn expected(cfg: &Config, req: &Request, peer: Option<&Peer>) -> Decision {
                         source: Source::OverrideHeader,
                         rejected,
                         issued: None,
+                        hash: None,
                     }
                 }
                 None => rejected.add(Reject::UnknownOverrideHeader),
@@ -254,6 +255,7 @@ fn expected(cfg: &Config, req: &Request, peer: Option<&Peer>) -> Decision {
                             source: Source::OverrideQuery,
                             rejected,
                             issued: None,
+                            hash: None,
                         }
                     }
                     None => rejected.add(Reject::UnknownOverrideQuery),
@@ -268,6 +270,7 @@ fn expected(cfg: &Config, req: &Request, peer: Option<&Peer>) -> Decision {
             source: Source::Certificate,
             rejected,
             issued: None,
+            hash: None,
         };
     }
     let sticky = cfg.sticky_keys.iter().find_map(|k| {
@@ -287,13 +290,15 @@ fn expected(cfg: &Config, req: &Request, peer: Option<&Peer>) -> Decision {
             rejected.add(Reject::LabelWeightIgnored);
         }
         let total = u64::from(rw.total_weight);
-        let bucket = sticky.map(|key| split::bucket(split::hash(cfg.rollout_id.as_bytes(), key), total) as u32);
+        let hash = sticky.map(|key| split::hash(cfg.rollout_id.as_bytes(), key));
+        let bucket = hash.map(|h| split::bucket(h, total) as u32);
         return Decision {
             version: None,
             bucket,
             source: if bucket.is_some() { Source::Sticky } else { Source::Random },
             rejected,
             issued: None,
+            hash,
         };
     }
     let (hash, source) = match sticky {
@@ -311,6 +316,7 @@ fn expected(cfg: &Config, req: &Request, peer: Option<&Peer>) -> Decision {
         source,
         rejected,
         issued: None,
+        hash: Some(hash),
     }
 }
 
