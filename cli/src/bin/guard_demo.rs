@@ -14,7 +14,7 @@ const FRONT: &str = "http://127.0.0.1:18040";
 const ADMIN: &str = "http://127.0.0.1:18940";
 const USERS: usize = 2_000;
 const THREADS: usize = 4;
-/// Each client thread's pause between requests: about 700 requests/s in all, light on CPU.
+/// Each client thread's pause between requests: about 650 requests/s in all, light on CPU.
 const PAUSE: Duration = Duration::from_millis(4);
 /// When the canary's backend starts failing, and when it heals (before the 10 s hold ends).
 const FAIL_AT: Duration = Duration::from_secs(5);
