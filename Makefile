@@ -23,11 +23,12 @@ WASM_OPT    := wasm-opt -O3 --enable-bulk-memory --enable-sign-ext --enable-muta
 WBG_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"/, "", $$3); print $$3}' Cargo.lock)
 CARGO_BIN   := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
 
-.PHONY: help build wasm-size build-trap envoy targets binaryen wasm-bindgen run run-route-weights test fmt-check lint unit wasm-test e2e soak validate clean noop-wasm
+.PHONY: help build wasm-size build-trap envoy targets binaryen wasm-bindgen run run-route-weights run-guard test fmt-check lint unit wasm-test e2e soak validate clean noop-wasm
 
 help:
 	@echo "make run    build the filter, start Envoy with the demo config, drive traffic, print the per-version table"
 	@echo "make run-route-weights   the same in route-weights mode: the table before and after a route weight change"
+	@echo "make run-guard   the canary guard: the canary's backend fails, then heals; when the guard tripped, what failed, users coming back"
 	@echo "make test   fmt, clippy, unit tests (host and wasm32), e2e tests in a real Envoy"
 
 targets:
@@ -74,6 +75,11 @@ run: build envoy
 # Route-weights mode: envoy-config/route-weights.yaml, weights moved 90/10 -> 75/25 by file-based RDS.
 run-route-weights: build envoy
 	cargo run --quiet -p rollout-cli --bin rollout-demo-route
+
+# The canary guard: envoy-config/guard.yaml (holdSeconds 10), the canary backend switched to 503
+# and back through Envoy's runtime, about 40 s.
+run-guard: build envoy
+	cargo run --quiet -p rollout-cli --bin rollout-demo-guard
 
 fmt-check:
 	cargo fmt --all -- --check

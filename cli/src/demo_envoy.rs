@@ -20,12 +20,24 @@ impl Drop for Running {
 /// Start Envoy (one worker) with `config`, logging to `log_path`, and wait until `front`
 /// answers. `ports` names the ports the config binds, for the error when Envoy exits.
 pub fn start(config: &Path, log_path: &Path, front: &str, ports: &str) -> Result<Running, String> {
+    start_with(config, log_path, front, ports, &[])
+}
+
+/// [`start`] with more Envoy arguments (e.g. `--component-log-level wasm:info`).
+pub fn start_with(
+    config: &Path,
+    log_path: &Path,
+    front: &str,
+    ports: &str,
+    extra: &[&str],
+) -> Result<Running, String> {
     let log = std::fs::File::create(log_path).map_err(|e| e.to_string())?;
     let child = Command::new(envoy_bin())
         .current_dir(workspace_root())
         .arg("-c")
         .arg(config)
         .args(["--concurrency", "1", "--log-level", "warn"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log)

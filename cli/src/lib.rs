@@ -1,6 +1,6 @@
 //! The rollout tools: `rollout-report` (per-version SLO verdict from an Envoy admin),
-//! `rollout-check-config` (a filter config through the filter's own parser) and
-//! `rollout-demo` (`make run`). The end-to-end tests (`rollout-e2e`) reuse the report,
+//! `rollout-check-config` (a filter config through the filter's own parser),
+//! `rollout-demo` (`make run`) and `rollout-demo-guard` (`make run-guard`). The end-to-end tests (`rollout-e2e`) reuse the report,
 //! the Prometheus text reader and the HTTP clients from here.
 
 pub mod demo_envoy;

@@ -1,7 +1,9 @@
 //! `make report`: read a running Envoy's admin `/stats/prometheus` and print, per
 //! rollout and version, what the filter counted: requests, share, success rate,
 //! p50/p99 latency, and a promote / hold / abort verdict for every version other
-//! than the baseline, against thresholds given on the command line.
+//! than the baseline, against thresholds given on the command line. A version whose
+//! canary guard is tripped (or tripped during the period judged) is an abort, whatever
+//! the other figures.
 //!
 //! Exit code: 0 promote, 1 hold, 2 abort, 3 no report (bad arguments, Envoy
 //! unreachable, no filter metrics).
@@ -23,7 +25,8 @@ success rate (responses that succeeded / all responses: HTTP neither 5xx nor
 reset, gRPC calls not UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL,
 UNAVAILABLE, DATA_LOSS, missing or reset), p50/p99 latency
 (estimated from the histogram buckets), and a verdict for every version except
-the baseline.";
+the baseline. A tripped canary guard (rollout_guard_tripped 1, or a trip counted in
+the period judged) makes the verdict abort.";
 
 /// The command line; [`Args`] is what the report runs with.
 #[derive(Debug, Parser)]
@@ -156,6 +159,10 @@ struct VersionStats {
     local_replies: f64,
     /// `rollout_request_duration_milliseconds_bucket`: (le, cumulative count), ascending le.
     buckets: Vec<(f64, f64)>,
+    /// `rollout_guard_tripped` (a gauge: its latest value), when a guard is configured.
+    guard_tripped: Option<f64>,
+    /// `rollout_guard_trips_total`.
+    guard_trips: f64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -209,6 +216,10 @@ fn collect(samples: &[Sample]) -> BTreeMap<String, RolloutStats> {
                 *vs.grpc.entry(code).or_default() += s.value;
             }
             "rollout_local_replies_total" => vs.local_replies += s.value,
+            "rollout_guard_tripped" => {
+                vs.guard_tripped = Some(vs.guard_tripped.unwrap_or(0.0).max(s.value));
+            }
+            "rollout_guard_trips_total" => vs.guard_trips += s.value,
             "rollout_request_duration_milliseconds_bucket" => {
                 if let Some(le) = label(s, "le").and_then(le_value) {
                     match vs.buckets.iter_mut().find(|(b, _)| *b == le) {
@@ -265,6 +276,9 @@ fn delta(
                         grpc: sub_maps(&av.grpc, &bv.grpc),
                         local_replies: av.local_replies - bv.local_replies,
                         buckets,
+                        // A gauge: the state at the end of the window.
+                        guard_tripped: av.guard_tripped,
+                        guard_trips: av.guard_trips - bv.guard_trips,
                     };
                     (name.clone(), d)
                 })
@@ -356,6 +370,37 @@ impl VersionStats {
     fn quantile(&self, q: f64) -> Option<f64> {
         bucket_quantile(q, &self.buckets)
     }
+
+    /// Its guard diverts it now: `rollout_guard_tripped` is 1 (tripped or probing).
+    fn guard_is_tripped(&self) -> bool {
+        self.guard_tripped.is_some_and(|g| g >= 1.0)
+    }
+
+    /// Why its guard aborts it: tripped now, or tripped during the period judged (it failed
+    /// then, even if the guard has closed since).
+    fn guard_abort(&self) -> Option<String> {
+        let trips = self.guard_trips;
+        if self.guard_is_tripped() {
+            Some(format!(
+                "guard tripped (trips {trips}): the filter sends its split users to the guard's baseline"
+            ))
+        } else if trips > 0.0 {
+            Some(format!("guard tripped {trips} time(s) in the period judged"))
+        } else {
+            None
+        }
+    }
+
+    /// `guard NAME: TRIPPED (trips N)` or `closed`; `None` without a guard.
+    fn guard_line(&self, name: &str) -> Option<String> {
+        self.guard_tripped?;
+        let state = if self.guard_is_tripped() {
+            "TRIPPED"
+        } else {
+            "closed"
+        };
+        Some(format!("guard {name}: {state} (trips {})", self.guard_trips))
+    }
 }
 
 /// Whether a `grpc_code` label value fails the success rate: the filter's one rule
@@ -394,9 +439,22 @@ impl Verdict {
     }
 }
 
+/// A candidate version: abort when its guard tripped, whatever the figures; otherwise
+/// [`judge_slo`].
+fn judge(v: &VersionStats, t: &Thresholds) -> (Verdict, Vec<String>) {
+    let (verdict, mut why) = judge_slo(v, t);
+    match v.guard_abort() {
+        Some(reason) => {
+            why.insert(0, reason);
+            (Verdict::Abort, why)
+        }
+        None => (verdict, why),
+    }
+}
+
 /// A candidate version against the thresholds: abort when it fails one with enough traffic,
 /// hold while it has too little traffic to tell, promote otherwise.
-fn judge(v: &VersionStats, t: &Thresholds) -> (Verdict, Vec<String>) {
+fn judge_slo(v: &VersionStats, t: &Thresholds) -> (Verdict, Vec<String>) {
     let requests = v.requests_total();
     if requests < t.min_requests as f64 {
         return (
@@ -536,6 +594,11 @@ fn render_rollout(id: &str, r: &RolloutStats, baseline: &str, t: &Thresholds, ou
             .collect::<Vec<_>>()
             .join(", ")
     };
+    for name in r.versions.keys().filter(|n| *n != baseline) {
+        if let Some(line) = r.versions[name].guard_line(name) {
+            let _ = writeln!(out, "{line}");
+        }
+    }
     let _ = writeln!(out, "decisions: {}", list(&sources));
     // gRPC calls by code, per version (only versions that had any).
     for (name, v) in &r.versions {
@@ -616,7 +679,8 @@ fn render(
     );
     let _ = writeln!(
         out,
-        "thresholds for every version but {:?}: success >= {}%, p99 <= {} ms, at least {} requests",
+        "thresholds for every version but {:?}: success >= {}%, p99 <= {} ms, at least {} requests; \
+         a guard tripped now or during the period aborts",
         args.baseline, t.min_success, t.max_p99_ms, t.min_requests
     );
     let _ = writeln!(out, "verdict: {}", verdict.as_str().to_uppercase());
@@ -1032,6 +1096,118 @@ rollout_grpc_responses_total{rollout="r1",version="canary",grpc_code="reset"} 2
         );
         assert!(grpc_failure("DATA_LOSS") && grpc_failure("missing") && !grpc_failure("OK"));
         assert!(!grpc_failure("CANCELLED") && !grpc_failure("nonsense"));
+    }
+
+    /// The guard's series as Envoy 1.40 exposes them (`wasmcustom.rollout_guard_tripped;...`
+    /// through the shipped stats_tags), appended to [`EXPOSITION`].
+    fn with_guard(tripped: u8, trips: u32) -> String {
+        format!(
+            "{EXPOSITION}# TYPE rollout_guard_tripped gauge\n\
+             rollout_guard_tripped{{rollout=\"r1\",version=\"stable\"}} 0\n\
+             rollout_guard_tripped{{rollout=\"r1\",version=\"canary\"}} {tripped}\n\
+             # TYPE rollout_guard_trips_total counter\n\
+             rollout_guard_trips_total{{rollout=\"r1\",version=\"stable\"}} 0\n\
+             rollout_guard_trips_total{{rollout=\"r1\",version=\"canary\"}} {trips}\n"
+        )
+    }
+
+    /// Thresholds the canary of [`EXPOSITION`] meets (80 % success, p99 9.5 ms).
+    fn lenient() -> Args {
+        Args {
+            thresholds: Thresholds {
+                min_success: 50.0,
+                max_p99_ms: 300.0,
+                min_requests: 50,
+            },
+            ..Args::default()
+        }
+    }
+
+    #[test]
+    fn a_tripped_guard_aborts_whatever_the_figures() {
+        let healthy = collect(&parse_prometheus(&with_guard(0, 0)));
+        let c = &healthy["r1"].versions["canary"];
+        assert_eq!((c.guard_tripped, c.guard_trips), (Some(0.0), 0.0));
+        let (text, v) = render(&healthy, &lenient(), "test").unwrap();
+        assert_eq!(v, Verdict::Promote, "{text}");
+        assert!(text.contains("\nguard canary: closed (trips 0)\n"), "{text}");
+        assert!(
+            !text.contains("guard stable"),
+            "the baseline has no guard line:\n{text}"
+        );
+
+        let tripped = collect(&parse_prometheus(&with_guard(1, 1)));
+        let (text, v) = render(&tripped, &lenient(), "test").unwrap();
+        assert_eq!(v, Verdict::Abort, "{text}");
+        assert_eq!(v.exit_code(), 2);
+        assert!(text.contains("\nguard canary: TRIPPED (trips 1)\n"), "{text}");
+        assert!(
+            text.contains("canary: abort: guard tripped (trips 1): the filter sends its split users"),
+            "{text}"
+        );
+        assert_eq!(
+            report_cells(&text, "canary").last().map(String::as_str),
+            Some("abort")
+        );
+        assert!(text.ends_with("verdict: ABORT\n"), "{text}");
+
+        // Too few requests to judge the SLO is a hold, but not with the guard tripped.
+        let few = Args {
+            thresholds: Thresholds {
+                min_requests: 1000,
+                ..lenient().thresholds
+            },
+            ..lenient()
+        };
+        assert_eq!(render(&healthy, &few, "test").unwrap().1, Verdict::Hold);
+        let (text, v) = render(&tripped, &few, "test").unwrap();
+        assert_eq!(v, Verdict::Abort, "{text}");
+        assert!(text.contains("guard tripped (trips 1): the filter sends its split users to the guard's baseline; 100 requests < --min-requests 1000"), "{text}");
+
+        // Closed again after a trip: the canary failed during the period judged.
+        let closed = collect(&parse_prometheus(&with_guard(0, 2)));
+        let (text, v) = render(&closed, &lenient(), "test").unwrap();
+        assert_eq!(v, Verdict::Abort, "{text}");
+        assert!(text.contains("\nguard canary: closed (trips 2)\n"), "{text}");
+        assert!(
+            text.contains("canary: abort: guard tripped 2 time(s) in the period judged"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_window_judges_the_guard_by_its_trips_in_the_window_and_its_state_at_the_end() {
+        let before = collect(&parse_prometheus(&with_guard(0, 1)));
+        let still_closed = collect(&parse_prometheus(&with_guard(0, 1)));
+        let d = delta(&still_closed, &before);
+        let c = &d["r1"].versions["canary"];
+        assert_eq!((c.guard_tripped, c.guard_trips), (Some(0.0), 0.0));
+        // No traffic in the window: a hold, not an abort for the trip before it.
+        let (text, v) = render(&d, &lenient(), "test").unwrap();
+        assert_eq!(v, Verdict::Hold, "{text}");
+        assert!(!text.contains("canary: abort"), "{text}");
+        let tripped_again = collect(&parse_prometheus(&with_guard(1, 2)));
+        let d = delta(&tripped_again, &before);
+        let (text, v) = render(&d, &lenient(), "test").unwrap();
+        assert_eq!(v, Verdict::Abort, "{text}");
+        assert!(text.contains("guard canary: TRIPPED (trips 1)"), "{text}");
+    }
+
+    #[test]
+    fn no_guard_no_guard_line() {
+        let stats = collect(&parse_prometheus(EXPOSITION));
+        assert_eq!(stats["r1"].versions["canary"].guard_tripped, None);
+        let (text, _) = render(&stats, &lenient(), "test").unwrap();
+        assert!(!text.contains("\nguard "), "{text}");
+    }
+
+    fn report_cells(text: &str, version: &str) -> Vec<String> {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{version} ")))
+            .unwrap_or_else(|| panic!("no row {version} in\n{text}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
     }
 
     #[test]

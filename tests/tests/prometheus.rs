@@ -17,11 +17,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rollout_e2e::grpc::GrpcClient;
 use rollout_e2e::prom::{Prometheus, QueryResult, Target};
-use rollout_e2e::{agent, get, workspace_root, Envoy, Options};
+use rollout_e2e::{agent, get, workspace_root, Envoy, Options, Traffic};
 use serde::Deserialize;
 
 mod common;
@@ -82,6 +84,22 @@ struct TemplateUse {
     args: Vec<String>,
 }
 
+/// A Flagger Canary's metric on a MetricTemplate: the `thresholdRange` it judges it by.
+#[derive(Debug, Clone, Copy, Default)]
+struct Range {
+    min: Option<f64>,
+    max: Option<f64>,
+}
+
+/// What `istio/` ships: the queries, the Rollouts' template uses, the Canaries' ranges by
+/// MetricTemplate name.
+#[derive(Debug, Default)]
+struct Found {
+    queries: Vec<Shipped>,
+    uses: Vec<TemplateUse>,
+    ranges: BTreeMap<String, Range>,
+}
+
 fn istio_dir() -> PathBuf {
     workspace_root().join("istio")
 }
@@ -90,9 +108,9 @@ fn str_at<'a>(v: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
     path.iter().try_fold(v, |v, k| v.get(k))?.as_str()
 }
 
-/// Every query in every YAML and JSON file under `istio/` (recursively), and every Rollout's
-/// use of an AnalysisTemplate.
-fn shipped_queries() -> Result<(Vec<Shipped>, Vec<TemplateUse>), String> {
+/// Every query in every YAML and JSON file under `istio/` (recursively), every Rollout's
+/// use of an AnalysisTemplate and every Canary's threshold range.
+fn shipped_queries() -> Result<Found, String> {
     let root = istio_dir();
     let mut files = Vec::new();
     let mut dirs = vec![root.clone()];
@@ -107,8 +125,7 @@ fn shipped_queries() -> Result<(Vec<Shipped>, Vec<TemplateUse>), String> {
         }
     }
     files.sort();
-    let mut out = Vec::new();
-    let mut uses = Vec::new();
+    let mut found = Found::default();
     for path in files {
         // Relative to istio/, e.g. `analysis.yaml`, `file/wasmplugin.yaml`.
         let name = path
@@ -121,28 +138,24 @@ fn shipped_queries() -> Result<(Vec<Shipped>, Vec<TemplateUse>), String> {
                 for doc in serde_yaml::Deserializer::from_str(&text) {
                     let v =
                         serde_json::Value::deserialize(doc).map_err(|e| format!("{name}: not YAML: {e}"))?;
-                    yaml_queries(&name, &v, &mut out, &mut uses)?;
+                    yaml_queries(&name, &v, &mut found)?;
                 }
             }
             Some("json") => {
                 let v: serde_json::Value =
                     serde_json::from_str(&text).map_err(|e| format!("{name}: not JSON: {e}"))?;
                 if v.get("panels").is_some() {
-                    dashboard_queries(&name, &v, &mut out)?;
+                    dashboard_queries(&name, &v, &mut found.queries)?;
                 }
             }
             _ => {}
         }
     }
-    Ok((out, uses))
+    Ok(found)
 }
 
-fn yaml_queries(
-    file: &str,
-    v: &serde_json::Value,
-    out: &mut Vec<Shipped>,
-    uses: &mut Vec<TemplateUse>,
-) -> Result<(), String> {
+fn yaml_queries(file: &str, v: &serde_json::Value, found: &mut Found) -> Result<(), String> {
+    let (out, uses) = (&mut found.queries, &mut found.uses);
     let kind = v["kind"].as_str().unwrap_or("");
     let name = str_at(v, &["metadata", "name"]).unwrap_or("?");
     match kind {
@@ -220,6 +233,18 @@ fn yaml_queries(
                 }
             }
         }
+        "Canary" => {
+            for m in v["spec"]["analysis"]["metrics"].as_array().into_iter().flatten() {
+                if let Some(template) = str_at(m, &["templateRef", "name"]) {
+                    let r = &m["thresholdRange"];
+                    let range = Range {
+                        min: r["min"].as_f64(),
+                        max: r["max"].as_f64(),
+                    };
+                    found.ranges.insert(template.into(), range);
+                }
+            }
+        }
         _ => {}
     }
     Ok(())
@@ -241,6 +266,17 @@ fn dashboard_queries(file: &str, d: &serde_json::Value, out: &mut Vec<Shipped>) 
             out.push(Shipped {
                 file: file.into(),
                 key: format!("grafana:{title}:{}", t["refId"].as_str().unwrap_or("?")),
+                query: expr.into(),
+                kind: Kind::Grafana,
+            });
+        }
+    }
+    // Annotations with a PromQL `expr` (Grafana's Prometheus annotation query).
+    for a in d["annotations"]["list"].as_array().into_iter().flatten() {
+        if let Some(expr) = a["expr"].as_str() {
+            out.push(Shipped {
+                file: file.into(),
+                key: format!("grafana-annotation:{}", a["name"].as_str().unwrap_or("?")),
                 query: expr.into(),
                 kind: Kind::Grafana,
             });
@@ -739,6 +775,97 @@ fn expect(key: &str, version: Option<&str>, r: &QueryResult, o: &Observed) -> Re
     }
 }
 
+/// The canary guard in a test run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GuardState {
+    /// No guard in the filter's configuration: no `rollout_guard_*` series.
+    Unconfigured,
+    /// Configured and closed: every version's `rollout_guard_tripped` is 0.
+    Closed,
+    /// The canary's guard tripped: its `rollout_guard_tripped` is 1.
+    CanaryTripped,
+}
+
+fn is_guard_query(q: &str) -> bool {
+    q.contains("rollout_guard_")
+}
+
+/// Whether the Argo / Flagger check of `s` for `version` must fail: the canary failing every
+/// 5th request fails the success rate; a tripped canary guard fails the guard checks.
+fn should_fail(s: &Shipped, version: Option<&str>, guard: GuardState) -> bool {
+    let canary = version == Some("canary");
+    if is_guard_query(&s.query) {
+        return canary && guard == GuardState::CanaryTripped;
+    }
+    canary && s.key.ends_with("success-rate")
+}
+
+/// What a query on the guard's metrics must return.
+fn expect_guard(
+    key: &str,
+    version: Option<&str>,
+    r: &QueryResult,
+    guard: GuardState,
+) -> Result<String, String> {
+    let tripped = guard == GuardState::CanaryTripped;
+    match key {
+        "argo:guard" | "flagger:rollout-filter-guard" => {
+            // `or vector(0)`: one value whether or not a guard is configured.
+            let x = single(r)?;
+            let want = if tripped && version == Some("canary") {
+                1.0
+            } else {
+                0.0
+            };
+            near("guard tripped", x, want, 0.0)?;
+            Ok(format!("{x}"))
+        }
+        "grafana:Guard tripped:A" => {
+            if guard == GuardState::Unconfigured {
+                return match r.series.len() {
+                    0 => Ok("no data (no guard configured)".into()),
+                    n => Err(format!("{n} series without a guard configured")),
+                };
+            }
+            let m = per_version(r)?;
+            near("stable guard", m["stable"], 0.0, 0.0)?;
+            near("canary guard", m["canary"], if tripped { 1.0 } else { 0.0 }, 0.0)?;
+            Ok(fmt_map(&m))
+        }
+        "grafana-annotation:Guard tripped" => {
+            let m = by_label(r, "version")?;
+            let want: BTreeMap<String, f64> = if tripped {
+                [("canary".to_string(), 1.0)].into_iter().collect()
+            } else {
+                BTreeMap::new()
+            };
+            if m != want {
+                return Err(format!("annotated {}, want {}", fmt_map(&m), fmt_map(&want)));
+            }
+            Ok(if m.is_empty() {
+                "no annotation".into()
+            } else {
+                fmt_map(&m)
+            })
+        }
+        _ => Err(format!(
+            "no expectation for shipped guard query {key:?}: add one to tests/tests/prometheus.rs"
+        )),
+    }
+}
+
+/// Flagger's check of a MetricTemplate's value against the Canary's `thresholdRange`
+/// (fluxcd/flagger pkg/controller/scheduler_metrics.go, runMetricChecks): below `min` or above
+/// `max` fails. No value (an empty result, or NaN: ErrNoValuesFound in
+/// pkg/metrics/providers/prometheus.go RunQuery, which keeps the last series' value) halts the
+/// analysis, a failed check too (pkg/controller/scheduler.go).
+fn flagger_passes(r: &QueryResult, range: Range) -> bool {
+    let Some(val) = r.series.last().map(|s| s.value).filter(|v| !v.is_nan()) else {
+        return false;
+    };
+    !(range.min.is_some_and(|m| val < m) || range.max.is_some_and(|m| val > m))
+}
+
 /// What one shipped query is run with.
 struct Ctx<'a> {
     prom: &'a Prometheus,
@@ -746,6 +873,19 @@ struct Ctx<'a> {
     /// Flagger's template model (Canary name, namespace, interval, ...).
     model: &'a BTreeMap<&'a str, &'a str>,
     grafana_vars: &'a BTreeMap<&'a str, &'a str>,
+    /// The shipped Canaries' `thresholdRange` by MetricTemplate name.
+    ranges: &'a BTreeMap<String, Range>,
+    guard: GuardState,
+}
+
+impl Ctx<'_> {
+    fn expect(&self, s: &Shipped, version: Option<&str>, r: &QueryResult) -> Result<String, String> {
+        if is_guard_query(&s.query) {
+            expect_guard(&s.key, version, r, self.guard)
+        } else {
+            expect(&s.key, version, r, self.observed)
+        }
+    }
 }
 
 /// Fill in, run and check one shipped query; `Ok` is a summary of what it returned.
@@ -773,7 +913,7 @@ fn run_one(s: &Shipped, version: Option<&str>, ctx: &Ctx) -> Result<String, Stri
             let addr = argo_render(address, &values)?;
             // The query goes to the address the template names, args filled in.
             let r = Prometheus::query_at(&addr, &q)?;
-            let summary = expect(&s.key, version, &r, ctx.observed)?;
+            let summary = ctx.expect(s, version, &r)?;
             let result: Vec<f64> = r.series.iter().map(|s| s.value).collect();
             let ok = success
                 .as_deref()
@@ -783,9 +923,7 @@ fn run_one(s: &Shipped, version: Option<&str>, ctx: &Ctx) -> Result<String, Stri
                 .as_deref()
                 .map(|c| argo_condition(&argo_render(c, &values)?, &result))
                 .transpose()?;
-            // The canary fails every 5th request: it must fail the success rate.
-            // Everything else here is healthy and must pass.
-            let should_fail = s.key == "argo:success-rate" && version == Some("canary");
+            let should_fail = should_fail(s, version, ctx.guard);
             let verdict = match (ok, bad) {
                 (Some(true), Some(false) | None) => "successful",
                 (Some(false) | None, Some(true)) => "failed",
@@ -806,12 +944,32 @@ fn run_one(s: &Shipped, version: Option<&str>, ctx: &Ctx) -> Result<String, Stri
                 .collect();
             let q = flagger_render(&s.query, ctx.model, &vars)?;
             let r = ctx.prom.query(&q)?;
-            expect(&s.key, version, &r, ctx.observed)
+            let summary = ctx.expect(s, version, &r)?;
+            // Judged as the shipped Canary judges it, if one uses the template.
+            let Some(range) = ctx.ranges.get(s.key.trim_start_matches("flagger:")) else {
+                return Ok(summary);
+            };
+            let verdict = if flagger_passes(&r, *range) {
+                "passed"
+            } else {
+                "failed"
+            };
+            let want = if should_fail(s, version, ctx.guard) {
+                "failed"
+            } else {
+                "passed"
+            };
+            if verdict != want {
+                return Err(format!(
+                    "value {summary} {verdict} the Canary's thresholdRange {range:?}, want {want}"
+                ));
+            }
+            Ok(format!("{summary} -> {verdict}"))
         }
         Kind::Grafana => {
             let q = grafana_render(&s.query, ctx.grafana_vars)?;
             let r = ctx.prom.query(&q)?;
-            expect(&s.key, version, &r, ctx.observed)
+            ctx.expect(s, version, &r)
         }
         Kind::GrafanaVariable => {
             let inner = s
@@ -845,9 +1003,68 @@ fn report_row(text: &str, version: &str) -> Vec<String> {
         .collect()
 }
 
+/// Run `shipped`, each for both versions where the tool fills one in; one line per run, and
+/// the failures.
+fn run_queries(shipped: &[&Shipped], ctx: &Ctx) -> (Vec<String>, Vec<String>) {
+    let mut failures = Vec::new();
+    let mut table = Vec::new();
+    for s in shipped {
+        let runs: Vec<Option<&str>> = match s.kind {
+            Kind::Argo { .. } | Kind::Flagger => VERSIONS.iter().map(|v| Some(*v)).collect(),
+            Kind::Grafana | Kind::GrafanaVariable => vec![None],
+        };
+        for version in runs {
+            let label = format!(
+                "{} {}{}",
+                s.file,
+                s.key,
+                version.map(|v| format!(" [{v}]")).unwrap_or_default()
+            );
+            match run_one(s, version, ctx) {
+                Ok(summary) => table.push(format!("ok    {label}: {summary}")),
+                Err(e) => {
+                    table.push(format!("FAIL  {label}: {e}"));
+                    failures.push(format!("{label}: {e}\n  query: {}", s.query.trim()));
+                }
+            }
+        }
+    }
+    (table, failures)
+}
+
+/// How the tests fill in Flagger's template model and Grafana's variables.
+fn model_and_vars() -> (
+    BTreeMap<&'static str, &'static str>,
+    BTreeMap<&'static str, &'static str>,
+) {
+    let model = [
+        ("name", "checkout"),
+        ("namespace", "shop"),
+        ("target", "checkout"),
+        ("service", "checkout"),
+        ("interval", WINDOW),
+    ]
+    .into_iter()
+    .collect();
+    let grafana_vars = [
+        ("rollout", ROLLOUT),
+        ("__rate_interval", WINDOW),
+        ("__interval", "15s"),
+        ("__range", WINDOW),
+    ]
+    .into_iter()
+    .collect();
+    (model, grafana_vars)
+}
+
+/// The tests that run Envoy, Prometheus and traffic take turns: they share few cores.
+static HEAVY: Mutex<()> = Mutex::new(());
+
 #[test]
 fn every_shipped_query_returns_what_it_should() {
-    let (shipped, uses) = shipped_queries().unwrap_or_else(|e| panic!("{e}"));
+    let _heavy = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let found = shipped_queries().unwrap_or_else(|e| panic!("{e}"));
+    let (shipped, uses) = (&found.queries, &found.uses);
     let files: BTreeSet<&str> = shipped.iter().map(|s| s.file.as_str()).collect();
     for f in ["analysis.yaml", "flagger-metrics.yaml", "grafana-dashboard.json"] {
         assert!(files.contains(f), "no queries found in istio/{f}: {files:?}");
@@ -855,7 +1072,7 @@ fn every_shipped_query_returns_what_it_should() {
 
     // A Rollout that uses a shipped AnalysisTemplate passes only args it declares, and all
     // that have no default.
-    for u in &uses {
+    for u in uses {
         let Some(Kind::Argo { args, .. }) = shipped
             .iter()
             .find(|s| matches!(s.kind, Kind::Argo { .. }) && s.file == "analysis.yaml")
@@ -947,56 +1164,18 @@ fn every_shipped_query_returns_what_it_should() {
     })
     .unwrap_or_else(|e| panic!("{e}"));
 
-    let model: BTreeMap<&str, &str> = [
-        ("name", "checkout"),
-        ("namespace", "shop"),
-        ("target", "checkout"),
-        ("service", "checkout"),
-        ("interval", WINDOW),
-    ]
-    .into_iter()
-    .collect();
-    let grafana_vars: BTreeMap<&str, &str> = [
-        ("rollout", ROLLOUT),
-        ("__rate_interval", WINDOW),
-        ("__interval", "15s"),
-        ("__range", WINDOW),
-    ]
-    .into_iter()
-    .collect();
-
+    let (model, grafana_vars) = model_and_vars();
     let ctx = Ctx {
         prom: &prom,
         observed: &observed,
         model: &model,
         grafana_vars: &grafana_vars,
+        ranges: &found.ranges,
+        guard: GuardState::Unconfigured,
     };
-    let mut failures = Vec::new();
-    let mut table = Vec::new();
-    let mut ran = 0;
-    for s in &shipped {
-        let runs: Vec<Option<&str>> = match s.kind {
-            Kind::Argo { .. } | Kind::Flagger => VERSIONS.iter().map(|v| Some(*v)).collect(),
-            Kind::Grafana | Kind::GrafanaVariable => vec![None],
-        };
-        for version in runs {
-            let label = format!(
-                "{} {}{}",
-                s.file,
-                s.key,
-                version.map(|v| format!(" [{v}]")).unwrap_or_default()
-            );
-            let outcome = run_one(s, version, &ctx);
-            ran += 1;
-            match outcome {
-                Ok(summary) => table.push(format!("ok    {label}: {summary}")),
-                Err(e) => {
-                    table.push(format!("FAIL  {label}: {e}"));
-                    failures.push(format!("{label}: {e}\n  query: {}", s.query.trim()));
-                }
-            }
-        }
-    }
+    let all: Vec<&Shipped> = shipped.iter().collect();
+    let (table, failures) = run_queries(&all, &ctx);
+    let ran = table.len();
     println!("{}", table.join("\n"));
     assert!(
         failures.is_empty(),
@@ -1043,6 +1222,151 @@ fn every_shipped_query_returns_what_it_should() {
         assert_eq!(row[5], format!("{:.2}%", success[v]), "{v} success\n{text}");
     }
     assert!(text.contains("canary: abort: success 8"), "{text}");
+}
+
+/// The guard test's filter: 50/50 sticky on x-user-id, the guard held an hour so that it stays
+/// tripped while the queries run.
+const GUARD_CONFIG: &str = r#"{
+  "rolloutId": "checkout-2026-11",
+  "versions": [ { "name": "stable", "weight": 50 }, { "name": "canary", "weight": 50 } ],
+  "stickyKeys": [ { "header": "x-user-id" } ],
+  "guard": { "baseline": "stable", "holdSeconds": 3600 }
+}"#;
+
+/// One request of the guard test's traffic: when it ended, its status, who answered.
+type Sent = (Instant, u16, String);
+
+/// Every guard query (Argo, Flagger, Grafana panel and annotation) run against `prom` for
+/// `guard`; panics with the table if one is not what it should be.
+fn check_guard_queries(found: &Found, prom: &Prometheus, guard: GuardState) -> Vec<String> {
+    let (model, grafana_vars) = model_and_vars();
+    let observed = Observed::default();
+    let ctx = Ctx {
+        prom,
+        observed: &observed,
+        model: &model,
+        grafana_vars: &grafana_vars,
+        ranges: &found.ranges,
+        guard,
+    };
+    let queries: Vec<&Shipped> = found
+        .queries
+        .iter()
+        .filter(|s| is_guard_query(&s.query))
+        .collect();
+    let (table, failures) = run_queries(&queries, &ctx);
+    println!("guard {guard:?}:\n{}", table.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "guard {guard:?}: {} shipped guard queries wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    table
+}
+
+/// Prometheus's latest `max(rollout_guard_tripped{...})` of `version` equals `want`, after at
+/// least `requests` requests were scraped.
+fn wait_for_gauge(prom: &Prometheus, version: &str, want: f64, requests: f64) {
+    let what = format!("rollout_guard_tripped of {version} = {want}");
+    prom.wait_until(&what, Duration::from_secs(30), |p| {
+        let one =
+            |q: String| -> Result<f64, String> { Ok(p.query(&q)?.series.first().map_or(-1.0, |s| s.value)) };
+        let sel = format!("rollout=\"{ROLLOUT}\"");
+        Ok(one(format!(
+            "max(rollout_guard_tripped{{{sel},version=\"{version}\"}})"
+        ))? == want
+            && one(format!("sum(rollout_requests_total{{{sel}}})"))? >= requests)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Polls Envoy until the canary's gauge is 1; when that was seen.
+fn wait_for_trip(envoy: &Envoy, timeout: Duration) -> Instant {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let tripped = envoy.prom_value(
+            "rollout_guard_tripped",
+            &[("rollout", ROLLOUT), ("version", "canary")],
+        );
+        if tripped == 1.0 {
+            return Instant::now();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the guard did not trip in {timeout:?}:\n{}",
+            envoy.log()
+        );
+    }
+}
+
+#[test]
+fn a_tripped_guard_fails_the_shipped_guard_checks() {
+    let _heavy = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let found = shipped_queries().unwrap_or_else(|e| panic!("{e}"));
+    let mut opts = Options::new(GUARD_CONFIG, &VERSIONS);
+    opts.workers = 2;
+    let envoy = Envoy::start(&opts).unwrap_or_else(|e| panic!("{e}"));
+    let canary = envoy
+        .upstreams
+        .iter()
+        .find(|u| u.name == "canary")
+        .expect("canary upstream");
+    let prom = Prometheus::start(&[Target::envoy("rollout-gateway", envoy.admin)], "1s")
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // Distinct users on two client threads, about 400 requests/s each.
+    let url = envoy.url("/");
+    let traffic = Traffic::start(
+        Duration::from_millis(2),
+        move |a: &ureq::Agent, n: usize| -> Sent {
+            let user = format!("u-{n}");
+            match get(a, &url, &[("x-user-id", &user)]) {
+                Ok(r) => (
+                    Instant::now(),
+                    r.status,
+                    r.header("x-served-by").unwrap_or("none").to_string(),
+                ),
+                Err(_) => (Instant::now(), 0, "error".into()),
+            }
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    wait_for_gauge(&prom, "canary", 0.0, 500.0);
+    let before = check_guard_queries(&found, &prom, GuardState::Closed);
+
+    canary.fail_every.store(1, Ordering::SeqCst);
+    let failed_at = Instant::now();
+    let tripped_at = wait_for_trip(&envoy, Duration::from_secs(30));
+    wait_for_gauge(&prom, "canary", 1.0, 0.0);
+    let in_prometheus = failed_at.elapsed();
+    let after = check_guard_queries(&found, &prom, GuardState::CanaryTripped);
+    let sent = traffic.finish();
+
+    let failed: Vec<&Sent> = sent.iter().filter(|(_, status, _)| *status >= 500).collect();
+    let failed_later = failed.iter().filter(|(t, _, _)| *t > tripped_at).count();
+    assert!(
+        failed.iter().all(|(_, _, v)| v == "canary"),
+        "only the canary fails"
+    );
+    let trip_line = envoy
+        .log()
+        .lines()
+        .find(|l| l.contains("guard tripped"))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no trip logged:\n{}", envoy.log()));
+    println!(
+        "{} requests; the canary failed every request from +0 s; Envoy's gauge 1 after {} ms, \
+         Prometheus's after {:.1} s; {} requests failed, {failed_later} of them after the gauge was seen\n{trip_line}\n\
+         before:\n{}\nafter:\n{}",
+        sent.len(),
+        (tripped_at - failed_at).as_millis(),
+        in_prometheus.as_secs_f64(),
+        failed.len(),
+        before.join("\n"),
+        after.join("\n")
+    );
+    assert!(tripped_at - failed_at < Duration::from_secs(10), "slow trip");
 }
 
 #[test]
@@ -1093,15 +1417,33 @@ fn shipped_files_are_found() {
     for f in ["analysis.yaml", "flagger-metrics.yaml", "grafana-dashboard.json"] {
         assert!(Path::new(&dir.join(f)).is_file(), "missing istio/{f}");
     }
-    let (shipped, _) = shipped_queries().unwrap_or_else(|e| panic!("{e}"));
-    let keys: BTreeSet<&str> = shipped.iter().map(|s| s.key.as_str()).collect();
+    let found = shipped_queries().unwrap_or_else(|e| panic!("{e}"));
+    let keys: BTreeSet<&str> = found.queries.iter().map(|s| s.key.as_str()).collect();
     for k in [
         "argo:success-rate",
         "argo:latency-p99",
+        "argo:guard",
         "flagger:rollout-filter-success-rate",
         "flagger:rollout-filter-latency-p99",
+        "flagger:rollout-filter-guard",
+        "grafana:Guard tripped:A",
+        "grafana-annotation:Guard tripped",
         "grafana-var:rollout",
     ] {
         assert!(keys.contains(k), "{k} not shipped: {keys:?}");
     }
+    // The shipped Canary judges every MetricTemplate, the guard's by `max: 0`.
+    for t in [
+        "rollout-filter-success-rate",
+        "rollout-filter-latency-p99",
+        "rollout-filter-guard",
+    ] {
+        assert!(
+            found.ranges.contains_key(t),
+            "no Canary uses {t}: {:?}",
+            found.ranges
+        );
+    }
+    let guard = found.ranges["rollout-filter-guard"];
+    assert_eq!((guard.min, guard.max), (None, Some(0.0)));
 }
