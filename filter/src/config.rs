@@ -73,6 +73,8 @@ struct RawConfig {
     route_weights: Option<RawRouteWeights>,
     #[serde(default)]
     guard: Option<crate::guard::RawGuard>,
+    #[serde(default)]
+    filter_state: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -344,6 +346,9 @@ pub struct Config {
     pub needs_peer: bool,
     /// Set in route-weights mode.
     pub route_weights: Option<RouteWeights>,
+    /// Each decision recorded as Envoy filter state `wasm.rollout` (`filterState`), for
+    /// access logs and other filters.
+    pub filter_state: bool,
     /// The canary guard (`guard`), off when absent. Its fingerprint covers the whole
     /// configuration: any change starts it afresh.
     pub guard: Option<crate::guard::GuardConfig>,
@@ -710,6 +715,7 @@ impl Config {
             needs_peer,
             route_weights,
             guard,
+            filter_state: raw.filter_state.unwrap_or(false),
             warnings,
         })
     }
