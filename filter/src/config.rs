@@ -360,9 +360,9 @@ impl Config {
     /// Parse and validate. The error names the JSON path and the reason.
     pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
         let de = &mut serde_json::Deserializer::from_slice(bytes);
-        let raw: RawConfig = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
-            let path = one_line(&e.path().to_string());
-            ConfigError::new(path, one_line(&e.into_inner().to_string()))
+        let raw: RawConfig = serde::Deserialize::deserialize(&mut *de).map_err(|e| {
+            let path = crate::json_path::at(bytes, e.line(), e.column());
+            ConfigError::new(one_line(&path), one_line(&e.to_string()))
         })?;
         // Only whitespace may follow the object.
         de.end().map_err(|e| ConfigError::new("", e.to_string()))?;

@@ -885,7 +885,7 @@ mod tests {
             ),
             (
                 r#"{"versions":[{"name":"a","weight":1}],"rollouts":[{"rolloutId":"a","rolloutId":"b"}]}"#,
-                "rollouts[0]: duplicate field `rolloutId`",
+                "rollouts[0].rolloutId: duplicate field `rolloutId`",
             ),
             (
                 r#"{"versions":[{"name":"a","weight":1}],"rollouts":[{"rolloutId":"a","rollouts":[]}]}"#,
