@@ -18,7 +18,11 @@ top-level field of a row's config (bench/configs/*.json), the field is dropped,
 Envoy restarted, and the note says so.
 
 Prints a markdown report and writes it to BENCHMARKS.md (the smoke run writes
-target/bench/BENCHMARKS.smoke.md instead). Python standard library only.
+target/bench/BENCHMARKS.smoke.md instead). Refuses to start a run meant for
+BENCHMARKS.md when the 1-minute load average is above BENCH_MAX_LOAD (1.5) after
+waiting BENCH_LOAD_WAIT (180) s for it to fall: timings from a busy machine do
+not compare; BENCH_FORCE=1 runs anyway and says so in the report. Python
+standard library only.
 
 Environment: ENVOY, WASM, NOOP_WASM, BENCH_LOAD (binaries), BENCH_SECONDS (5),
 BENCH_ROUNDS (3), BENCH_WARMUP (1), BENCH_CONNECTIONS (32), BENCH_THREADS (2,
@@ -54,6 +58,7 @@ import ssl
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from elf import elf_functions
@@ -94,6 +99,10 @@ OUT = path_env("BENCH_OUT", "target/bench/BENCHMARKS.smoke.md" if SMOKE else "BE
 # BENCH_SOAK=0: no top-up to 100,000 requests for the VM memory check (it takes minutes on a slow
 # machine); the budget table then says how many requests the check spanned.
 SOAK = env("BENCH_SOAK", "0" if SMOKE else "1") == "1"
+# A run for BENCHMARKS.md starts only on an idle machine (1-minute load average), unless forced.
+MAX_LOAD = float(env("BENCH_MAX_LOAD", "1.5"))
+FORCE = env("BENCH_FORCE", "0") == "1"
+LOAD_WAIT_S = int(env("BENCH_LOAD_WAIT", "180"))
 # BENCH_ALT_WASM=path[,path...]: more rows, (c) and (f) with other builds of the filter (profile or
 # code experiments), named (c-alt1), (f-alt1)...
 ALT_WASMS = [Path(p).resolve() for p in os.environ.get("BENCH_ALT_WASM", "").split(",") if p.strip()]
@@ -726,9 +735,33 @@ def report(rows: list[Row], m: dict[str, str], sizes: dict[str, int], sections: 
 # ---------------------------------------------------------------- main
 
 
+def too_busy() -> bool:
+    """True when this run is meant for BENCHMARKS.md and the machine is not idle (and not forced).
+    Waits a little first: the build `make bench` just ran lifts the 1-minute average for a minute."""
+    if SMOKE or OUT != ROOT / "BENCHMARKS.md":
+        return False
+    deadline = time.time() + LOAD_WAIT_S
+    while (load1 := os.getloadavg()[0]) > MAX_LOAD and not FORCE and time.time() < deadline:
+        if deadline - time.time() >= LOAD_WAIT_S - 1:
+            log(f"1-minute load average {load1:.2f} > {MAX_LOAD}: waiting up to {LOAD_WAIT_S} s for it to fall")
+        time.sleep(5)
+    if load1 <= MAX_LOAD:
+        return False
+    if FORCE:
+        log(f"1-minute load average {load1:.2f} > {MAX_LOAD}: BENCH_FORCE=1, measuring and writing BENCHMARKS.md "
+            "anyway (the report says so)")
+        return False
+    log(f"1-minute load average {load1:.2f} > {MAX_LOAD}: refusing to measure for BENCHMARKS.md on a busy machine "
+        "(its timings would not compare with other runs). Wait for an idle machine, or BENCH_FORCE=1 to write it "
+        "anyway, or BENCH_OUT=<file> to write elsewhere.")
+    return True
+
+
 def main() -> int:
     os.chdir(ROOT)
     held = lock()  # noqa: F841 (released when the process ends)
+    if too_busy():
+        return 3
     WORK.mkdir(parents=True, exist_ok=True)
     wanted = [x.strip() for x in env("BENCH_ROWS", "").split(",") if x.strip()]
     rows = [r for r in ROWS if not wanted or r.id in wanted]
@@ -742,6 +775,8 @@ def main() -> int:
         log("missing wrk (Debian package wrk)")
         return 2
     m = machine()
+    if not SMOKE and os.getloadavg()[0] > MAX_LOAD:
+        m["load"] += f" (above {MAX_LOAD}: forced with BENCH_FORCE=1 or written to BENCH_OUT)"
     log(f"{len(rows)} rows x {ROUNDS} round(s) x ({WARMUP}+{SECONDS}) s; load average {m['load']}")
 
     pki = make_pki(WORK / "pki")
