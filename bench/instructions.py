@@ -408,7 +408,9 @@ def report(runs: list[Run], m: dict[str, str], data: dict) -> str:
              "milliseconds under valgrind, more on a loaded machine) at the idle window's rate over the request "
              "window's length, divided by the requests. Every thread of the process counts (front listener, "
              "direct-response backends, main thread), steady state only. Unlike CPU time, it does not move with "
-             "other load on the machine.\n")
+             "other load on the machine. It counts the code chosen for valgrind's virtual CPU (no AVX-512: libc's "
+             "string functions and V8's generated code may take other paths natively): it compares rows and "
+             "builds, not machines.\n")
     nruns = max((len(v) for v in per_row.values()), default=0)
     L.append("| row | configuration | " + " | ".join(f"run {i}" for i in range(1, nruns + 1))
              + " | spread | × (b) | background |")
