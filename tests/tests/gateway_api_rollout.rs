@@ -1,0 +1,206 @@
+//! Argo Rollouts (Gateway API plugin) and Flagger (gatewayapi provider) canaries through the real
+//! Envoy, as Istio's Gateway API implementation and Envoy Gateway would program the gateway.
+//!
+//! tests/fixtures/gateway-api-routes/ holds the route configuration each gateway renders at each
+//! state of the shipped rollouts (rest, 10 / 25 / 50 %, promotion, abort or rollback), with the
+//! shipped patch applied as the gateway applies it (istio/gateway-api/*/envoyfilter.yaml merged as
+//! istiod merges, envoy-gateway/envoypatchpolicy.yaml applied as Envoy Gateway applies it), made by
+//! tools/gateway_routes.py and checked against the manifests by `make deploy-test`. Here they are
+//! delivered to a real Envoy by file-based RDS while clients keep sending requests, the filter
+//! running the shipped config (the WasmPlugin's pluginConfig, the EnvoyExtensionPolicy's config).
+//! What is asserted at every state: tests/src/rollout_run.rs. Where users must be comes from the
+//! controller's weights (states.json), not from the route: the rendering and the patch are what
+//! is under test. No Kubernetes API server, controller or gateway control plane runs here.
+
+use std::path::PathBuf;
+
+use rollout_e2e::rollout_run::{self, abort, start, step, Rollout, Step};
+use rollout_e2e::workspace_root;
+use serde_json::Value;
+
+const HOST: &str = "checkout.example.com";
+
+fn read_yaml(path: &PathBuf) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn fixtures() -> PathBuf {
+    workspace_root().join("tests/fixtures/gateway-api-routes")
+}
+
+fn fixture(state: &str) -> Value {
+    read_yaml(&fixtures().join(format!("{state}.yaml")))
+}
+
+fn states() -> Vec<Value> {
+    let path = fixtures().join("states.json");
+    let text = std::fs::read_to_string(&path).expect("states.json");
+    serde_json::from_str::<Value>(&text)
+        .expect("states.json")
+        .as_array()
+        .expect("a list")
+        .clone()
+}
+
+/// The controller's weights at `state`: stable first, as the flag's variants.
+fn weights(state: &str) -> Vec<(&'static str, u64)> {
+    let s = states()
+        .into_iter()
+        .find(|s| s["state"] == state)
+        .unwrap_or_else(|| panic!("{state} not in states.json"));
+    let w = |v: &str| s["weights"][v].as_u64().expect("weight");
+    vec![("stable", w("stable")), ("canary", w("canary"))]
+}
+
+/// The shipped filter config of `gateway` for `controller`, as the gateway hands it over.
+fn plugin_config(gateway: &str, controller: &str) -> Value {
+    let cfg = if gateway == "istio" {
+        let doc =
+            read_yaml(&workspace_root().join(format!("istio/gateway-api/{controller}/wasmplugin.yaml")));
+        doc["spec"]["pluginConfig"].clone()
+    } else {
+        let doc = read_yaml(&workspace_root().join(format!("envoy-gateway/{controller}/extension.yaml")));
+        doc["spec"]["wasm"][0]["config"].clone()
+    };
+    assert!(
+        cfg.get("routeWeights").is_some(),
+        "{gateway}/{controller}: not in route-weights mode"
+    );
+    cfg
+}
+
+/// The version (and test upstream) whose `cluster` the shipped config names: every cluster a
+/// gateway renders for the split must be claimed, or the metrics would say `unknown`.
+fn upstream_of(cfg: &Value, cluster: &str) -> &'static str {
+    let versions = cfg["versions"].as_array().expect("versions");
+    let v = versions
+        .iter()
+        .find(|v| v["cluster"] == cluster)
+        .unwrap_or_else(|| panic!("no version claims cluster {cluster}"));
+    match v["name"].as_str() {
+        Some("stable") => "stable",
+        Some("canary") => "canary",
+        other => panic!("unexpected version {other:?}"),
+    }
+}
+
+fn run(gateway: &str, controller: &str, steps: &[Step]) {
+    let cfg = plugin_config(gateway, controller);
+    rollout_run::run(
+        &Rollout {
+            title: &format!("{gateway}, {controller}:"),
+            plugin_config: cfg.to_string(),
+            host: HOST,
+            fixture: &fixture,
+            weights: &weights,
+            upstream_of: &|c| upstream_of(&cfg, c),
+        },
+        steps,
+    );
+}
+
+/// One Argo rollout promoted, the next aborted at 50 % (istio/gateway-api/argo/rollout.yaml,
+/// envoy-gateway/argo/rollout.yaml).
+fn argo(gateway: &str) {
+    // Named by the generator: <gateway>-argo-<n>-<state>.
+    let s = |n: &str| format!("{gateway}-argo-{n}");
+    run(
+        gateway,
+        "argo",
+        &[
+            start(s("0-rest")),
+            step(s("1-weight-10")),
+            step(s("2-weight-25")),
+            step(s("3-weight-50")),
+            step(s("4-promote-canary-100")),
+            start(s("5-promoted")),
+            step(s("1-weight-10")),
+            step(s("2-weight-25")),
+            step(s("3-weight-50")),
+            abort(s("6-abort")),
+        ],
+    );
+}
+
+/// One Flagger canary promoted, the next rolled back at 50 % (istio/gateway-api/flagger/canary.yaml,
+/// envoy-gateway/flagger/canary.yaml).
+fn flagger(gateway: &str) {
+    let s = |n: &str| format!("{gateway}-flagger-{n}");
+    run(
+        gateway,
+        "flagger",
+        &[
+            start(s("0-rest")),
+            step(s("1-weight-10")),
+            step(s("2-weight-25")),
+            step(s("3-weight-50")),
+            start(s("4-promoted")),
+            step(s("1-weight-10")),
+            step(s("2-weight-25")),
+            step(s("3-weight-50")),
+            abort(s("5-rollback")),
+        ],
+    );
+}
+
+#[test]
+fn istio_gateway_api_argo_rollouts_steer_the_sticky_split() {
+    argo("istio");
+}
+
+#[test]
+fn istio_gateway_api_flagger_steers_the_sticky_split() {
+    flagger("istio");
+}
+
+#[test]
+fn envoy_gateway_argo_rollouts_steer_the_sticky_split() {
+    argo("envoy-gateway");
+}
+
+#[test]
+fn envoy_gateway_flagger_steers_the_sticky_split() {
+    flagger("envoy-gateway");
+}
+
+/// Every controller state of both controllers on both gateways has a fixture; a split with two
+/// weights > 0 always picks by the bucket header, and every cluster is claimed by a version.
+#[test]
+fn fixtures_cover_every_state_of_both_controllers_on_both_gateways() {
+    let all = states();
+    for gateway in ["istio", "envoy-gateway"] {
+        for (controller, n) in [("argo", 7), ("flagger", 6)] {
+            let cfg = plugin_config(gateway, controller);
+            let mine: Vec<&Value> = all
+                .iter()
+                .filter(|s| s["gateway"] == gateway && s["controller"] == controller)
+                .collect();
+            assert_eq!(mine.len(), n, "{gateway}/{controller}: {mine:?}");
+            for s in mine {
+                let state = s["state"].as_str().expect("state");
+                check_split(state, &fixture(state), &cfg);
+            }
+        }
+    }
+}
+
+fn check_split(state: &str, rc: &Value, cfg: &Value) {
+    let w = weights(state);
+    for c in rollout_run::clusters(&[state], &fixture) {
+        upstream_of(cfg, &c);
+    }
+    let routes = rc["virtual_hosts"][0]["routes"].as_array().expect("routes");
+    let split = routes.last().expect("a catch-all split route");
+    assert!(
+        split["match"].get("headers").is_none(),
+        "{state}: the last route is not the catch-all"
+    );
+    if w.iter().all(|(_, w)| *w > 0) {
+        let wc = &split["route"]["weighted_clusters"];
+        assert_eq!(
+            wc["header_name"], "x-rollout-bucket",
+            "{state}: the split does not pick by the bucket"
+        );
+    }
+}
