@@ -194,7 +194,8 @@ def istio_action(rule: dict, ns: str) -> dict:
         {"name": istio_cluster(r, ns), "weight": r.get("weight", 1)} for r in refs]}}}
 
 
-def istio_render(routes: list[dict], ef: dict, host: str) -> dict:
+def istio_translate(routes: list[dict]) -> list[dict]:
+    """The Envoy routes of the HTTPRoutes' rules, merged and ordered."""
     out = []
     for e in [e for r in routes for e in entries(r)]:
         ns, name = e["route"]["metadata"]["namespace"], e["route"]["metadata"]["name"]
@@ -202,7 +203,11 @@ def istio_render(routes: list[dict], ef: dict, host: str) -> dict:
         out.append(dict({"name": rname, "match": route_match(e["match"])}, **istio_action(e["rule"], ns)))
     # sortHTTPRoutes (conversion.go:462-490): all prefix "/" here, so more header matches first.
     out.sort(key=lambda r: -len(r["match"].get("headers", [])))
-    patched = istio_routes.apply_envoyfilter(ef, f"{host}:{PORT}", out, istio_routes.PROXY_VERSION)
+    return out
+
+
+def istio_render(routes: list[dict], ef: dict, host: str) -> dict:
+    patched = istio_routes.apply_envoyfilter(ef, f"{host}:{PORT}", istio_translate(routes), istio_routes.PROXY_VERSION)
     return istio_routes.route_configuration(patched, host)
 
 
@@ -312,8 +317,27 @@ def render() -> tuple[dict[str, str], list[dict]]:
             for state, rc, what, w in render_set(gateway, ctl):
                 files[f"{state}.yaml"] = dump(rc, f"{what} ({gateway}, {ctl})")
                 index.append({"state": state, "gateway": gateway, "controller": ctl, "file": f"{state}.yaml",
-                              "what": what, "weights": {"stable": 100 - w, "canary": w}})
+                              "what": what, "weights": {"stable": 100 - w, "canary": w}, "expect": "accepted"})
+    state, rc = hazard()
+    what = "Flagger at rest on Istio with the VirtualService design's patch (header_name alone): Envoy must reject it"
+    files[f"{state}.yaml"] = dump(rc, what)
+    index.append({"state": state, "gateway": "istio", "controller": "flagger", "file": f"{state}.yaml",
+                  "what": what, "weights": {"stable": 100, "canary": 0}, "expect": "rejected"})
     return files, index
+
+
+def hazard() -> tuple[str, dict]:
+    """Why the shipped EnvoyFilter brings a cluster: the same MERGE without it, on the `cluster` route
+    istiod renders at rest, leaves a weighted_clusters with no cluster (merge.go:100-133)."""
+    base = ROOT / "istio/gateway-api"
+    ds = [d for p in sorted((base / "flagger").glob("*.yaml")) + sorted(base.glob("*.yaml")) for d in docs(p)]
+    ef = copy.deepcopy(kind(ds, "EnvoyFilter")[0])
+    del ef["spec"]["configPatches"][0]["patch"]["value"]["route"]["weighted_clusters"]["clusters"]
+    states, others = controller_states("flagger", ds)
+    host = kind(ds, "Gateway")[0]["spec"]["listeners"][0]["hostname"]
+    routes = istio_translate([states[0][1]] + others)
+    patched = istio_routes.apply_envoyfilter(ef, f"{host}:{PORT}", routes, istio_routes.PROXY_VERSION)
+    return "istio-flagger-hazard-rest", istio_routes.route_configuration_unchecked(patched, host)
 
 
 def dump(cfg: dict, what: str) -> str:

@@ -15,7 +15,7 @@
 use std::path::PathBuf;
 
 use rollout_e2e::rollout_run::{self, abort, start, step, Rollout, Step};
-use rollout_e2e::workspace_root;
+use rollout_e2e::{workspace_root, Echo, Envoy};
 use serde_json::Value;
 
 const HOST: &str = "checkout.example.com";
@@ -175,6 +175,7 @@ fn fixtures_cover_every_state_of_both_controllers_on_both_gateways() {
             let mine: Vec<&Value> = all
                 .iter()
                 .filter(|s| s["gateway"] == gateway && s["controller"] == controller)
+                .filter(|s| s["expect"] == "accepted")
                 .collect();
             assert_eq!(mine.len(), n, "{gateway}/{controller}: {mine:?}");
             for s in mine {
@@ -203,4 +204,56 @@ fn check_split(state: &str, rc: &Value, cfg: &Value) {
             "{state}: the split does not pick by the bucket"
         );
     }
+}
+
+/// Why istio/gateway-api/*/envoyfilter.yaml brings a cluster of its own: the VirtualService
+/// design's patch (header_name alone) on the plain `cluster` route istiod renders at rest leaves a
+/// weighted_clusters with no cluster. Envoy rejects that update and keeps the previous routes, so a
+/// rollback would never reach the gateway; the shipped shape of the same state is taken.
+#[test]
+fn istio_header_only_patch_at_rest_is_rejected_and_the_shipped_one_is_taken() {
+    let cfg = plugin_config("istio", "flagger");
+    let states = [
+        "istio-flagger-3-weight-50",
+        "istio-flagger-hazard-rest",
+        "istio-flagger-5-rollback",
+    ];
+    let upstreams = vec![Echo::start("stable"), Echo::start("canary")];
+    let port = |c: &str| {
+        upstreams
+            .iter()
+            .find(|u| u.name == upstream_of(&cfg, c))
+            .expect("upstream")
+            .addr
+            .port()
+    };
+    let clusters: Vec<(String, u16)> = rollout_run::clusters(&states, &fixture)
+        .into_iter()
+        .map(|c| {
+            let p = port(&c);
+            (c, p)
+        })
+        .collect();
+    let rds = tempfile::tempdir().expect("rds dir");
+    rollout_run::push(rds.path(), states[0], fixture(states[0]));
+    let yaml = rollout_run::bootstrap(rds.path(), "http.80", &clusters, &cfg.to_string());
+    let envoy = Envoy::start_yaml(&yaml, upstreams).unwrap_or_else(|e| panic!("{e}"));
+    let wait = |state: &str, rejected: u64| rollout_run::wait_update(&envoy, "http.80", state, rejected);
+    assert!(wait(states[0], 0));
+
+    rollout_run::push(rds.path(), states[1], fixture(states[1]));
+    assert!(
+        !wait(states[1], 0),
+        "Envoy took a weighted_clusters without clusters"
+    );
+    assert_eq!(rollout_run::dumped_version(&envoy), states[0]);
+    let placed = rollout_run::sweep(&envoy, HOST);
+    assert!(
+        placed.values().any(|v| v == "canary"),
+        "the rollback was not supposed to land"
+    );
+
+    rollout_run::push(rds.path(), states[2], fixture(states[2]));
+    assert!(wait(states[2], 1));
+    assert!(rollout_run::sweep(&envoy, HOST).values().all(|v| v == "stable"));
 }
