@@ -39,6 +39,11 @@ WASMPLUGINS = {
     "istio/route-weights/wasmplugin.yaml": "manifest",
     "istio/flagger/wasmplugin.yaml": "manifest",
     "istio/gateway-multi/wasmplugin.yaml": "manifest",
+    "istio/gateway-api/argo/wasmplugin.yaml": "manifest",
+    "istio/gateway-api/flagger/wasmplugin.yaml": "manifest",
+    # Envoy Gateway EnvoyExtensionPolicy `code.image`: the image digest, as Istio's.
+    "envoy-gateway/argo/extension.yaml": "manifest",
+    "envoy-gateway/flagger/extension.yaml": "manifest",
 }
 LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
 CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
