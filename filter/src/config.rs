@@ -60,7 +60,7 @@ struct RawConfig {
     #[serde(default)]
     versions: Option<Vec<RawVersion>>,
     #[serde(default)]
-    flagd: Option<flagd::RawFlagd>,
+    flagd: Option<Box<serde_json::value::RawValue>>,
     #[serde(default)]
     route_header: Option<String>,
     #[serde(default)]

@@ -2,46 +2,124 @@
 //! `versions` / `stickyKeys`. The flag is compiled here (see `crate::flagd`); its variants
 //! map to versions, its context attributes to request sources.
 
-use serde::de::{MapAccess, Visitor};
-use serde::{Deserialize, Deserializer};
-use serde_json::{Map, Number, Value};
+use serde_json::value::RawValue;
+use serde_json::Number;
 
 use super::{sticky_key, ConfigError, IssueCookie, RawConfig, RawStickyKey, RawVersion, StickyKey, Version};
-use crate::flagd::{self, Attr, Mode, MAX_ATTRS};
+use crate::flagd::{self, Attr, Json, Mode, MAX_ATTRS};
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+/// The section as written. Read with the flag-set document's own JSON reader rather than
+/// serde derive: the flag-set is arbitrary JSON anyway, and one reader keeps the module small.
 pub(super) struct RawFlagd {
     flag_key: String,
-    flag_set: Value,
-    variants: Ordered,
-    #[serde(default)]
-    context: Map<String, Value>,
-    #[serde(default)]
+    flag_set: Json,
+    /// In document order: the versions follow the variants' order.
+    variants: Vec<(String, String)>,
+    /// Attribute, its sources, whether they were given as a list.
+    context: Vec<(String, Vec<RawStickyKey>, bool)>,
     fractional: Option<String>,
 }
 
-/// A JSON map kept in document order: the versions follow the variants' order.
-struct Ordered(Vec<(String, String)>);
+const FIELDS: &str = "`flagKey`, `flagSet`, `variants`, `context`, `fractional`";
 
-impl<'de> Deserialize<'de> for Ordered {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Ordered;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a map of variant key to version name")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Ordered, A::Error> {
+fn string(v: &Json, at: &str) -> Result<String, ConfigError> {
+    v.as_str()
+        .map(String::from)
+        .ok_or_else(|| err(at, "invalid type: expected a string"))
+}
+
+fn object<'j>(v: &'j Json, at: &str) -> Result<&'j [(String, Json)], ConfigError> {
+    v.as_object()
+        .ok_or_else(|| err(at, "invalid type: expected a map"))
+}
+
+fn parse(raw: &RawValue) -> Result<RawFlagd, ConfigError> {
+    let j = Json::parse(raw.get().as_bytes()).map_err(|r| err("flagd", r))?;
+    let (mut key, mut set, mut variants, mut context, mut fractional) = (None, None, None, Vec::new(), None);
+    for (name, v) in object(&j, "flagd")? {
+        let at = format!("flagd.{name}");
+        match name.as_str() {
+            "flagKey" => key = Some(string(v, &at)?),
+            "flagSet" => set = Some(v.clone()),
+            "variants" => {
                 let mut out = Vec::new();
-                while let Some(entry) = m.next_entry::<String, String>()? {
-                    out.push(entry);
+                for (k, version) in object(v, &at)? {
+                    out.push((k.clone(), string(version, &format!("{at}.{k}"))?));
                 }
-                Ok(Ordered(out))
+                variants = Some(out);
+            }
+            "context" => {
+                for (attr, sources) in object(v, &at)? {
+                    let at = format!("{at}.{attr}");
+                    let (list, is_list) = match sources {
+                        Json::Arr(l) => (l.as_slice(), true),
+                        one => (std::slice::from_ref(one), false),
+                    };
+                    let mut keys = Vec::with_capacity(list.len());
+                    for (i, k) in list.iter().enumerate() {
+                        keys.push(raw_key(
+                            k,
+                            &if is_list { format!("{at}[{i}]") } else { at.clone() },
+                        )?);
+                    }
+                    context.push((attr.clone(), keys, is_list));
+                }
+            }
+            "fractional" => fractional = Some(string(v, &at)?),
+            _ => {
+                return Err(err(
+                    at,
+                    format!("unknown field `{name}`, expected one of {FIELDS}"),
+                ))
             }
         }
-        d.deserialize_map(V)
     }
+    let missing = |f: &str| err("flagd", format!("missing field `{f}`"));
+    Ok(RawFlagd {
+        flag_key: key.ok_or_else(|| missing("flagKey"))?,
+        flag_set: set.ok_or_else(|| missing("flagSet"))?,
+        variants: variants.ok_or_else(|| missing("variants"))?,
+        context,
+        fractional,
+    })
+}
+
+/// One source, with the field names and checks of a `stickyKeys` entry.
+fn raw_key(j: &Json, at: &str) -> Result<RawStickyKey, ConfigError> {
+    let mut k = RawStickyKey {
+        header: None,
+        cookie: None,
+        issue: None,
+        max_age: None,
+        source_address: None,
+        peer_identity: None,
+        query: None,
+    };
+    let boolean = |v: &Json, at: &str| match v {
+        Json::Bool(b) => Ok(Some(*b)),
+        _ => Err(err(at, "invalid type: expected a boolean")),
+    };
+    for (name, v) in object(j, at)? {
+        let at = format!("{at}.{name}");
+        match name.as_str() {
+            "header" => k.header = Some(string(v, &at)?),
+            "cookie" => k.cookie = Some(string(v, &at)?),
+            "query" => k.query = Some(string(v, &at)?),
+            "issue" => k.issue = boolean(v, &at)?,
+            "sourceAddress" => k.source_address = boolean(v, &at)?,
+            "peerIdentity" => k.peer_identity = boolean(v, &at)?,
+            "maxAge" => {
+                k.max_age = Some(match v {
+                    // Whole seconds as an integer Number, as serde reads them for stickyKeys.
+                    Json::Num(f) if f.fract() == 0.0 && *f >= 0.0 && *f < 1e15 => Number::from(*f as u64),
+                    Json::Num(f) => Number::from_f64(*f).unwrap_or_else(|| Number::from(0u8)),
+                    _ => return Err(err(at, "invalid type: expected a number")),
+                })
+            }
+            _ => return Err(err(at, format!("unknown field `{name}`"))),
+        }
+    }
+    Ok(k)
 }
 
 /// The compiled flag and where its context comes from.
@@ -73,6 +151,7 @@ pub(super) fn take(raw: &mut RawConfig) -> Result<Option<RawFlagd>, ConfigError>
     let Some(f) = raw.flagd.take() else {
         return Ok(None);
     };
+    let f = parse(&f)?;
     let beside = [
         ("versions", raw.versions.is_some()),
         ("stickyKeys", !raw.sticky_keys.is_empty()),
@@ -85,9 +164,9 @@ pub(super) fn take(raw: &mut RawConfig) -> Result<Option<RawFlagd>, ConfigError>
         ));
     }
     let mut versions: Vec<RawVersion> = Vec::new();
-    for (i, (key, version)) in f.variants.0.iter().enumerate() {
+    for (i, (key, version)) in f.variants.iter().enumerate() {
         let at = format!("flagd.variants.{key}");
-        if f.variants.0.iter().take(i).any(|(k, _)| k == key) {
+        if f.variants.iter().take(i).any(|(k, _)| k == key) {
             return Err(err(at, "duplicate variant"));
         }
         super::check_version_name(version).map_err(|r| err(&at, r))?;
@@ -126,8 +205,8 @@ pub(super) fn build(
         .get("flags")
         .and_then(|fl| fl.get(&f.flag_key))
         .and_then(|fl| fl.get("variants"));
-    let mut variants = Vec::with_capacity(f.variants.0.len());
-    for (key, version) in &f.variants.0 {
+    let mut variants = Vec::with_capacity(f.variants.len());
+    for (key, version) in &f.variants {
         if flag_variants.is_some_and(|v| v.get(key).is_none()) {
             return Err(err(
                 format!("flagd.variants.{key}"),
@@ -137,7 +216,7 @@ pub(super) fn build(
         let index = versions.iter().position(|v| v.name == *version).unwrap_or(0);
         variants.push((key.clone(), index));
     }
-    let (attrs, context) = context(&f.context, issue_cookie)?;
+    let (attrs, context) = context(f.context, issue_cookie)?;
     let flag = flagd::compile(&flagd::Spec {
         flag_key: &f.flag_key,
         flag_set: &f.flag_set,
@@ -163,35 +242,31 @@ pub(super) fn build(
 
 /// The attribute names and, for each, its request sources.
 fn context(
-    raw: &Map<String, Value>,
+    raw: Vec<(String, Vec<RawStickyKey>, bool)>,
     issue_cookie: &mut Option<IssueCookie>,
 ) -> Result<(Vec<String>, Vec<Vec<StickyKey>>), ConfigError> {
     if raw.len() > MAX_ATTRS {
         return Err(err("flagd.context", format!("at most {MAX_ATTRS} attributes")));
     }
+    let all: Vec<&str> = raw.iter().map(|(n, _, _)| n.as_str()).collect();
+    for (i, name) in all.iter().enumerate() {
+        check_attr(name, &all, i).map_err(|r| err(format!("flagd.context.{name}"), r))?;
+    }
     let mut names = Vec::with_capacity(raw.len());
     let mut sources = Vec::with_capacity(raw.len());
-    for (name, v) in raw {
-        let at = format!("flagd.context.{name}");
-        check_attr(name, raw).map_err(|r| err(&at, r))?;
-        let list = match v {
-            Value::Array(l) if !l.is_empty() => l.as_slice(),
-            Value::Array(_) => return Err(err(at, "must name at least one source")),
-            one => std::slice::from_ref(one),
-        };
-        let mut keys = Vec::with_capacity(list.len());
-        for (i, k) in list.iter().enumerate() {
-            let at = if v.is_array() {
-                format!("{at}[{i}]")
+    for (name, list, is_list) in raw {
+        let base = format!("flagd.context.{name}");
+        if list.is_empty() {
+            return Err(err(base, "must name at least one source"));
+        }
+        let n = list.len();
+        let mut keys = Vec::with_capacity(n);
+        for (i, raw_key) in list.into_iter().enumerate() {
+            let at = if is_list {
+                format!("{base}[{i}]")
             } else {
-                at.clone()
+                base.clone()
             };
-            let raw_key: RawStickyKey = serde_path_to_error::deserialize(k).map_err(|e| {
-                err(
-                    format!("{at}.{}", e.path()),
-                    super::one_line(&e.into_inner().to_string()),
-                )
-            })?;
             let (key, issue) = sticky_key(raw_key).map_err(|(field, r)| {
                 err(
                     if field.is_empty() {
@@ -203,14 +278,14 @@ fn context(
                 )
             })?;
             if let (StickyKey::Cookie(cookie), Some(max_age)) = (&key, issue) {
-                if name != "targetingKey" || i + 1 != list.len() {
+                if name != "targetingKey" || i + 1 != n {
                     return Err(err(at, "only targetingKey's last source may issue a cookie"));
                 }
                 *issue_cookie = Some(IssueCookie::new(cookie.clone(), max_age));
             }
             keys.push(key);
         }
-        names.push(name.clone());
+        names.push(name);
         sources.push(keys);
     }
     Ok((names, sources))
@@ -218,16 +293,20 @@ fn context(
 
 /// A context attribute name: a dotted name is nested (`user.name` is `{"user": {"name": …}}`
 /// in flagd's context), so no name may be a parent of another.
-fn check_attr(name: &str, all: &Map<String, Value>) -> Result<(), String> {
+fn check_attr(name: &str, all: &[&str], index: usize) -> Result<(), String> {
     if name.is_empty() || name.split('.').any(str::is_empty) {
         return Err("must be a non-empty attribute name (dots separate nested names)".into());
     }
     if name.starts_with("$flagd") {
         return Err("$flagd properties are flagd's own".into());
     }
-    if all.keys().any(|other| {
+    if all.iter().take(index).any(|other| *other == name) {
+        return Err("duplicate attribute".into());
+    }
+    let child = |other: &&str| {
         other.len() > name.len() && other.starts_with(name) && other.as_bytes().get(name.len()) == Some(&b'.')
-    }) {
+    };
+    if all.iter().any(child) {
         return Err("is the parent of another attribute; a var reads one value".into());
     }
     Ok(())

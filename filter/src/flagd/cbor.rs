@@ -6,16 +6,16 @@
 //! sorted bytewise by their encoding. Used at load for literal bucketing values; request
 //! values are strings and are streamed by `hash`.
 
-use serde_json::Value;
+use super::json::Json;
 
 use super::hash::cbor_head;
 
 /// The encoding of `v`, or why the design record refuses it as a bucketing value
 /// (`null`, arrays: "explicitly not supported as the first argument").
-pub fn encode_bucket_value(v: &Value) -> Result<Vec<u8>, &'static str> {
+pub fn encode_bucket_value(v: &Json) -> Result<Vec<u8>, &'static str> {
     match v {
-        Value::Null => Err("null is refused as a bucketing value (fractional v3)"),
-        Value::Array(_) => Err("an array is refused as a bucketing value (fractional v3)"),
+        Json::Null => Err("null is refused as a bucketing value (fractional v3)"),
+        Json::Arr(_) => Err("an array is refused as a bucketing value (fractional v3)"),
         _ => {
             let mut out = Vec::new();
             encode(v, &mut out);
@@ -30,31 +30,39 @@ fn head(out: &mut Vec<u8>, major: u8, n: u64) {
 }
 
 /// Any JSON value; nested `null` and arrays are encoded (only the top level is refused).
-pub fn encode(v: &Value, out: &mut Vec<u8>) {
+pub fn encode(v: &Json, out: &mut Vec<u8>) {
     match v {
-        Value::Null => out.push(0xf6),
-        Value::Bool(b) => out.push(if *b { 0xf5 } else { 0xf4 }),
-        Value::String(s) => {
+        Json::Null => out.push(0xf6),
+        Json::Bool(b) => out.push(if *b { 0xf5 } else { 0xf4 }),
+        Json::Str(s) => {
             head(out, 3, s.len() as u64);
             out.extend_from_slice(s.as_bytes());
         }
-        Value::Number(n) => number(n, out),
-        Value::Array(items) => {
+        Json::Num(f) => number(*f, out),
+        Json::Arr(items) => {
             head(out, 4, items.len() as u64);
             for i in items {
                 encode(i, out);
             }
         }
-        Value::Object(map) => {
-            let mut entries: Vec<(Vec<u8>, &Value)> = map
+        Json::Obj(map) => {
+            let mut entries: Vec<(Vec<u8>, &Json)> = map
                 .iter()
                 .map(|(k, v)| {
                     let mut key = Vec::with_capacity(k.len() + 1);
-                    encode(&Value::String(k.clone()), &mut key);
+                    head(&mut key, 3, k.len() as u64);
+                    key.extend_from_slice(k.as_bytes());
                     (key, v)
                 })
                 .collect();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            // Insertion sort: maps are small, and the std sort costs ~5 KB of wasm.
+            for i in 1..entries.len() {
+                let mut j = i;
+                while j > 0 && entries.get(j - 1).map(|e| &e.0) > entries.get(j).map(|e| &e.0) {
+                    entries.swap(j - 1, j);
+                    j -= 1;
+                }
+            }
             head(out, 5, entries.len() as u64);
             for (k, v) in entries {
                 out.extend_from_slice(&k);
@@ -64,15 +72,7 @@ pub fn encode(v: &Value, out: &mut Vec<u8>) {
     }
 }
 
-fn number(n: &serde_json::Number, out: &mut Vec<u8>) {
-    if let Some(u) = n.as_u64() {
-        return head(out, 0, u);
-    }
-    if let Some(i) = n.as_i64() {
-        // Negative: major type 1 carries -1 - i.
-        return head(out, 1, (-1 - i128::from(i)) as u64);
-    }
-    let f = n.as_f64().unwrap_or(0.0);
+fn number(f: f64, out: &mut Vec<u8>) {
     // Whole and within [-2^63, 2^64 - 1]: an integer (the record's number normalization).
     if f.fract() == 0.0 && (-9.223_372_036_854_776e18..1.844_674_407_370_955_2e19).contains(&f) {
         if f >= 0.0 {
@@ -125,7 +125,7 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn hex(v: &str) -> String {
-        let v: Value = serde_json::from_str(v).unwrap();
+        let v = Json::parse(v.as_bytes()).unwrap();
         let mut out = Vec::new();
         encode(&v, &mut out);
         out.iter().map(|b| format!("{b:02x}")).collect()
@@ -139,7 +139,9 @@ mod tests {
             ("23", "17"),
             ("24", "1818"),
             ("1000000", "1a000f4240"),
-            ("18446744073709551615", "1bffffffffffffffff"),
+            // Read as binary64 (as flagd and flagd-core read JSON): 2^64, out of range, a float.
+            ("18446744073709551615", "fa5f800000"),
+            ("9007199254740993", "1b0020000000000000"),
             ("-1", "20"),
             ("-1000", "3903e7"),
             ("1.5", "f93e00"),
@@ -171,10 +173,10 @@ mod tests {
 
     #[test]
     fn null_and_arrays_are_refused_at_the_top() {
-        assert!(encode_bucket_value(&Value::Null).is_err());
-        assert!(encode_bucket_value(&serde_json::json!([1])).is_err());
+        assert!(encode_bucket_value(&Json::Null).is_err());
+        assert!(encode_bucket_value(&Json::Arr(vec![Json::Num(1.0)])).is_err());
         assert_eq!(
-            encode_bucket_value(&serde_json::json!({"a": null})).unwrap(),
+            encode_bucket_value(&Json::parse(br#"{"a": null}"#).unwrap()).unwrap(),
             vec![0xa1, 0x61, b'a', 0xf6]
         );
     }

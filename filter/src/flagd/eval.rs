@@ -9,7 +9,7 @@ use super::{Attr, Context, Flag, Leaf, Mode};
 pub enum Node {
     Leaf(Leaf),
     /// `if` / else-if: the first true condition's branch, else `otherwise` (`null` without one).
-    If(Box<[(Cond, Node)]>, Box<Node>),
+    If(Vec<(Cond, Node)>, Box<Node>),
     Fractional(Box<Fractional>),
 }
 
@@ -21,38 +21,38 @@ pub enum Cond {
     /// `==` / `===` against a string (`!=`, `!==` negated): a missing value equals none.
     Eq {
         attr: Attr,
-        lit: Box<[u8]>,
+        lit: Vec<u8>,
         negate: bool,
     },
     /// `in` with a list: the value is one of the strings.
     InList {
         attr: Attr,
-        list: Box<[Box<[u8]>]>,
+        list: Vec<Vec<u8>>,
     },
     /// `in` with a string: the literal is a substring of the value.
     Contains {
         attr: Attr,
-        needle: Box<[u8]>,
+        needle: Vec<u8>,
     },
     /// `starts_with` / `ends_with`; `var_is_subject` when the var is the first argument.
     Affix {
         attr: Attr,
-        lit: Box<[u8]>,
+        lit: Vec<u8>,
         ends: bool,
         var_is_subject: bool,
     },
     Not(Box<Cond>),
-    And(Box<[Cond]>),
-    Or(Box<[Cond]>),
+    And(Vec<Cond>),
+    Or(Vec<Cond>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fractional {
     pub by: BucketBy,
     /// Weights in order (negative ones clamped to 0, as flagd does), summing to `total` >= 1.
-    pub weights: Box<[u32]>,
+    pub weights: Vec<u32>,
     pub total: u32,
-    pub leaves: Box<[Leaf]>,
+    pub leaves: Vec<Leaf>,
 }
 
 /// What `fractional` hashes.
@@ -67,12 +67,12 @@ pub enum BucketBy {
     /// (fractional.ts:31-42) serves the default variant there. v3: the default variant.
     Var { attr: Attr, fallback: Option<Attr> },
     /// `{"cat": [...]}`: a missing value adds nothing (both implementations).
-    Cat(Box<[Piece]>),
+    Cat(Vec<Piece>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Piece {
-    Lit(Box<[u8]>),
+    Lit(Vec<u8>),
     Var(Attr),
 }
 
@@ -127,7 +127,7 @@ fn cond(c: &Cond, ctx: &mut impl Context) -> bool {
     }
 }
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
+pub(super) fn contains(hay: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
 }
 

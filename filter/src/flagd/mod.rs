@@ -18,15 +18,15 @@ mod cbor;
 mod document;
 mod eval;
 pub mod hash;
+mod json;
 mod targeting;
 #[cfg(test)]
 mod testbed;
 #[cfg(test)]
 mod tests;
 
-use serde_json::Value;
-
 pub use cbor::encode_bucket_value;
+pub use json::Json;
 
 /// A context attribute: its index in the `context` mapping.
 pub type Attr = u8;
@@ -64,7 +64,7 @@ impl Refusal {
 /// What the load needs besides the document.
 pub struct Spec<'a> {
     pub flag_key: &'a str,
-    pub flag_set: &'a Value,
+    pub flag_set: &'a Json,
     /// Variant key → version index, for every variant the filter may serve.
     pub variants: &'a [(String, usize)],
     /// The context attribute names (a dotted name is a nested attribute: `user.name`).

@@ -1,16 +1,75 @@
 //! Targeting JSON → the expression tree of `eval`, refusing at load whatever the filter
-//! cannot evaluate exactly as flagd does. Errors name the operator and its path.
-
-use serde_json::{Map, Value};
+//! cannot evaluate exactly as flagd does. Errors name the operator and its path; the path is
+//! a chain on the stack, written out only for an error (the module stays small).
 
 use super::cbor;
 use super::document::{self, FlagDoc};
 use super::eval::{BucketBy, Cond, Fractional, Node, Piece};
 use super::hash::Murmur3;
+use super::json::Json;
 use super::{Attr, Leaf, Mode, Refusal, Spec};
 
 const GRAMMAR: &str = "the filter evaluates if, ==, ===, !=, !==, in, starts_with, ends_with, and, or, !, \
                        var, fractional (cat in its bucketing value) and $ref";
+
+/// Where in the document: a root (`flags.K.targeting`, `$evaluators.N`) and the keys and
+/// indexes below it.
+#[derive(Clone, Copy)]
+pub struct At<'p> {
+    parent: Option<&'p At<'p>>,
+    seg: Seg<'p>,
+}
+
+#[derive(Clone, Copy)]
+enum Seg<'p> {
+    Root(&'p str),
+    Key(&'p str),
+    Idx(usize),
+}
+
+impl<'p> At<'p> {
+    pub fn root(s: &'p str) -> At<'p> {
+        At {
+            parent: None,
+            seg: Seg::Root(s),
+        }
+    }
+
+    fn key(&'p self, k: &'p str) -> At<'p> {
+        At {
+            parent: Some(self),
+            seg: Seg::Key(k),
+        }
+    }
+
+    fn idx(&'p self, i: usize) -> At<'p> {
+        At {
+            parent: Some(self),
+            seg: Seg::Idx(i),
+        }
+    }
+
+    fn render(&self) -> String {
+        let mut out = self.parent.map(At::render).unwrap_or_default();
+        match self.seg {
+            Seg::Root(s) => out.push_str(s),
+            Seg::Key(k) => {
+                out.push('.');
+                out.push_str(k);
+            }
+            Seg::Idx(i) => {
+                out.push('[');
+                out.push_str(&i.to_string());
+                out.push(']');
+            }
+        }
+        out
+    }
+
+    fn refuse(&self, reason: impl Into<String>) -> Refusal {
+        Refusal::new(self.render(), reason)
+    }
+}
 
 struct Compiler<'s, 'a> {
     spec: &'s Spec<'a>,
@@ -18,177 +77,174 @@ struct Compiler<'s, 'a> {
 }
 
 /// `None`: no targeting (absent, `null` or `{}`): the default variant, as flagd serves it.
-pub fn compile(spec: &Spec, doc: &FlagDoc, t: &Value) -> Result<Option<Node>, Refusal> {
-    if t.is_null() || t.as_object().is_some_and(Map::is_empty) {
+pub fn compile(spec: &Spec, doc: &FlagDoc, t: &Json) -> Result<Option<Node>, Refusal> {
+    if matches!(t, Json::Null) || t.as_object().is_some_and(<[_]>::is_empty) {
         return Ok(None);
     }
     let c = Compiler { spec, doc };
-    c.node(t, &format!("{}.targeting", doc.path)).map(Some)
+    let root = At::root(&doc.path);
+    c.node(t, &root.key("targeting")).map(Some)
 }
 
 /// A comparison operand: a request value or a string known at load.
 enum Operand {
     Var(Attr),
-    Lit(Box<[u8]>),
+    Lit(Vec<u8>),
 }
 
-fn single_op<'v>(m: &'v Map<String, Value>, path: &str) -> Result<(&'v str, &'v Value), Refusal> {
-    match (m.len(), m.iter().next()) {
-        (1, Some((k, v))) => Ok((k.as_str(), v)),
-        _ => Err(Refusal::new(
-            path,
-            "an operation is an object with exactly one key",
-        )),
+/// An operation object: its one key and its arguments.
+fn single_op<'v>(v: &'v Json, at: &At) -> Result<Option<(&'v str, &'v Json)>, Refusal> {
+    match v.as_object() {
+        None => Ok(None),
+        Some([(k, a)]) => Ok(Some((k, a))),
+        Some(_) => Err(at.refuse("an operation is an object with exactly one key")),
     }
 }
 
-fn unsupported(op: &str, path: &str) -> Refusal {
-    Refusal::new(
-        format!("{path}.{op}"),
-        format!("operator {op:?} is not supported ({GRAMMAR})"),
-    )
+fn unsupported(op: &str, at: &At) -> Refusal {
+    at.key(op)
+        .refuse(format!("operator {op:?} is not supported ({GRAMMAR})"))
 }
 
-fn two<'v>(v: &'v Value, op: &str, path: &str) -> Result<(&'v Value, &'v Value), Refusal> {
-    match v.as_array().map(Vec::as_slice) {
+fn two<'v>(v: &'v Json, at: &At) -> Result<(&'v Json, &'v Json), Refusal> {
+    match v.as_array() {
         Some([x, y]) => Ok((x, y)),
-        _ => Err(Refusal::new(path, format!("{op} takes 2 arguments"))),
+        _ => Err(at.refuse("takes 2 arguments")),
+    }
+}
+
+fn two_vars(at: &At) -> Refusal {
+    at.refuse("compares a var with a string, not two vars")
+}
+
+fn bool_key(b: bool) -> &'static str {
+    // flagd writes a boolean result as its JSON text, flagd-core with toString: "true".
+    if b {
+        "true"
+    } else {
+        "false"
     }
 }
 
 impl Compiler<'_, '_> {
     /// A result position.
-    fn node(&self, v: &Value, path: &str) -> Result<Node, Refusal> {
+    fn node(&self, v: &Json, at: &At) -> Result<Node, Refusal> {
+        if let Some((op, a)) = single_op(v, at)? {
+            let inner = at.key(op);
+            return match op {
+                "if" => self.if_chain(a, &inner),
+                "fractional" => self.fractional(a, &inner),
+                "$ref" => self.with_ref(a, &inner, |rule, p| self.node(rule, p)),
+                _ => Err(unsupported(op, at)),
+            };
+        }
         match v {
-            Value::Null => Ok(Node::Leaf(Leaf::Default)),
-            Value::String(s) => self.leaf(s, path).map(Node::Leaf),
-            // flagd writes a boolean result as its JSON text, flagd-core with toString: "true".
-            Value::Bool(b) => self.leaf(if *b { "true" } else { "false" }, path).map(Node::Leaf),
-            Value::Object(m) => {
-                let (op, a) = single_op(m, path)?;
-                let at = format!("{path}.{op}");
-                match op {
-                    "if" => self.if_chain(a, &at),
-                    "fractional" => self.fractional(a, &at),
-                    "$ref" => self.with_ref(a, &at, |rule, p| self.node(rule, p)),
-                    _ => Err(unsupported(op, path)),
-                }
-            }
-            _ => Err(Refusal::new(
-                path,
-                "a result must be a variant key, null, if, fractional or $ref",
-            )),
+            Json::Null => Ok(Node::Leaf(Leaf::Default)),
+            Json::Str(s) => self.leaf(s, at).map(Node::Leaf),
+            Json::Bool(b) => self.leaf(bool_key(*b), at).map(Node::Leaf),
+            _ => Err(at.refuse("a result must be a variant key, null, if, fractional or $ref")),
         }
     }
 
     /// A variant key the rule returns: one of the flag's variants, mapped to a version.
-    fn leaf(&self, key: &str, path: &str) -> Result<Leaf, Refusal> {
-        if !self.doc.variants.contains_key(key) {
+    fn leaf(&self, key: &str, at: &At) -> Result<Leaf, Refusal> {
+        if self.doc.variants.get(key).is_none() {
             // flagd answers an error there; the filter has no version for it.
-            return Err(Refusal::new(
-                path,
-                format!("{key:?} is not one of the flag's variants"),
-            ));
+            return Err(at.refuse(format!("{key:?} is not one of the flag's variants")));
         }
         self.spec
             .variants
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| Leaf::Version(*v))
-            .ok_or_else(|| Refusal::new(path, format!("variant {key:?} has no version in `variants`")))
+            .ok_or_else(|| at.refuse(format!("variant {key:?} has no version in `variants`")))
     }
 
     fn with_ref<T>(
         &self,
-        name: &Value,
-        path: &str,
-        f: impl FnOnce(&Value, &str) -> Result<T, Refusal>,
+        name: &Json,
+        at: &At,
+        f: impl FnOnce(&Json, &At) -> Result<T, Refusal>,
     ) -> Result<T, Refusal> {
         let name = name
             .as_str()
-            .ok_or_else(|| Refusal::new(path, "$ref takes an evaluator name"))?;
-        let (rule, at) = document::resolve(self.doc, name, path)?;
-        f(rule, &at)
+            .ok_or_else(|| at.refuse("$ref takes an evaluator name"))?;
+        let (rule, path) = document::resolve(self.doc, name, &at.render())?;
+        f(rule, &At::root(&path))
     }
 
-    fn if_chain(&self, a: &Value, path: &str) -> Result<Node, Refusal> {
+    fn if_chain(&self, a: &Json, at: &At) -> Result<Node, Refusal> {
         let a = match a.as_array() {
             Some(a) if a.len() >= 2 => a,
-            _ => return Err(Refusal::new(path, "if takes a condition and a result, at least")),
+            _ => return Err(at.refuse("if takes a condition and a result, at least")),
         };
         let mut branches = Vec::with_capacity(a.len() / 2);
         let mut pairs = a.chunks_exact(2);
         for (i, pair) in pairs.by_ref().enumerate() {
             if let [c, then] = pair {
-                let cond = self.cond(c, &format!("{path}[{}]", 2 * i))?;
-                branches.push((cond, self.node(then, &format!("{path}[{}]", 2 * i + 1))?));
+                let cond = self.cond(c, &at.idx(2 * i))?;
+                branches.push((cond, self.node(then, &at.idx(2 * i + 1))?));
             }
         }
         // Without an else, a chain where nothing holds answers null: the default variant.
         let otherwise = match pairs.remainder() {
-            [e] => self.node(e, &format!("{path}[{}]", a.len() - 1))?,
+            [e] => self.node(e, &at.idx(a.len() - 1))?,
             _ => Node::Leaf(Leaf::Default),
         };
-        Ok(Node::If(branches.into(), Box::new(otherwise)))
+        Ok(Node::If(branches, Box::new(otherwise)))
     }
 
-    fn cond(&self, v: &Value, path: &str) -> Result<Cond, Refusal> {
-        let m =
-            match v {
-                Value::Bool(b) => return Ok(Cond::Const(*b)),
-                Value::Object(m) => m,
-                _ => return Err(Refusal::new(
-                    path,
+    fn cond(&self, v: &Json, at: &At) -> Result<Cond, Refusal> {
+        let Some((op, a)) = single_op(v, at)? else {
+            return match v {
+                Json::Bool(b) => Ok(Cond::Const(*b)),
+                _ => Err(at.refuse(
                     "a condition must be a comparison, in, starts_with, ends_with, and, or, ! or a boolean",
                 )),
             };
-        let (op, a) = single_op(m, path)?;
-        let at = format!("{path}.{op}");
+        };
+        let outer = at;
+        let inner = outer.key(op);
+        let at = &inner;
         match op {
-            "==" | "===" | "!=" | "!==" => self.compare(a, op, &at),
-            "in" => self.in_(a, &at),
-            "starts_with" | "ends_with" => self.affix(a, op, &at),
+            "==" | "===" | "!=" | "!==" => self.compare(a, op.starts_with('!'), at),
+            "in" => self.in_(a, at),
+            "starts_with" | "ends_with" => self.affix(a, op == "ends_with", at),
             "and" | "or" => {
                 let list = a
                     .as_array()
                     .filter(|l| !l.is_empty())
-                    .ok_or_else(|| Refusal::new(&at, format!("{op} takes a non-empty list of conditions")))?;
-                let cs = list
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| self.cond(c, &format!("{at}[{i}]")))
-                    .collect::<Result<Box<[Cond]>, _>>()?;
+                    .ok_or_else(|| at.refuse("takes a non-empty list of conditions"))?;
+                let mut cs = Vec::with_capacity(list.len());
+                for (i, c) in list.iter().enumerate() {
+                    cs.push(self.cond(c, &at.idx(i))?);
+                }
                 Ok(if op == "and" { Cond::And(cs) } else { Cond::Or(cs) })
             }
-            "!" => {
-                let (inner, p) = match a.as_array().map(Vec::as_slice) {
-                    Some([one]) => (one, format!("{at}[0]")),
-                    Some(_) => return Err(Refusal::new(&at, "! takes one condition")),
-                    None => (a, at.clone()),
-                };
-                Ok(Cond::Not(Box::new(self.cond(inner, &p)?)))
-            }
-            "$ref" => self.with_ref(a, &at, |rule, p| self.cond(rule, p)),
-            _ => Err(unsupported(op, path)),
+            "!" => match a.as_array() {
+                Some([one]) => Ok(Cond::Not(Box::new(self.cond(one, &at.idx(0))?))),
+                Some(_) => Err(at.refuse("! takes one condition")),
+                None => Ok(Cond::Not(Box::new(self.cond(a, at)?))),
+            },
+            "$ref" => self.with_ref(a, at, |rule, p| self.cond(rule, p)),
+            _ => Err(unsupported(op, outer)),
         }
     }
 
     /// `==`, `===` (the same on strings and a missing value), `!=`, `!==`.
-    fn compare(&self, a: &Value, op: &str, at: &str) -> Result<Cond, Refusal> {
-        let negate = op.starts_with('!');
-        match self.pair(a, op, at)? {
+    fn compare(&self, a: &Json, negate: bool, at: &At) -> Result<Cond, Refusal> {
+        match self.pair(a, at)? {
             (Operand::Var(attr), Operand::Lit(lit)) | (Operand::Lit(lit), Operand::Var(attr)) => {
                 Ok(Cond::Eq { attr, lit, negate })
             }
             (Operand::Lit(x), Operand::Lit(y)) => Ok(Cond::Const((x == y) != negate)),
-            _ => Err(two_vars(op, at)),
+            _ => Err(two_vars(at)),
         }
     }
 
     /// `starts_with` / `ends_with`, the var on either side.
-    fn affix(&self, a: &Value, op: &str, at: &str) -> Result<Cond, Refusal> {
-        let ends = op == "ends_with";
-        let (attr, lit, var_is_subject) = match self.pair(a, op, at)? {
+    fn affix(&self, a: &Json, ends: bool, at: &At) -> Result<Cond, Refusal> {
+        let (attr, lit, var_is_subject) = match self.pair(a, at)? {
             (Operand::Var(attr), Operand::Lit(lit)) => (attr, lit, true),
             (Operand::Lit(lit), Operand::Var(attr)) => (attr, lit, false),
             (Operand::Lit(s), Operand::Lit(x)) => {
@@ -198,7 +254,7 @@ impl Compiler<'_, '_> {
                     s.starts_with(&x)
                 }))
             }
-            _ => return Err(two_vars(op, at)),
+            _ => return Err(two_vars(at)),
         };
         Ok(Cond::Affix {
             attr,
@@ -208,89 +264,71 @@ impl Compiler<'_, '_> {
         })
     }
 
-    fn in_(&self, a: &Value, at: &str) -> Result<Cond, Refusal> {
-        let (needle, hay) = two(a, "in", at)?;
-        let needle = self.operand(needle, &format!("{at}[0]"))?;
-        if let Some(list) = hay.as_array() {
-            let list = list
-                .iter()
-                .enumerate()
-                .map(|(i, s)| {
-                    s.as_str()
-                        .map(|s| Box::<[u8]>::from(s.as_bytes()))
-                        .ok_or_else(|| Refusal::new(format!("{at}[1][{i}]"), "in takes a list of strings"))
-                })
-                .collect::<Result<Box<[_]>, _>>()?;
+    fn in_(&self, a: &Json, at: &At) -> Result<Cond, Refusal> {
+        let (needle, hay) = two(a, at)?;
+        let needle = self.operand(needle, &at.idx(0))?;
+        if let Some(items) = hay.as_array() {
+            let mut list = Vec::with_capacity(items.len());
+            for (i, s) in items.iter().enumerate() {
+                let s = s
+                    .as_str()
+                    .ok_or_else(|| at.idx(1).idx(i).refuse("in takes a list of strings"))?;
+                list.push(s.as_bytes().to_vec());
+            }
             return Ok(match needle {
                 Operand::Var(attr) => Cond::InList { attr, list },
                 Operand::Lit(l) => Cond::Const(list.contains(&l)),
             });
         }
-        match (needle, self.operand(hay, &format!("{at}[1]"))?) {
+        match (needle, self.operand(hay, &at.idx(1))?) {
             (Operand::Lit(needle), Operand::Var(attr)) => Ok(Cond::Contains { attr, needle }),
-            (Operand::Lit(n), Operand::Lit(h)) => {
-                Ok(Cond::Const(n.is_empty() || h.windows(n.len()).any(|w| *w == *n)))
-            }
+            (Operand::Lit(n), Operand::Lit(h)) => Ok(Cond::Const(super::eval::contains(&h, &n))),
             // flagd (Go) fails on a missing needle in a string (lists.go _in asserts a string).
-            (Operand::Var(_), Operand::Lit(_)) => Err(Refusal::new(
-                at,
-                "in with a var first takes a list of strings, not a string",
-            )),
-            _ => Err(two_vars("in", at)),
+            (Operand::Var(_), Operand::Lit(_)) => {
+                Err(at.refuse("in with a var first takes a list of strings, not a string"))
+            }
+            _ => Err(two_vars(at)),
         }
     }
 
-    fn pair(&self, a: &Value, op: &str, at: &str) -> Result<(Operand, Operand), Refusal> {
-        let (x, y) = two(a, op, at)?;
-        Ok((
-            self.operand(x, &format!("{at}[0]"))?,
-            self.operand(y, &format!("{at}[1]"))?,
-        ))
+    fn pair(&self, a: &Json, at: &At) -> Result<(Operand, Operand), Refusal> {
+        let (x, y) = two(a, at)?;
+        Ok((self.operand(x, &at.idx(0))?, self.operand(y, &at.idx(1))?))
     }
 
     /// A `var` or a string. Request values are strings, so other literals are refused:
     /// loose equality with numbers differs between flagd and flagd-core (`" 5" == 5`).
-    fn operand(&self, v: &Value, path: &str) -> Result<Operand, Refusal> {
+    fn operand(&self, v: &Json, at: &At) -> Result<Operand, Refusal> {
+        if let Some((op, a)) = single_op(v, at)? {
+            let inner = at.key(op);
+            return match op {
+                "var" => self.var(a, &inner),
+                "$ref" => self.with_ref(a, &inner, |rule, p| self.operand(rule, p)),
+                _ => Err(unsupported(op, at)),
+            };
+        }
         match v {
-            Value::String(s) => Ok(Operand::Lit(s.as_bytes().into())),
-            Value::Object(m) => {
-                let (op, a) = single_op(m, path)?;
-                let at = format!("{path}.{op}");
-                match op {
-                    "var" => self.var(a, &at),
-                    "$ref" => self.with_ref(a, &at, |rule, p| self.operand(rule, p)),
-                    _ => Err(unsupported(op, path)),
-                }
-            }
-            _ => Err(Refusal::new(
-                path,
-                "compare with a string or a var (request values are strings)",
-            )),
+            Json::Str(s) => Ok(Operand::Lit(s.as_bytes().to_vec())),
+            _ => Err(at.refuse("compare with a string or a var (request values are strings)")),
         }
     }
 
-    fn var(&self, a: &Value, at: &str) -> Result<Operand, Refusal> {
+    fn var(&self, a: &Json, at: &At) -> Result<Operand, Refusal> {
         let name = match a {
-            Value::String(s) => s.as_str(),
-            Value::Array(l) if l.len() == 1 => l.first().and_then(Value::as_str).unwrap_or_default(),
-            Value::Array(l) if l.len() > 1 => {
-                return Err(Refusal::new(at, "a var default is not supported"));
-            }
+            Json::Str(s) => s.as_str(),
+            Json::Arr(l) if l.len() == 1 => l.first().and_then(Json::as_str).unwrap_or_default(),
+            Json::Arr(l) if l.len() > 1 => return Err(at.refuse("a var default is not supported")),
             _ => "",
         };
         match name {
-            "" => Err(Refusal::new(at, "var takes an attribute name")),
-            "$flagd.flagKey" => Ok(Operand::Lit(self.spec.flag_key.as_bytes().into())),
-            "$flagd.timestamp" => Err(Refusal::new(
-                at,
-                "var \"$flagd.timestamp\" is not supported (it changes every second)",
-            )),
+            "" => Err(at.refuse("var takes an attribute name")),
+            "$flagd.flagKey" => Ok(Operand::Lit(self.spec.flag_key.as_bytes().to_vec())),
+            "$flagd.timestamp" => {
+                Err(at.refuse("var \"$flagd.timestamp\" is not supported (it changes every second)"))
+            }
             _ => match self.spec.attrs.iter().position(|n| n == name) {
                 Some(i) => Ok(Operand::Var(i as Attr)),
-                None => Err(Refusal::new(
-                    at,
-                    format!("var {name:?}: the context does not map it"),
-                )),
+                None => Err(at.refuse(format!("var {name:?}: the context does not map it"))),
             },
         }
     }
@@ -303,40 +341,26 @@ impl Compiler<'_, '_> {
             .map(|i| i as Attr)
     }
 
-    fn fractional(&self, a: &Value, path: &str) -> Result<Node, Refusal> {
-        let a = a
-            .as_array()
-            .filter(|a| !a.is_empty())
-            .ok_or_else(|| Refusal::new(path, "fractional takes a list of [variant, weight]"))?;
-        let (by, dists, first) = match a.first() {
-            Some(Value::Array(_)) => {
+    fn fractional(&self, a: &Json, at: &At) -> Result<Node, Refusal> {
+        let (by, dists, first) = match a.as_array() {
+            Some(a @ [Json::Arr(_), ..]) => {
                 let tk = self.targeting_key().ok_or_else(|| {
-                    Refusal::new(
-                        path,
-                        "fractional without a bucketing value buckets by targetingKey: map targetingKey in `context`",
-                    )
+                    at.refuse("fractional without a bucketing value buckets by targetingKey: map targetingKey in `context`")
                 })?;
-                (BucketBy::Shorthand(tk), a.as_slice(), 0)
+                (BucketBy::Shorthand(tk), a, 0)
             }
-            Some(v) => (
-                self.bucket_by(v, &format!("{path}[0]"))?,
-                a.get(1..).unwrap_or_default(),
-                1,
-            ),
-            None => return Err(Refusal::new(path, "fractional takes at least one bucket")),
+            Some([by, rest @ ..]) if !rest.is_empty() => (self.bucket_by(by, &at.idx(0))?, rest, 1),
+            _ => return Err(at.refuse("fractional takes at least one [variant, weight] bucket")),
         };
-        if dists.is_empty() {
-            return Err(Refusal::new(path, "fractional takes at least one bucket"));
-        }
         let mut weights = Vec::with_capacity(dists.len());
         let mut leaves = Vec::with_capacity(dists.len());
         let mut total: u64 = 0;
         for (i, d) in dists.iter().enumerate() {
-            let at = format!("{path}[{}]", i + first);
+            let at = at.idx(i + first);
             let (leaf, weight) = self.bucket(d, &at)?;
             total += u64::from(weight);
             if total > crate::config::MAX_TOTAL_WEIGHT {
-                return Err(Refusal::new(at, "weights must sum to at most 2147483647"));
+                return Err(at.refuse("weights must sum to at most 2147483647"));
             }
             weights.push(weight);
             leaves.push(leaf);
@@ -347,134 +371,117 @@ impl Compiler<'_, '_> {
         }
         Ok(Node::Fractional(Box::new(Fractional {
             by,
-            weights: weights.into(),
+            weights,
             total: total as u32,
-            leaves: leaves.into(),
+            leaves,
         })))
     }
 
     /// One `[variant, weight]`: a literal variant, an integer weight (1 when absent,
     /// negative clamped to 0, as fractional.go:146-176 and fractional.ts:106-114 do).
-    fn bucket(&self, d: &Value, at: &str) -> Result<(Leaf, u32), Refusal> {
-        let (variant, weight) = match d.as_array().map(Vec::as_slice) {
+    fn bucket(&self, d: &Json, at: &At) -> Result<(Leaf, u32), Refusal> {
+        let (variant, weight) = match d.as_array() {
             Some([v]) => (v, None),
             Some([v, w]) => (v, Some(w)),
-            _ => return Err(Refusal::new(at, "a bucket is [variant] or [variant, weight]")),
+            _ => return Err(at.refuse("a bucket is [variant] or [variant, weight]")),
         };
+        let v_at = at.idx(0);
         let leaf = match variant {
-            Value::Null => Leaf::Default,
-            Value::String(s) => self.leaf(s, &format!("{at}[0]"))?,
-            Value::Bool(b) => self.leaf(if *b { "true" } else { "false" }, &format!("{at}[0]"))?,
+            Json::Null => Leaf::Default,
+            Json::Str(s) => self.leaf(s, &v_at)?,
+            Json::Bool(b) => self.leaf(bool_key(*b), &v_at)?,
             _ => {
-                return Err(Refusal::new(
-                    format!("{at}[0]"),
+                return Err(v_at.refuse(
                     "a bucket's variant must be a variant key (computed variants are not supported)",
                 ))
             }
         };
         let weight = match weight {
             None => 1,
-            Some(w) => {
-                let f = w.as_f64().filter(|f| f.fract() == 0.0).ok_or_else(|| {
-                    Refusal::new(
-                        format!("{at}[1]"),
-                        "a weight must be an integer (computed weights are not supported)",
-                    )
-                })?;
-                if f > crate::config::MAX_TOTAL_WEIGHT as f64 {
-                    return Err(Refusal::new(
-                        format!("{at}[1]"),
-                        "a weight must be at most 2147483647",
-                    ));
+            Some(Json::Num(f)) if f.fract() == 0.0 => {
+                if *f > crate::config::MAX_TOTAL_WEIGHT as f64 {
+                    return Err(at.idx(1).refuse("a weight must be at most 2147483647"));
                 }
                 f.max(0.0) as u32
+            }
+            Some(_) => {
+                return Err(at
+                    .idx(1)
+                    .refuse("a weight must be an integer (computed weights are not supported)"))
             }
         };
         Ok((leaf, weight))
     }
 
-    fn bucket_by(&self, v: &Value, path: &str) -> Result<BucketBy, Refusal> {
-        match v {
-            Value::String(_) => self.constant(v, path),
-            Value::Bool(_) | Value::Number(_) if self.spec.mode == Mode::V3 => self.constant(v, path),
-            Value::Object(m) => {
-                let (op, a) = single_op(m, path)?;
-                let at = format!("{path}.{op}");
-                match op {
-                    "var" => match self.var(a, &at)? {
-                        Operand::Var(attr) => Ok(BucketBy::Var {
-                            attr,
-                            fallback: self.targeting_key().filter(|_| self.spec.mode == Mode::V2),
-                        }),
-                        Operand::Lit(l) => self.constant(&Value::String(lossless(&l)), path),
-                    },
-                    "cat" => self.cat(a, &at),
-                    "$ref" => self.with_ref(a, &at, |rule, p| self.bucket_by(rule, p)),
-                    _ => Err(unsupported(op, path)),
-                }
-            }
-            _ => Err(Refusal::new(
-                path,
-                match self.spec.mode {
-                    // flagd serves the default variant for any other value.
-                    Mode::V2 => "a bucketing value must be a string, a var or cat (fractional v2)",
-                    Mode::V3 => "null is refused as a bucketing value (fractional v3)",
+    fn bucket_by(&self, v: &Json, at: &At) -> Result<BucketBy, Refusal> {
+        if let Some((op, a)) = single_op(v, at)? {
+            let inner = at.key(op);
+            return match op {
+                "var" => match self.var(a, &inner)? {
+                    Operand::Var(attr) => Ok(BucketBy::Var {
+                        attr,
+                        fallback: self.targeting_key().filter(|_| self.spec.mode == Mode::V2),
+                    }),
+                    Operand::Lit(l) => Ok(BucketBy::Const(self.hash_string(&l))),
                 },
-            )),
+                "cat" => self.cat(a, &inner),
+                "$ref" => self.with_ref(a, &inner, |rule, p| self.bucket_by(rule, p)),
+                _ => Err(unsupported(op, at)),
+            };
         }
-    }
-
-    /// A literal bucketing value, hashed now.
-    fn constant(&self, v: &Value, path: &str) -> Result<BucketBy, Refusal> {
-        let mut h = Murmur3::default();
         match (self.spec.mode, v) {
-            (Mode::V2, Value::String(s)) => h.write(s.as_bytes()),
-            (Mode::V3, v) => h.write(&cbor::encode_bucket_value(v).map_err(|r| Refusal::new(path, r))?),
-            _ => {
-                return Err(Refusal::new(
-                    path,
-                    "a bucketing value must be a string (fractional v2)",
-                ))
+            (_, Json::Str(s)) => Ok(BucketBy::Const(self.hash_string(s.as_bytes()))),
+            (Mode::V3, _) => {
+                let bytes = cbor::encode_bucket_value(v).map_err(|r| at.refuse(r))?;
+                Ok(BucketBy::Const(murmur(&bytes)))
+            }
+            // flagd serves the default variant for any other value.
+            (Mode::V2, _) => {
+                Err(at.refuse("a bucketing value must be a string, a var or cat (fractional v2)"))
             }
         }
-        Ok(BucketBy::Const(h.finish()))
     }
 
-    fn cat(&self, a: &Value, at: &str) -> Result<BucketBy, Refusal> {
+    /// A literal string's bucketing hash: its bytes (v2), its CBOR text (v3).
+    fn hash_string(&self, s: &[u8]) -> u32 {
+        let mut h = Murmur3::default();
+        if self.spec.mode == Mode::V3 {
+            super::hash::write_text_head(&mut h, s.len());
+        }
+        h.write(s);
+        h.finish()
+    }
+
+    fn cat(&self, a: &Json, at: &At) -> Result<BucketBy, Refusal> {
         let list = match a {
-            Value::Array(l) => l.as_slice(),
+            Json::Arr(l) => l.as_slice(),
             one => std::slice::from_ref(one),
         };
         let mut pieces = Vec::with_capacity(list.len());
         for (i, p) in list.iter().enumerate() {
-            let path = format!("{at}[{i}]");
-            pieces.push(match self.operand(p, &path) {
+            pieces.push(match self.operand(p, &at.idx(i)) {
                 Ok(Operand::Var(a)) => Piece::Var(a),
                 Ok(Operand::Lit(l)) => Piece::Lit(l),
-                Err(_) => return Err(Refusal::new(path, "cat takes strings and vars")),
+                Err(_) => return Err(at.idx(i).refuse("cat takes strings and vars")),
             });
         }
         // flagd (Go) trims the joined string of two or more pieces (strings.go concat);
         // flagd-core does not. Request values carry no outer whitespace; literals must not.
-        let trims = |p: Option<&Piece>, first: bool| {
-            matches!(p, Some(Piece::Lit(l)) if if first { l.first() } else { l.last() }
-                .is_some_and(|b| b.is_ascii_whitespace()))
+        let outer = |p: Option<&Piece>, first: bool| match p {
+            Some(Piece::Lit(l)) => {
+                if first { l.first() } else { l.last() }.is_some_and(u8::is_ascii_whitespace)
+            }
+            _ => false,
         };
-        if pieces.len() >= 2 && (trims(pieces.first(), true) || trims(pieces.last(), false)) {
-            return Err(Refusal::new(
-                at,
-                "cat with outer whitespace: flagd trims it, flagd-core does not",
-            ));
+        if pieces.len() >= 2 && (outer(pieces.first(), true) || outer(pieces.last(), false)) {
+            return Err(at.refuse("cat with outer whitespace: flagd trims it, flagd-core does not"));
         }
-        Ok(BucketBy::Cat(pieces.into()))
+        Ok(BucketBy::Cat(pieces))
     }
 }
 
-fn two_vars(op: &str, at: &str) -> Refusal {
-    Refusal::new(at, format!("{op} compares a var with a string, not two vars"))
-}
-
-/// A literal that came from a JSON string, back as one.
-fn lossless(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+fn murmur(b: &[u8]) -> u32 {
+    let mut h = Murmur3::default();
+    h.write(b);
+    h.finish()
 }

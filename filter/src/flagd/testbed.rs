@@ -122,9 +122,10 @@ fn run(doc: &Value, steps: &[String]) -> Option<(String, bool, Option<String>, O
         .cloned()
         .zip(0..)
         .collect();
+    let set = super::Json::parse(FLAGS.as_bytes()).unwrap();
     let spec = Spec {
         flag_key: key,
-        flag_set: doc,
+        flag_set: &set,
         variants: &variants,
         attrs: &attrs,
         mode: Mode::V2,

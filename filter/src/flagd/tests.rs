@@ -40,6 +40,7 @@ fn doc(targeting: Value) -> Value {
 }
 
 fn build(d: &Value, mode: Mode) -> Result<Flag, Refusal> {
+    let d = &Json::parse(d.to_string().as_bytes()).unwrap();
     let variants: Vec<(String, usize)> = vec![
         ("off".into(), 0),
         ("on".into(), 1),
@@ -198,6 +199,7 @@ fn document_refusals() {
     let variants = vec![("off".to_string(), 0)];
     let attrs = vec![];
     let try_doc = |d: Value, key: &str| {
+        let d = Json::parse(d.to_string().as_bytes()).unwrap();
         compile(&Spec {
             flag_key: key,
             flag_set: &d,
