@@ -16,6 +16,7 @@ pub fn encode_bucket_value(v: &Json) -> Result<Vec<u8>, &'static str> {
     match v {
         Json::Null => Err("null is refused as a bucketing value (fractional v3)"),
         Json::Arr(_) => Err("an array is refused as a bucketing value (fractional v3)"),
+        Json::Inexact(_) => Err("a number the filter cannot read exactly (write it with fewer digits)"),
         _ => {
             let mut out = Vec::new();
             encode(v, &mut out);
@@ -38,7 +39,7 @@ pub fn encode(v: &Json, out: &mut Vec<u8>) {
             head(out, 3, s.len() as u64);
             out.extend_from_slice(s.as_bytes());
         }
-        Json::Num(f) => number(*f, out),
+        Json::Num(f) | Json::Inexact(f) => number(*f, out),
         Json::Arr(items) => {
             head(out, 4, items.len() as u64);
             for i in items {

@@ -132,7 +132,7 @@ pub(super) fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 /// The request's bucketing hash; `None` serves the default variant.
-fn bucket_hash(flag: &Flag, by: &BucketBy, ctx: &mut impl Context) -> Option<u32> {
+pub(super) fn bucket_hash(flag: &Flag, by: &BucketBy, ctx: &mut impl Context) -> Option<u32> {
     let mut h = Murmur3::default();
     match by {
         BucketBy::Const(hash) => return Some(*hash),

@@ -8,7 +8,10 @@
 pub enum Json {
     Null,
     Bool(bool),
+    /// A number read exactly (correctly rounded to binary64, as Go and JavaScript read it).
     Num(f64),
+    /// A number outside the exact reader's reach (more than 38 digits, large exponents).
+    Inexact(f64),
     Str(String),
     Arr(Vec<Json>),
     Obj(Vec<(String, Json)>),
@@ -153,10 +156,14 @@ impl Parser<'_> {
         ) {
             self.i += 1;
         }
-        // serde_json's number reader is in the module already (the config's numbers).
         let text = self.b.get(start..self.i).unwrap_or_default();
+        if let Some(f) = exact_number(text) {
+            return Ok(Json::Num(f));
+        }
+        // serde_json's reader (in the module already) may be an ulp off where Go and
+        // JavaScript round correctly: fine for weights, refused as a v3 bucketing value.
         serde_json::from_slice::<f64>(text)
-            .map(Json::Num)
+            .map(Json::Inexact)
             .map_err(|_| "invalid number")
     }
 
@@ -215,6 +222,60 @@ impl Parser<'_> {
     }
 }
 
+/// 10^0 ..= 10^22: exact in binary64.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18,
+    1e19, 1e20, 1e21, 1e22,
+];
+
+/// A JSON number correctly rounded, where one rounding suffices: an integer value that fits
+/// u128 (its conversion rounds correctly), or up to 2^53 times or divided by 10^0..10^22
+/// (Clinger's fast path). Else `None`. core's general reader costs ~17 KB of the module.
+fn exact_number(text: &[u8]) -> Option<f64> {
+    let (neg, rest) = match text.split_first() {
+        Some((b'-', r)) => (true, r),
+        _ => (false, text),
+    };
+    let (mut m, mut digits, mut scale, mut exp, mut i) = (0u128, 0u32, 0i32, 0i32, 0);
+    let mut seen_dot = false;
+    while let Some(&c) = rest.get(i) {
+        match c {
+            b'0'..=b'9' => {
+                digits += 1;
+                if digits > 38 {
+                    return None;
+                }
+                m = m * 10 + u128::from(c - b'0');
+                scale -= i32::from(seen_dot);
+            }
+            b'.' if !seen_dot => seen_dot = true,
+            b'e' | b'E' => {
+                exp = std::str::from_utf8(rest.get(i + 1..)?)
+                    .ok()?
+                    .trim_start_matches('+')
+                    .parse()
+                    .ok()?;
+                break;
+            }
+            _ => return None,
+        }
+        i += 1;
+    }
+    let e = exp.checked_add(scale)?;
+    let v = if m == 0 {
+        0.0
+    } else if e >= 0 {
+        // An integer: exact in u128, then one rounding.
+        let p = 10u128.checked_pow(u32::try_from(e).ok()?)?;
+        m.checked_mul(p)? as f64
+    } else if m <= 1 << 53 && e >= -22 {
+        m as f64 / POW10.get(usize::try_from(-e).ok()?)?
+    } else {
+        return None;
+    };
+    Some(if neg { -v } else { v })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +291,19 @@ mod tests {
         let Json::Obj(m) = &j else { panic!() };
         let Json::Arr(a) = &m[0].1 else { panic!() };
         assert_eq!(a[0], Json::Num(1.0));
+        for (t, f) in [
+            ("0.1", 0.1),
+            ("-4.1", -4.1),
+            ("1e19", 1e19),
+            ("3.4028234663852886e38", 3.4028234663852886e38),
+            ("18446744073709551615", 18446744073709551615.0),
+            ("1.5E+2", 150.0),
+            ("-0", -0.0),
+            ("100000.5", 100000.5),
+        ] {
+            assert_eq!(Json::parse(t.as_bytes()), Ok(Json::Num(f)), "{t}");
+        }
+        assert!(matches!(Json::parse(b"1e300"), Ok(Json::Inexact(_))));
         assert_eq!(a[1], Json::Num(-25.0));
         assert_eq!(
             a[5],
