@@ -36,20 +36,23 @@ fn object<'j>(v: &'j Json, at: &str) -> Result<&'j [(String, Json)], ConfigError
 fn parse(raw: &RawValue) -> Result<RawFlagd, ConfigError> {
     let j = Json::parse(raw.get().as_bytes()).map_err(|r| err("flagd", r))?;
     let (mut key, mut set, mut variants, mut context, mut fractional) = (None, None, None, Vec::new(), None);
-    for (name, v) in object(&j, "flagd")? {
+    let Json::Obj(members) = j else {
+        return Err(err("flagd", "invalid type: expected a map"));
+    };
+    for (name, v) in members {
         let at = format!("flagd.{name}");
         match name.as_str() {
-            "flagKey" => key = Some(string(v, &at)?),
-            "flagSet" => set = Some(v.clone()),
+            "flagKey" => key = Some(string(&v, &at)?),
+            "flagSet" => set = Some(v),
             "variants" => {
                 let mut out = Vec::new();
-                for (k, version) in object(v, &at)? {
+                for (k, version) in object(&v, &at)? {
                     out.push((k.clone(), string(version, &format!("{at}.{k}"))?));
                 }
                 variants = Some(out);
             }
             "context" => {
-                for (attr, sources) in object(v, &at)? {
+                for (attr, sources) in object(&v, &at)? {
                     let at = format!("{at}.{attr}");
                     let (list, is_list) = match sources {
                         Json::Arr(l) => (l.as_slice(), true),
@@ -65,7 +68,7 @@ fn parse(raw: &RawValue) -> Result<RawFlagd, ConfigError> {
                     context.push((attr.clone(), keys, is_list));
                 }
             }
-            "fractional" => fractional = Some(string(v, &at)?),
+            "fractional" => fractional = Some(string(&v, &at)?),
             _ => {
                 return Err(err(
                     at,
@@ -141,8 +144,10 @@ impl Flagd {
     }
 }
 
-fn err(path: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError::new(path, reason)
+/// Out of line and cold: each error site is one call (the module's size budget).
+#[cold]
+fn err<P: AsRef<str>, R: AsRef<str>>(path: P, reason: R) -> ConfigError {
+    ConfigError::new(path.as_ref(), reason.as_ref())
 }
 
 /// Takes `flagd` out of the raw config and fills in what it stands for: `rolloutId`

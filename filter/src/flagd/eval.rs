@@ -18,10 +18,14 @@ pub enum Node {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cond {
     Const(bool),
-    /// `==` / `===` against a string (`!=`, `!==` negated): a missing value equals none.
-    Eq {
+    /// A var against a string: `==` / `===` (`!=`, `!==` negated), `in` (substring),
+    /// `starts_with`, `ends_with`; `var_first` when the var is the first argument. A missing
+    /// value passes no test (then `negate`).
+    Test {
         attr: Attr,
+        op: Test,
         lit: Vec<u8>,
+        var_first: bool,
         negate: bool,
     },
     /// `in` with a list: the value is one of the strings.
@@ -29,21 +33,30 @@ pub enum Cond {
         attr: Attr,
         list: Vec<Vec<u8>>,
     },
-    /// `in` with a string: the literal is a substring of the value.
-    Contains {
-        attr: Attr,
-        needle: Vec<u8>,
-    },
-    /// `starts_with` / `ends_with`; `var_is_subject` when the var is the first argument.
-    Affix {
-        attr: Attr,
-        lit: Vec<u8>,
-        ends: bool,
-        var_is_subject: bool,
-    },
     Not(Box<Cond>),
     And(Vec<Cond>),
     Or(Vec<Cond>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Test {
+    Eq,
+    /// `in`: the first argument inside the second.
+    In,
+    StartsWith,
+    EndsWith,
+}
+
+impl Test {
+    /// The operator on two strings, in argument order.
+    pub fn apply(self, a: &[u8], b: &[u8]) -> bool {
+        match self {
+            Test::Eq => a == b,
+            Test::In => contains(b, a),
+            Test::StartsWith => a.starts_with(b),
+            Test::EndsWith => a.ends_with(b),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,26 +114,20 @@ pub fn node(flag: &Flag, n: &Node, ctx: &mut impl Context) -> Leaf {
 fn cond(c: &Cond, ctx: &mut impl Context) -> bool {
     match c {
         Cond::Const(b) => *b,
-        Cond::Eq { attr, lit, negate } => (ctx.value(*attr) == Some(&lit[..])) != *negate,
-        Cond::InList { attr, list } => ctx.value(*attr).is_some_and(|v| list.iter().any(|l| &l[..] == v)),
-        Cond::Contains { attr, needle } => ctx.value(*attr).is_some_and(|v| contains(v, needle)),
-        Cond::Affix {
+        Cond::Test {
             attr,
+            op,
             lit,
-            ends,
-            var_is_subject,
-        } => ctx.value(*attr).is_some_and(|v| {
-            let (subject, affix) = if *var_is_subject {
-                (v, &lit[..])
-            } else {
-                (&lit[..], v)
-            };
-            if *ends {
-                subject.ends_with(affix)
-            } else {
-                subject.starts_with(affix)
-            }
-        }),
+            var_first,
+            negate,
+        } => {
+            let pass = ctx.value(*attr).is_some_and(|v| {
+                let (a, b) = if *var_first { (v, &lit[..]) } else { (&lit[..], v) };
+                op.apply(a, b)
+            });
+            pass != *negate
+        }
+        Cond::InList { attr, list } => ctx.value(*attr).is_some_and(|v| list.iter().any(|l| &l[..] == v)),
         Cond::Not(c) => !cond(c, ctx),
         Cond::And(cs) => cs.iter().all(|c| cond(c, ctx)),
         Cond::Or(cs) => cs.iter().any(|c| cond(c, ctx)),

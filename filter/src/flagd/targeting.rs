@@ -4,7 +4,7 @@
 
 use super::cbor;
 use super::document::{self, FlagDoc};
-use super::eval::{BucketBy, Cond, Fractional, Node, Piece};
+use super::eval::{BucketBy, Cond, Fractional, Node, Piece, Test};
 use super::hash::Murmur3;
 use super::json::Json;
 use super::{Attr, Leaf, Mode, Refusal, Spec};
@@ -66,8 +66,11 @@ impl<'p> At<'p> {
         out
     }
 
-    fn refuse(&self, reason: impl Into<String>) -> Refusal {
-        Refusal::new(self.render(), reason)
+    /// Out of line and cold: each refusal site is one call (the module's size budget).
+    #[cold]
+    #[inline(never)]
+    fn refuse<R: AsRef<str>>(&self, reason: R) -> Refusal {
+        Refusal::new(self.render(), reason.as_ref())
     }
 }
 
@@ -111,10 +114,6 @@ fn two<'v>(v: &'v Json, at: &At) -> Result<(&'v Json, &'v Json), Refusal> {
         Some([x, y]) => Ok((x, y)),
         _ => Err(at.refuse("takes 2 arguments")),
     }
-}
-
-fn two_vars(at: &At) -> Refusal {
-    at.refuse("compares a var with a string, not two vars")
 }
 
 fn bool_key(b: bool) -> &'static str {
@@ -207,9 +206,10 @@ impl Compiler<'_, '_> {
         let inner = outer.key(op);
         let at = &inner;
         match op {
-            "==" | "===" | "!=" | "!==" => self.compare(a, op.starts_with('!'), at),
+            "==" | "===" | "!=" | "!==" => self.test(a, Test::Eq, op.starts_with('!'), at),
             "in" => self.in_(a, at),
-            "starts_with" | "ends_with" => self.affix(a, op == "ends_with", at),
+            "starts_with" => self.test(a, Test::StartsWith, false, at),
+            "ends_with" => self.test(a, Test::EndsWith, false, at),
             "and" | "or" => {
                 let list = a
                     .as_array()
@@ -231,64 +231,44 @@ impl Compiler<'_, '_> {
         }
     }
 
-    /// `==`, `===` (the same on strings and a missing value), `!=`, `!==`.
-    fn compare(&self, a: &Json, negate: bool, at: &At) -> Result<Cond, Refusal> {
-        match self.pair(a, at)? {
-            (Operand::Var(attr), Operand::Lit(lit)) | (Operand::Lit(lit), Operand::Var(attr)) => {
-                Ok(Cond::Eq { attr, lit, negate })
-            }
-            (Operand::Lit(x), Operand::Lit(y)) => Ok(Cond::Const((x == y) != negate)),
-            _ => Err(two_vars(at)),
-        }
-    }
-
-    /// `starts_with` / `ends_with`, the var on either side.
-    fn affix(&self, a: &Json, ends: bool, at: &At) -> Result<Cond, Refusal> {
-        let (attr, lit, var_is_subject) = match self.pair(a, at)? {
+    /// A var against a string, or two strings (decided now). `==` and `===` are the same on
+    /// strings and a missing value; `!=`, `!==` negate them.
+    fn test(&self, a: &Json, op: Test, negate: bool, at: &At) -> Result<Cond, Refusal> {
+        let (attr, lit, var_first) = match self.pair(a, at)? {
             (Operand::Var(attr), Operand::Lit(lit)) => (attr, lit, true),
             (Operand::Lit(lit), Operand::Var(attr)) => (attr, lit, false),
-            (Operand::Lit(s), Operand::Lit(x)) => {
-                return Ok(Cond::Const(if ends {
-                    s.ends_with(&x)
-                } else {
-                    s.starts_with(&x)
-                }))
-            }
-            _ => return Err(two_vars(at)),
+            (Operand::Lit(x), Operand::Lit(y)) => return Ok(Cond::Const(op.apply(&x, &y) != negate)),
+            _ => return Err(at.refuse("compares a var with a string, not two vars")),
         };
-        Ok(Cond::Affix {
+        if op == Test::In && var_first {
+            // flagd (Go) fails on a missing needle in a string (lists.go _in asserts a string).
+            return Err(at.refuse("in with a var first takes a list of strings, not a string"));
+        }
+        Ok(Cond::Test {
             attr,
+            op,
             lit,
-            ends,
-            var_is_subject,
+            var_first,
+            negate,
         })
     }
 
     fn in_(&self, a: &Json, at: &At) -> Result<Cond, Refusal> {
         let (needle, hay) = two(a, at)?;
-        let needle = self.operand(needle, &at.idx(0))?;
-        if let Some(items) = hay.as_array() {
-            let mut list = Vec::with_capacity(items.len());
-            for (i, s) in items.iter().enumerate() {
-                let s = s
-                    .as_str()
-                    .ok_or_else(|| at.idx(1).idx(i).refuse("in takes a list of strings"))?;
-                list.push(s.as_bytes().to_vec());
-            }
-            return Ok(match needle {
-                Operand::Var(attr) => Cond::InList { attr, list },
-                Operand::Lit(l) => Cond::Const(list.contains(&l)),
-            });
+        let Some(items) = hay.as_array() else {
+            return self.test(a, Test::In, false, at);
+        };
+        let mut list = Vec::with_capacity(items.len());
+        for (i, s) in items.iter().enumerate() {
+            let s = s
+                .as_str()
+                .ok_or_else(|| at.idx(1).idx(i).refuse("in takes a list of strings"))?;
+            list.push(s.as_bytes().to_vec());
         }
-        match (needle, self.operand(hay, &at.idx(1))?) {
-            (Operand::Lit(needle), Operand::Var(attr)) => Ok(Cond::Contains { attr, needle }),
-            (Operand::Lit(n), Operand::Lit(h)) => Ok(Cond::Const(super::eval::contains(&h, &n))),
-            // flagd (Go) fails on a missing needle in a string (lists.go _in asserts a string).
-            (Operand::Var(_), Operand::Lit(_)) => {
-                Err(at.refuse("in with a var first takes a list of strings, not a string"))
-            }
-            _ => Err(two_vars(at)),
-        }
+        Ok(match self.operand(needle, &at.idx(0))? {
+            Operand::Var(attr) => Cond::InList { attr, list },
+            Operand::Lit(l) => Cond::Const(list.contains(&l)),
+        })
     }
 
     fn pair(&self, a: &Json, at: &At) -> Result<(Operand, Operand), Refusal> {
