@@ -23,7 +23,7 @@ WASM_OPT    := wasm-opt -O3 --enable-bulk-memory --enable-sign-ext --enable-muta
 WBG_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"/, "", $$3); print $$3}' Cargo.lock)
 CARGO_BIN   := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
 
-.PHONY: help build wasm-size build-trap envoy targets binaryen wasm-bindgen run run-route-weights run-guard test fmt-check lint unit wasm-test e2e soak validate clean noop-wasm
+.PHONY: help build wasm-size flagd-node build-trap envoy targets binaryen wasm-bindgen run run-route-weights run-guard test fmt-check lint unit wasm-test e2e soak validate clean noop-wasm
 
 help:
 	@echo "make run    build the filter, start Envoy with the demo config, drive traffic, print the per-version table"
@@ -114,7 +114,16 @@ build-trap: $(TRAP_WASM)
 noop-wasm: targets
 	cargo build --release --target wasm32-wasip1 -p bench-noop-filter
 
-e2e: build build-trap envoy noop-wasm
+# OpenFeature's own flagd evaluator (@openfeature/flagd-core, exact versions from the committed
+# package-lock.json), the reference of the flagd e2e test (tests/tests/flagd.rs).
+FLAGD_NODE := tests/flagd/node_modules/@openfeature/flagd-core/package.json
+$(FLAGD_NODE): tests/flagd/package.json tests/flagd/package-lock.json
+	cd tests/flagd && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+flagd-node: $(FLAGD_NODE)
+
+e2e: build build-trap envoy noop-wasm flagd-node
 	cargo test -p rollout-e2e -- --test-threads 2
 
 # The load test at full size: 100,000 requests at concurrency 64.

@@ -19,7 +19,7 @@ OCI_TAR        := target/rollout-filter-oci.tar
 DEPLOY_OUT     := target/deploy
 CHECK_CONFIG   := target/debug/rollout-check-config
 
-.PHONY: oci deploy-tools deploy-test manifests-test oci-test ecds-test check-config-bin
+.PHONY: oci deploy-tools deploy-test manifests-test oci-test ecds-test check-config-bin istio-flagd
 
 # Python packages (pinned, with dependencies) into the project venv.
 $(DEPLOY_STAMP): tools/requirements.txt
@@ -34,6 +34,10 @@ $(DEPLOY_NODE): tools/package.json tools/package-lock.json
 
 deploy-tools: $(DEPLOY_STAMP) $(DEPLOY_NODE)
 
+# istio/flagd/wasmplugin.yaml from the FeatureFlag (istio/flagd/featureflag.yaml): the flag lives once.
+istio-flagd: $(DEPLOY_STAMP)
+	$(DEPLOY_PY) tools/render_flagd_wasmplugin.py
+
 # The filter's own config parser, to vet every shipped pluginConfig.
 check-config-bin:
 	cargo build --quiet -p rollout-cli --bin rollout-check-config
@@ -43,10 +47,12 @@ oci: build
 
 manifests-test: deploy-tools check-config-bin
 	$(DEPLOY_PY) tools/validate_manifests.py --check-config $(CHECK_CONFIG) \
-	  istio/ istio/file/ istio/route-weights/ istio/flagger/ istio/gateway-multi/ \
+	  istio/ istio/file/ istio/route-weights/ istio/flagger/ istio/gateway-multi/ istio/flagd/ \
 	  istio/gateway-api/ istio/gateway-api/argo/ istio/gateway-api/flagger/ \
 	  envoy-gateway/ envoy-gateway/argo/ envoy-gateway/flagger/ \
 	  tools/testdata/valid/
+	@echo "--- istio/flagd/wasmplugin.yaml carries istio/flagd/featureflag.yaml's flagSpec:"
+	$(DEPLOY_PY) tools/render_flagd_wasmplugin.py --check
 	@echo "--- the gateway routes istiod renders for them (tests/tests/istio_rollout.rs loads these):"
 	$(DEPLOY_PY) tools/istio_routes.py --check tests/fixtures/istio-routes
 	@echo "--- the Gateway API routes Istio and Envoy Gateway render (tests/tests/gateway_api_rollout.rs):"

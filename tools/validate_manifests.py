@@ -243,6 +243,31 @@ def envoy_stats_tags() -> list[dict]:
     return [t for t in cfg["stats_config"]["stats_tags"] if t["regex"].startswith("(;")]
 
 
+def keys_within(where: str, d: object, allowed: set[str]) -> dict:
+    if not isinstance(d, dict):
+        raise Invalid(f"{where}: must be a map")
+    extra = sorted(set(d) - allowed)
+    if extra:
+        raise Invalid(f"{where}: unknown field(s): " + ", ".join(extra))
+    return d
+
+
+def validate_featureflag(doc: dict) -> None:
+    """OpenFeature's FeatureFlag (open-feature-operator api/core/v1beta1/featureflag_types.go):
+    spec.flagSpec holds flags (state ENABLED/DISABLED, variants, defaultVariant, targeting,
+    metadata), metadata and $evaluators; the rest of the CRD is free-form JSON."""
+    keys_within("", doc, {"apiVersion", "kind", "metadata", "spec"})
+    spec = keys_within("spec", doc.get("spec"), {"flagSpec"})
+    flag_spec = keys_within("spec.flagSpec", spec.get("flagSpec"), {"flags", "metadata", "$evaluators"})
+    for key, flag in keys_within("spec.flagSpec.flags", flag_spec.get("flags"), set(flag_spec.get("flags") or {})).items():
+        at = f"spec.flagSpec.flags.{key}"
+        keys_within(at, flag, {"state", "variants", "defaultVariant", "targeting", "metadata"})
+        if flag.get("state") not in ("ENABLED", "DISABLED"):
+            raise Invalid(f"{at}.state: must be ENABLED or DISABLED")
+        if not isinstance(flag.get("variants"), dict) or not isinstance(flag.get("defaultVariant"), str):
+            raise Invalid(f"{at}: variants (a map) and defaultVariant (a string) are required")
+
+
 def validate_configmap(doc: dict) -> None:
     allowed = {"apiVersion", "kind", "metadata", "data", "binaryData", "immutable"}
     extra = sorted(set(doc) - allowed)
@@ -350,6 +375,8 @@ def make_validators(checker: str | None) -> Callable[[list[tuple[str, dict]]], d
                     continue
                 elif gvk == ("v1", "ConfigMap"):
                     validate_configmap(doc)
+                elif gvk == ("core.openfeature.dev/v1beta1", "FeatureFlag"):
+                    validate_featureflag(doc)
                 elif gvk in NO_SCHEMA_PACKAGE:
                     results[name] = SKIPPED
                     continue
