@@ -30,10 +30,10 @@ bench-speed-wasm: targets binaryen
 	@mkdir -p target/bench
 	$(WASM_OPT) target/wasm32-unknown-unknown/filter/bench_core_wasm.wasm -o $(CORE_WASM_SHIPPED)
 
-bench: build envoy bench-tools bench-speed-wasm
+bench: build envoy bench-tools bench-speed-wasm ## the benchmark: writes BENCHMARKS.md (BENCH_SECONDS, BENCH_ROUNDS, BENCH_ROWS)
 	$(BENCH_ENV) CORE_WASM_O3="$(CORE_WASM_O3)" CORE_WASM_SHIPPED="$(CORE_WASM_SHIPPED)" python3 bench/run.py
 
-bench-smoke: build envoy bench-tools
+bench-smoke: build envoy bench-tools ## one short round of every benchmark row, to check the harness (no timing asserted)
 	$(BENCH_ENV) python3 bench/run.py --smoke
 
 # `make test` runs the smoke so the harness cannot rot (timing is never asserted).

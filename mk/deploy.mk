@@ -38,10 +38,10 @@ deploy-tools: $(DEPLOY_STAMP) $(DEPLOY_NODE)
 check-config-bin:
 	cargo build --quiet -p rollout-cli --bin rollout-check-config
 
-oci: build
+oci: build ## OCI image in target/oci + tar, WasmPlugins with URL and digest under target/deploy (OCI_URL=oci://...)
 	python3 tools/oci_image.py --wasm $(WASM) --out $(OCI_DIR) --tar $(OCI_TAR) --render $(DEPLOY_OUT)
 
-manifests-test: deploy-tools check-config-bin
+manifests-test: deploy-tools check-config-bin ## every Istio manifest strictly validated, broken ones must fail
 	$(DEPLOY_PY) tools/validate_manifests.py --check-config $(CHECK_CONFIG) \
 	  istio/ istio/file/ istio/route-weights/ istio/flagger/ istio/gateway-multi/ \
 	  tools/testdata/valid/
@@ -51,18 +51,18 @@ manifests-test: deploy-tools check-config-bin
 	$(DEPLOY_PY) tools/validate_manifests.py --check-config $(CHECK_CONFIG) --expect-invalid \
 	  tools/testdata/invalid/
 
-oci-test: oci deploy-tools check-config-bin
+oci-test: oci deploy-tools check-config-bin ## the OCI image unpacked as Istio does; its layer is the built .wasm
 	python3 tools/check_oci.py --tar $(OCI_TAR) --dir $(OCI_DIR) --wasm $(WASM) --rendered $(DEPLOY_OUT)
 	$(DEPLOY_PY) tools/validate_manifests.py --check-config $(CHECK_CONFIG) \
 	  $(DEPLOY_OUT)/istio/wasmplugin.yaml $(DEPLOY_OUT)/istio/file/wasmplugin.yaml \
 	  $(DEPLOY_OUT)/istio/route-weights/wasmplugin.yaml $(DEPLOY_OUT)/istio/flagger/wasmplugin.yaml \
 	  $(DEPLOY_OUT)/istio/gateway-multi/wasmplugin.yaml
 
-ecds-test: build envoy deploy-tools
+ecds-test: build envoy deploy-tools ## the Istio-shaped Envoy config matches the WasmPlugin and loads in Envoy
 	$(DEPLOY_PY) tools/ecds_check.py --envoy envoy-config/istio-ecds.yaml \
 	  --wasmplugin istio/wasmplugin.yaml --static-out $(DEPLOY_OUT)/istio-ecds-static.yaml
 	@for f in envoy-config/istio-ecds.yaml $(DEPLOY_OUT)/istio-ecds-static.yaml; do \
 	  $(ENVOY) --mode validate -c $$f --log-level error >/dev/null || { echo "INVALID: $$f"; exit 1; }; \
 	  echo "valid: $$f"; done
 
-deploy-test: manifests-test oci-test ecds-test
+deploy-test: manifests-test oci-test ecds-test ## manifests-test, oci-test and ecds-test

@@ -24,7 +24,7 @@ export REPORT_ARGS PROMETHEUS
 
 .PHONY: report metrics-test prometheus-check
 
-report:
+report: ## per-version table and verdict from an Envoy admin (REPORT_ADMIN, REPORT_ARGS)
 	@cargo build --quiet -p rollout-cli --bin rollout-report
 	@target/debug/rollout-report --admin $(REPORT_ADMIN) $(REPORT_ARGS); rc=$$?; \
 	  case $$rc in 0) exit 0;; 1) v=HOLD;; 2) v=ABORT;; *) v="no report";; esac; \
@@ -38,5 +38,5 @@ prometheus-check:
 	  "(or PROMETHEUS=/path/to/prometheus)"; exit 1; }
 	@"$(PROMETHEUS)" --version 2>&1 | head -1
 
-metrics-test: build envoy prometheus-check
+metrics-test: build envoy prometheus-check ## every shipped PromQL query against a real Prometheus scraping a real Envoy
 	cargo test -p rollout-e2e --test prometheus --test report -- --test-threads 2
