@@ -5,6 +5,7 @@
 #   make oci           build target/oci (OCI image layout) + target/rollout-filter-oci.tar, print the
 #                      manifest digest and the sha256 for the WasmPlugins, render every
 #                      istio/**/wasmplugin.yaml with it filled in under target/deploy/istio/
+#                      (OCI_URL=oci://REGISTRY/REPO:TAG: with that image url); no tracked file changes
 #   make deploy-test   manifests strictly valid (incl. typo'd fixtures that must fail), the route
 #                      fixtures up to date with them (tools/istio_routes.py), the OCI image
 #                      unpacked and its layer compared with the .wasm, the Istio-shaped Envoy config
@@ -38,8 +39,12 @@ deploy-tools: $(DEPLOY_STAMP) $(DEPLOY_NODE)
 check-config-bin:
 	cargo build --quiet -p rollout-cli --bin rollout-check-config
 
+# OCI_URL=oci://REGISTRY/REPO:TAG: the image url the rendered WasmPlugins name (else the shipped one).
+OCI_URL ?=
+OCI_URL_ARG = $(if $(strip $(OCI_URL)),--url $(OCI_URL))
+
 oci: build ## OCI image in target/oci + tar, WasmPlugins with URL and digest under target/deploy (OCI_URL=oci://...)
-	python3 tools/oci_image.py --wasm $(WASM) --out $(OCI_DIR) --tar $(OCI_TAR) --render $(DEPLOY_OUT)
+	python3 tools/oci_image.py --wasm $(WASM) --out $(OCI_DIR) --tar $(OCI_TAR) --render $(DEPLOY_OUT) $(OCI_URL_ARG)
 
 manifests-test: deploy-tools check-config-bin ## every Istio manifest strictly validated, broken ones must fail
 	$(DEPLOY_PY) tools/validate_manifests.py --check-config $(CHECK_CONFIG) \
@@ -52,7 +57,7 @@ manifests-test: deploy-tools check-config-bin ## every Istio manifest strictly v
 	  tools/testdata/invalid/
 
 oci-test: oci deploy-tools check-config-bin ## the OCI image unpacked as Istio does; its layer is the built .wasm
-	python3 tools/check_oci.py --tar $(OCI_TAR) --dir $(OCI_DIR) --wasm $(WASM) --rendered $(DEPLOY_OUT)
+	python3 tools/check_oci.py --tar $(OCI_TAR) --dir $(OCI_DIR) --wasm $(WASM) --rendered $(DEPLOY_OUT) $(OCI_URL_ARG)
 	$(DEPLOY_PY) tools/validate_manifests.py --check-config $(CHECK_CONFIG) \
 	  $(DEPLOY_OUT)/istio/wasmplugin.yaml $(DEPLOY_OUT)/istio/file/wasmplugin.yaml \
 	  $(DEPLOY_OUT)/istio/route-weights/wasmplugin.yaml $(DEPLOY_OUT)/istio/flagger/wasmplugin.yaml \

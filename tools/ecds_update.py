@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
 """Change the rollout filter's config in a running Envoy that reads it by file-based ECDS.
 
-    ecds_update.py --weights stable=0,canary=100 [--file envoy-config/ecds/rollout-filter.yaml]
+    ecds_update.py --init                       copy the Istio-shaped config to target/ecds-demo/
+    ecds_update.py --weights stable=0,canary=100 [--file target/ecds-demo/ecds/rollout-filter.yaml]
     ecds_update.py --config new-config.json     [--file ...]
+
+--init writes target/ecds-demo/istio-ecds.yaml (envoy-config/istio-ecds.yaml watching
+target/ecds-demo/ecds/) and a copy of envoy-config/ecds/rollout-filter.yaml there, so a hot reload
+never edits a tracked file; the tool refuses a --file in the repository outside target/.
 
 Rewrites the pluginConfig JSON (the StringValue `value:` line) and bumps version_info, then replaces
 the file atomically: the new content goes to a temporary file in the same directory, which is then
@@ -25,18 +30,29 @@ import sys
 import tempfile
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = Path("target/ecds-demo")
+SHIPPED = Path("envoy-config/istio-ecds.yaml")
+SHIPPED_ECDS = Path("envoy-config/ecds/rollout-filter.yaml")
+
 VALUE_LINE = re.compile(r"(?m)^(?P<indent>\s*)value: '(?P<json>.*)'\s*$")
 VERSION_LINE = re.compile(r'(?m)^version_info: "(?P<v>[^"]*)"\s*$')
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--file", type=Path, default=Path("envoy-config/ecds/rollout-filter.yaml"))
+    ap.add_argument("--file", type=Path, default=DEMO / "ecds/rollout-filter.yaml")
     group = ap.add_mutually_exclusive_group(required=True)
+    group.add_argument("--init", action="store_true", help="copy the config and its ECDS file to target/ecds-demo/")
     group.add_argument("--weights", help="name=weight,... for versions already in the config")
     group.add_argument("--config", type=Path, help="a whole new filter config (JSON)")
     ap.add_argument("--check", metavar="BIN", help="run the config through rollout-check-config first")
     args = ap.parse_args()
+    if args.init:
+        return init()
+    refuse_tracked(args.file)
+    if not args.file.exists():
+        raise SystemExit(f"{args.file}: no such file (`python3 tools/ecds_update.py --init` writes it)")
 
     text = args.file.read_text()
     values = list(VALUE_LINE.finditer(text))
@@ -87,6 +103,31 @@ def main() -> int:
         raise
     print(f"{args.file}: {compact}")
     return 0
+
+
+def init() -> int:
+    """The shipped Istio-shaped config, watching a copy of its ECDS file under target/."""
+    (ROOT / DEMO / "ecds").mkdir(parents=True, exist_ok=True)
+    config = (ROOT / SHIPPED).read_text()
+    for old, new in (
+        (f"path: {SHIPPED_ECDS}", f"path: {DEMO}/ecds/rollout-filter.yaml"),
+        ("watched_directory: { path: envoy-config/ecds }", f"watched_directory: {{ path: {DEMO}/ecds }}"),
+    ):
+        if config.count(old) != 1:
+            raise SystemExit(f"{SHIPPED}: expected `{old}` once")
+        config = config.replace(old, new)
+    (ROOT / DEMO / "istio-ecds.yaml").write_text(config)
+    (ROOT / DEMO / "ecds/rollout-filter.yaml").write_text((ROOT / SHIPPED_ECDS).read_text())
+    print(f"wrote {DEMO}/istio-ecds.yaml and {DEMO}/ecds/rollout-filter.yaml; from the repository root:")
+    print(f"  .venv/bin/envoy -c {DEMO}/istio-ecds.yaml --concurrency 1 --use-dynamic-base-id")
+    return 0
+
+
+def refuse_tracked(path: Path) -> None:
+    """Files of the repository are never rewritten, except under target/."""
+    full = path.resolve()
+    if full.is_relative_to(ROOT) and not full.is_relative_to(ROOT / "target"):
+        raise SystemExit(f"{path}: a file of the repository; run --init and update {DEMO}/ecds/rollout-filter.yaml")
 
 
 if __name__ == "__main__":

@@ -181,10 +181,19 @@ fn make_run_beside_a_readme_envoy_holding_base_id_0_prints_its_own_table() {
     );
 }
 
-/// The Envoy commands of the README's sh blocks: (the block's `python3 tools/…` lines before it,
-/// the command's arguments without the binary).
-fn readme_envoy_commands() -> Vec<(Vec<String>, Vec<String>)> {
-    let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README");
+/// An Envoy command of the README: its arguments (without the binary), its config and admin
+/// port, and the `python3 tools/…` lines its sh block runs before it.
+struct ReadmeCommand {
+    setup: Vec<String>,
+    args: Vec<String>,
+    config: String,
+    admin_port: u16,
+}
+
+/// The Envoy commands of the README's sh blocks.
+fn readme_envoy_commands() -> Vec<ReadmeCommand> {
+    let root = workspace_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
     let mut out = Vec::new();
     let mut setup = Vec::new();
     let mut in_sh = false;
@@ -206,7 +215,14 @@ fn readme_envoy_commands() -> Vec<(Vec<String>, Vec<String>)> {
             continue;
         }
         if let Some(rest) = cmd.strip_prefix(".venv/bin/envoy ") {
-            out.push((setup.clone(), rest.split_whitespace().map(String::from).collect()));
+            let args: Vec<String> = rest.split_whitespace().map(String::from).collect();
+            let config = args[args.iter().position(|a| a == "-c").expect("-c") + 1].clone();
+            out.push(ReadmeCommand {
+                setup: setup.clone(),
+                args,
+                config,
+                admin_port: 0,
+            });
         } else if cmd.starts_with("python3 tools/") {
             setup.push(cmd.to_string());
         }
@@ -214,55 +230,73 @@ fn readme_envoy_commands() -> Vec<(Vec<String>, Vec<String>)> {
     out
 }
 
+/// The first port after `admin:` in an Envoy config.
 fn admin_port(config: &str) -> u16 {
     let after = &config[config.find("\nadmin:").expect("an admin")..];
     demo_envoy::ports_of(&after[..after.find("\n\n").unwrap_or(after.len())])[0]
+}
+
+/// Run the command's setup lines, then learn its admin port (from the config they may write).
+fn prepare(c: &mut ReadmeCommand) {
+    for cmd in &c.setup {
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(workspace_root())
+            .status();
+        assert!(ok.map(|s| s.success()).unwrap_or(false), "{cmd}");
+    }
+    let yaml = std::fs::read_to_string(workspace_root().join(&c.config)).expect("config");
+    c.admin_port = admin_port(&yaml);
 }
 
 #[test]
 fn readme_envoy_commands_run_side_by_side() {
     let _turn = fixed_ports();
     let commands = readme_envoy_commands();
-    assert!(commands.len() >= 2, "README Envoy commands: {commands:?}");
+    assert!(commands.len() >= 2, "README Envoy commands: {}", commands.len());
     // Commands on the same ports are the same Envoy shape: one of each runs at a time.
-    let mut rounds: Vec<Vec<(Vec<String>, Vec<String>, String, u16)>> = Vec::new();
-    for (setup, args) in commands {
-        assert!(args.iter().any(|a| a == "--use-dynamic-base-id"), "{args:?}");
-        let config = args[args.iter().position(|a| a == "-c").expect("-c") + 1].clone();
-        for cmd in &setup {
-            let ok = Command::new("sh")
-                .arg("-c")
-                .arg(cmd)
-                .current_dir(workspace_root())
-                .status();
-            assert!(ok.map(|s| s.success()).unwrap_or(false), "{cmd}");
-        }
-        let yaml = std::fs::read_to_string(workspace_root().join(&config)).expect(&config);
-        let port = admin_port(&yaml);
-        let round = rounds.iter().position(|r| r.iter().all(|c| c.3 != port));
-        let entry = (setup, args, config, port);
-        match round {
-            Some(i) => rounds[i].push(entry),
-            None => rounds.push(vec![entry]),
+    let mut rounds: Vec<Vec<ReadmeCommand>> = Vec::new();
+    for mut c in commands {
+        assert!(
+            c.args.iter().any(|a| a == "--use-dynamic-base-id"),
+            "{:?}",
+            c.args
+        );
+        prepare(&mut c);
+        match rounds
+            .iter()
+            .position(|r| r.iter().all(|o| o.admin_port != c.admin_port))
+        {
+            Some(i) => rounds[i].push(c),
+            None => rounds.push(vec![c]),
         }
     }
-    for round in rounds {
-        let mut running: Vec<(Other, &(Vec<String>, Vec<String>, String, u16))> = Vec::new();
-        for c in &round {
-            let args: Vec<&str> = c.1.iter().map(String::as_str).collect();
-            running.push((Other::start(&args), c));
-        }
-        for (envoy, c) in running.iter_mut() {
-            let info = envoy.server_info(&format!("127.0.0.1:{}", c.3));
-            let info = info.unwrap_or_else(|log| panic!("{}: {log}", c.2));
-            assert_eq!(info["command_line_options"]["config_path"], c.2.as_str());
-        }
-        for (envoy, c) in running.iter_mut() {
-            assert!(envoy.child.try_wait().unwrap().is_none(), "{} still running", c.2);
-        }
-        let names: Vec<&str> = round.iter().map(|c| c.2.as_str()).collect();
-        println!("side by side: {}", names.join(", "));
+    for round in &rounds {
+        side_by_side(round);
     }
+}
+
+/// Every command of `round` started at once; each one's admin answers with its config.
+fn side_by_side(round: &[ReadmeCommand]) {
+    let mut running: Vec<Other> = round
+        .iter()
+        .map(|c| Other::start(&c.args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .collect();
+    for (envoy, c) in running.iter_mut().zip(round) {
+        let info = envoy.server_info(&format!("127.0.0.1:{}", c.admin_port));
+        let info = info.unwrap_or_else(|log| panic!("{}: {log}", c.config));
+        assert_eq!(info["command_line_options"]["config_path"], c.config.as_str());
+    }
+    for (envoy, c) in running.iter_mut().zip(round) {
+        assert!(
+            envoy.child.try_wait().unwrap().is_none(),
+            "{} still running",
+            c.config
+        );
+    }
+    let names: Vec<&str> = round.iter().map(|c| c.config.as_str()).collect();
+    println!("side by side: {}", names.join(", "));
 }
 
 /// `make report` and `rollout-report` on the same Envoy: `(rollout-report's code, make's)`.
