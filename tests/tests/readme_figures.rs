@@ -227,3 +227,28 @@ fn measure(config: &str, front: u16, admin_port: u16) -> (u64, u64) {
         last = now;
     }
 }
+
+/// docs/troubleshooting.md's table of each shipped config's ports.
+#[test]
+fn troubleshooting_port_table_is_the_configs() {
+    let doc = read_workspace_file("docs/troubleshooting.md");
+    let rows: Vec<&str> = doc
+        .lines()
+        .filter(|l| l.starts_with("| `envoy-config/"))
+        .collect();
+    assert_eq!(rows.len(), 4, "a row per shipped config");
+    for row in rows {
+        let config = row.split('`').nth(1).expect("config");
+        let cells = row.rsplit('|').nth(1).expect("ports cell");
+        let mut listed: Vec<u16> = cells
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        listed.sort_unstable();
+        assert_eq!(
+            listed,
+            demo_envoy::ports_of(&read_workspace_file(config)),
+            "{config}"
+        );
+    }
+}
