@@ -375,3 +375,27 @@ fn send_users(users: std::ops::Range<u32>) {
         get(&a, "http://127.0.0.1:18040/", &[("x-user-id", &user)]).expect("request");
     }
 }
+
+/// A demo's Envoy that exits says why in Envoy's own words: here the filter refusing its config.
+#[test]
+fn a_demo_envoy_that_exits_says_why_in_envoys_words() {
+    let _turn = fixed_ports();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shipped = rollout_e2e::read_workspace_file("envoy-config/envoy.yaml");
+    let bad = shipped.replace("\"weight\": 10 }", "\"weight\": -1 }");
+    assert_ne!(bad, shipped);
+    let config = dir.path().join("envoy.yaml");
+    std::fs::write(&config, bad).expect("config");
+    let log = dir.path().join("envoy.log");
+    let started = demo_envoy::start(&config, &log, "http://127.0.0.1:18000", "http://127.0.0.1:18900");
+    let err = started.err().expect("Envoy refuses the config");
+    println!("{err}");
+    assert!(
+        err.contains("invalid configuration: versions[1].weight"),
+        "the filter's reason:\n{err}"
+    );
+    assert!(
+        err.contains(&log.display().to_string()),
+        "where the whole log is:\n{err}"
+    );
+}
