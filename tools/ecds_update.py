@@ -30,10 +30,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from demo_copy import init, refuse_tracked
+
 DEMO = Path("target/ecds-demo")
 SHIPPED = Path("envoy-config/istio-ecds.yaml")
 SHIPPED_ECDS = Path("envoy-config/ecds/rollout-filter.yaml")
+INIT_HINT = f"`python3 tools/ecds_update.py --init` writes {DEMO}/ecds/rollout-filter.yaml"
 
 VALUE_LINE = re.compile(r"(?m)^(?P<indent>\s*)value: '(?P<json>.*)'\s*$")
 VERSION_LINE = re.compile(r'(?m)^version_info: "(?P<v>[^"]*)"\s*$')
@@ -49,10 +51,9 @@ def main() -> int:
     ap.add_argument("--check", metavar="BIN", help="run the config through rollout-check-config first")
     args = ap.parse_args()
     if args.init:
-        return init()
-    refuse_tracked(args.file)
-    if not args.file.exists():
-        raise SystemExit(f"{args.file}: no such file (`python3 tools/ecds_update.py --init` writes it)")
+        init(SHIPPED, SHIPPED_ECDS, DEMO)
+        return 0
+    refuse_tracked(args.file, INIT_HINT)
 
     text = args.file.read_text()
     values = list(VALUE_LINE.finditer(text))
@@ -103,31 +104,6 @@ def main() -> int:
         raise
     print(f"{args.file}: {compact}")
     return 0
-
-
-def init() -> int:
-    """The shipped Istio-shaped config, watching a copy of its ECDS file under target/."""
-    (ROOT / DEMO / "ecds").mkdir(parents=True, exist_ok=True)
-    config = (ROOT / SHIPPED).read_text()
-    for old, new in (
-        (f"path: {SHIPPED_ECDS}", f"path: {DEMO}/ecds/rollout-filter.yaml"),
-        ("watched_directory: { path: envoy-config/ecds }", f"watched_directory: {{ path: {DEMO}/ecds }}"),
-    ):
-        if config.count(old) != 1:
-            raise SystemExit(f"{SHIPPED}: expected `{old}` once")
-        config = config.replace(old, new)
-    (ROOT / DEMO / "istio-ecds.yaml").write_text(config)
-    (ROOT / DEMO / "ecds/rollout-filter.yaml").write_text((ROOT / SHIPPED_ECDS).read_text())
-    print(f"wrote {DEMO}/istio-ecds.yaml and {DEMO}/ecds/rollout-filter.yaml; from the repository root:")
-    print(f"  .venv/bin/envoy -c {DEMO}/istio-ecds.yaml --concurrency 1 --use-dynamic-base-id")
-    return 0
-
-
-def refuse_tracked(path: Path) -> None:
-    """Files of the repository are never rewritten, except under target/."""
-    full = path.resolve()
-    if full.is_relative_to(ROOT) and not full.is_relative_to(ROOT / "target"):
-        raise SystemExit(f"{path}: a file of the repository; run --init and update {DEMO}/ecds/rollout-filter.yaml")
 
 
 if __name__ == "__main__":
