@@ -3,5 +3,24 @@
 # Envoy commands side by side, `make report`'s exit) and tests/tests/readme_figures.rs (the
 # README's figures against the code and a real Envoy), both in `make e2e`.
 
+.PHONY: writes-check
+
+WRITES_OUT := target/writes-check
+
+# `make oci OCI_URL=…` and the hot-reload tools change no tracked file, and the rendered
+# WasmPlugins carry the url and no placeholder text.
+writes-check: build ## make oci OCI_URL=… and the hot-reload tools write under target/ only
+	@before=$$(git status --porcelain --untracked-files=no) && \
+	url=oci://registry.example.invalid/rollout-filter:check && \
+	python3 tools/oci_image.py --wasm $(WASM) --out $(WRITES_OUT)/oci --tar $(WRITES_OUT)/oci.tar \
+	  --render $(WRITES_OUT)/deploy --url $$url >/dev/null && \
+	python3 tools/ecds_update.py --init >/dev/null && python3 tools/ecds_update.py --weights stable=60,canary=40 >/dev/null && \
+	python3 tools/rds_update.py --init >/dev/null && python3 tools/rds_update.py 60 40 >/dev/null && \
+	! python3 tools/ecds_update.py --weights canary=1 --file envoy-config/ecds/rollout-filter.yaml 2>/dev/null && \
+	! grep -rl PLACEHOLDER $(WRITES_OUT)/deploy && \
+	[ "$$(grep -rl "url: $$url" $(WRITES_OUT)/deploy | wc -l)" = 4 ] && \
+	[ "$$(git status --porcelain --untracked-files=no)" = "$$before" ] && \
+	echo "writes-check: 4 WasmPlugins rendered with $$url, no placeholder; ECDS and RDS updates under target/; no tracked file changed"
+
 # `make help` lists every user-facing target.
-test: help-check
+test: help-check writes-check
