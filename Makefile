@@ -61,6 +61,7 @@ $(WASM): $(shell find filter/src -name '*.rs') filter/Cargo.toml Cargo.toml Carg
 	@ls -l $(WASM_RAW) $@ | awk '{print "built " $$9 ": " $$5 " bytes"}'
 
 build: $(WASM) ## build the filter: target/rollout-filter.wasm (WASM_PROFILE=release: the speed build)
+
 # The module size budget (issue 7): the shipped .wasm stays within 400 KB.
 WASM_MAX_BYTES := 400000
 wasm-size: build ## fail if the shipped module is over its size budget
@@ -120,6 +121,7 @@ $(TRAP_WASM): targets $(shell find filter/src -name '*.rs') filter/Cargo.toml Ca
 	cargo build --release --target wasm32-wasip1 -p rollout-filter --features test-trap --target-dir target/trap
 
 build-trap: $(TRAP_WASM) ## the test-only filter build whose VM traps on demand (failure-policy tests)
+
 # The no-op Rust proxy-wasm filter: the baseline of the bench's row (b) and of the e2e
 # config-push test.
 noop-wasm: targets ## the no-op proxy-wasm filter (bench baseline, config-push test)
@@ -133,6 +135,7 @@ soak: build envoy ## the load test at full size (100,000 requests, concurrency 6
 	LOAD_REQUESTS=100000 LOAD_CONCURRENCY=64 cargo test --release -p rollout-e2e --test load -- --nocapture
 
 test: fmt-check lint unit wasm-test wasm-size validate deploy-test e2e ## everything: fmt, clippy, unit (host, wasm32), size, validate, deploy, e2e, bench and fuzz smoke
+
 clean: ## cargo clean and remove .venv
 	cargo clean
 	rm -rf $(VENV)
