@@ -35,7 +35,7 @@ help: ## this list (the default target)
 
 # Prerequisites only, not worth a line in `make help`.
 HELP_INTERNAL := targets binaryen wasm-bindgen bench-tools bench-speed-wasm deploy-tools \
-                 check-config-bin fuzz-build fuzz-tools prometheus-check
+                 check-config-bin fuzz-build fuzz-tools prometheus-check bench-noop valgrind
 
 help-check: ## every .PHONY target is in `make help` or named internal
 	@listed=$$($(MAKE) --no-print-directory help | awk '/^  / {print $$1}' | tr '\n' ' '); missing=; \

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """`make bench`: rollout-filter in a real Envoy against its baselines.
 
-Each row is one Envoy (1 worker: --concurrency 1, --use-dynamic-base-id) built
-from bench/envoy.template.yaml on free 127.0.0.1 ports, started once and kept
+The rows and the Envoy each runs in are defined in bench/rows.py (shared with
+`make bench-instructions`, bench/instructions.py). Each row is one Envoy (1
+worker: --concurrency 1, --use-dynamic-base-id) built from
+bench/envoy.template.yaml on free 127.0.0.1 ports, started once and kept
 running; rows are measured in turn, interleaved over the rounds
 (a, b, c, ..., a, b, c, ...), each measurement preceded by a warm-up. Plain
 rows are loaded by wrk, mTLS rows by bench/loadgen (wrk and h2load cannot send
@@ -16,7 +18,11 @@ top-level field of a row's config (bench/configs/*.json), the field is dropped,
 Envoy restarted, and the note says so.
 
 Prints a markdown report and writes it to BENCHMARKS.md (the smoke run writes
-target/bench/BENCHMARKS.smoke.md instead). Python standard library only.
+target/bench/BENCHMARKS.smoke.md instead). Refuses to start a run meant for
+BENCHMARKS.md when the 1-minute load average is above BENCH_MAX_LOAD (1.5) after
+waiting BENCH_LOAD_WAIT (180) s for it to fall: timings from a busy machine do
+not compare; BENCH_FORCE=1 runs anyway and says so in the report. Python
+standard library only.
 
 Environment: ENVOY, WASM, NOOP_WASM, BENCH_LOAD (binaries), BENCH_SECONDS (5),
 BENCH_ROUNDS (3), BENCH_WARMUP (1), BENCH_CONNECTIONS (32), BENCH_THREADS (2,
@@ -41,7 +47,6 @@ a probe routes wrongly, the load tool reports errors).
 from __future__ import annotations
 
 import datetime
-import fcntl
 import glob
 import http.client
 import json
@@ -49,25 +54,18 @@ import os
 import platform
 import re
 import shutil
-import socket
 import ssl
 import statistics
-import struct
 import subprocess
 import sys
 import time
-import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "bench"
-# This run's files (Envoy configs and logs, certificates): private, so runs never share them.
-WORK = ROOT / "target" / "bench" / f"run-{os.getpid()}"
-GIB = 1 << 30
-ROLLOUT_ID = "checkout-2026-11"
-LABEL_URI = f"rollout://{ROLLOUT_ID}?version=canary"
-SPIFFE_ID = "spiffe://bench.local/ns/bench/sa/client"
+from elf import elf_functions
+from rows import (ATTRIBUTION, BENCH, ENVOY, HOSTCALL_REPEAT, HOSTCALLS_PER_REQUEST, LABEL_URI, LOAD_KEY, NICE,
+                  PIN_LOAD, ROOT, RUNTIME, SPIFFE_ID, WORK, Row, bench_rows, env, lock, log, path_env, probe, run,
+                  start_row)
+
 SIZE_RELEASE = "rollout-filter, shipped (`make build`: opt-level z, then wasm-opt -O3)"
 SIZE_RAW = "rollout-filter, opt-level z before wasm-opt"
 SIZE_SPEED = "rollout-filter, opt-level 3 (row (c-o3), not shipped)"
@@ -76,21 +74,8 @@ SOAK_REQUESTS = 100_000  # the VM memory check spans at least this many requests
 MEMORY_ROWS = ("f", "c", "d")  # ...in these rows (the budget table)
 # Gauges in which a module reports its own linear memory size.
 INSIDE_MEMORY = re.compile(r"^wasmcustom\.(bench_noop_linear_memory_bytes|rollout_vm_memory_bytes)\b")
-LOAD_KEY = "alice"  # flagd vectors: alice -> canary, carol -> stable (90/10)
-
-
-def env(name: str, default: str) -> str:
-    return os.environ.get(name) or default
-
-
-def path_env(name: str, default: str) -> Path:
-    """A path from the environment; relative ones are relative to the repository."""
-    p = Path(env(name, default))
-    return p if p.is_absolute() else ROOT / p
-
 
 SMOKE = "--smoke" in sys.argv[1:]
-ENVOY = env("ENVOY", str(ROOT / ".venv" / "bin" / "envoy"))
 WASM = path_env("WASM", "target/rollout-filter.wasm")
 NOOP_WASM = path_env("NOOP_WASM", "target/wasm32-wasip1/release/bench_noop_filter.wasm")
 LOAD = path_env("BENCH_LOAD", "target/release/rollout-bench-load")
@@ -99,18 +84,6 @@ ROUNDS = int(env("BENCH_ROUNDS", "1" if SMOKE else "3"))
 WARMUP = int(env("BENCH_WARMUP", "1"))
 CONNECTIONS = int(env("BENCH_CONNECTIONS", "32"))
 THREADS = int(env("BENCH_THREADS", "2"))
-# BENCH_NICE=-10 (root only): run Envoy and the load tools at a higher priority than the rest of a
-# shared machine. Off by default.
-NICE = ["nice", "-n", os.environ["BENCH_NICE"]] if os.environ.get("BENCH_NICE") else []
-# BENCH_PIN=1 (default with 2+ CPUs and taskset): Envoy on the last CPU, the load tool on the others,
-# so the two never take turns on one core and the scheduler does not move them.
-_CPUS = sorted(os.sched_getaffinity(0))
-_PIN = env("BENCH_PIN", "1") == "1" and len(_CPUS) >= 2 and shutil.which("taskset") is not None
-PIN_ENVOY = ["taskset", "-c", str(_CPUS[-1])] if _PIN else []
-PIN_LOAD = ["taskset", "-c", ",".join(map(str, _CPUS[:-1]))] if _PIN else []
-# The wasm runtime of every wasm row. The PyPI Envoy 1.40 build has V8 only: wamr and wasmtime
-# fail with "Envoy was compiled without support for it".
-RUNTIME = env("BENCH_WASM_RUNTIME", "envoy.wasm.runtime.v8")
 CRITERION = env("BENCH_CRITERION", "0" if SMOKE else "1") == "1"
 SPEED = env("BENCH_SPEED", "0" if SMOKE else "1") == "1"
 SPEED_WASM = path_env("SPEED_WASM", "target/wasm32-wasip1/release/rollout_filter.wasm")
@@ -123,105 +96,18 @@ CORE_WASM_O3 = os.environ.get("CORE_WASM_O3")
 CORE_WASM_SHIPPED = os.environ.get("CORE_WASM_SHIPPED")
 KEEP = "<!-- measured by hand; bench/run.py keeps everything below this line -->"
 OUT = path_env("BENCH_OUT", "target/bench/BENCHMARKS.smoke.md" if SMOKE else "BENCHMARKS.md")
-LOCK = ROOT / "target" / "bench" / ".lock"
 # BENCH_SOAK=0: no top-up to 100,000 requests for the VM memory check (it takes minutes on a slow
 # machine); the budget table then says how many requests the check spanned.
 SOAK = env("BENCH_SOAK", "0" if SMOKE else "1") == "1"
-LOCK_WAIT_S = 1200
-
-
-@dataclass
-class Row:
-    id: str
-    title: str
-    filter: str  # none | lua | noop | rollout | rollout-speed | rollout-altN (a key of wasm_files)
-    tls: bool = False
-    config: str | None = None  # file under bench/configs/
-    probe: str | None = None  # no-op filter only: `<call>*<n>`, host calls it makes per request
-    expect_split: bool = False  # the row routes alice -> canary, carol -> stable
-    probe_cert: bool = False
-    script: str = "rollout.lua"  # Lua rows: the file under bench/lua/
-    # Filled while running:
-    envoy: "Envoy | None" = None
-    notes: list[str] = field(default_factory=list)
-    failed: str | None = None
-    rps: list[float] = field(default_factory=list)
-    p50_us: list[float] = field(default_factory=list)
-    p99_us: list[float] = field(default_factory=list)
-    cpu_us: list[float] = field(default_factory=list)  # Envoy CPU time per request
-    wasm_us: list[float] = field(default_factory=list)  # of which in wasm code (perf samples)
-    profile: list[dict[str, float]] = field(default_factory=list)  # per round: µs/request by symbol
-    mem_start: list[int] | None = None
-    mem_end: list[int] | None = None
-    rq_start: int = 0
-    rq_end: int = 0
-    missing: str | None = None  # a feature the row is meant to measure is not in the build
-
-    @property
-    def baselines(self) -> tuple[str, str]:
-        return ("a-mtls", "b-mtls") if self.tls else ("a", "b")
-
-    def label(self) -> str:
-        return f"({self.id})"
-
-
-ROWS = [
-    Row("a", "no filter, header-match routing", "none"),
-    Row("b", "no-op Rust proxy-wasm filter", "noop"),
-    Row("c", "rollout-filter, sticky-hash path", "rollout", config="c-sticky.json", expect_split=True),
-    Row("c-o3", "(c) with the opt-level 3 build (speed over size; not shipped)", "rollout-speed",
-        config="c-sticky.json", expect_split=True),
-    Row("c-1000", "(c) as one of 1,000 rollouts chosen by host", "rollout", config="c-1000.json",
-        expect_split=True),
-    Row("e", "Lua: same header hash + route header", "lua", expect_split=True),
-    Row("f", "rollout-filter, full product (metrics + trace)", "rollout", config="f-full.json", expect_split=True),
-    Row("e-f", "Lua: like-for-like with (f) (override, sticky hash, route + rollout-id headers, "
-        "traceparent, baggage; no metrics)", "lua", expect_split=True, script="rollout-full.lua"),
-    Row("a-mtls", "(a) over mTLS", "none", tls=True),
-    Row("b-mtls", "(b) over mTLS", "noop", tls=True),
-    Row("c-mtls", "(c) over mTLS (same-TLS hash path)", "rollout", tls=True, config="c-mtls.json", expect_split=True),
-    Row("d", "rollout-filter, certificate-label path (mTLS)", "rollout", tls=True, config="d-cert-label.json",
-        expect_split=True, probe_cert=True),
-]
-# BENCH_ALT_WASM=path[,path...]: more rows, (c) with other builds of the filter (profile or
-# code experiments), named (c-alt1), (c-alt2)... and placed after (c-o3).
+# A run for BENCHMARKS.md starts only on an idle machine (1-minute load average), unless forced.
+MAX_LOAD = float(env("BENCH_MAX_LOAD", "1.5"))
+FORCE = env("BENCH_FORCE", "0") == "1"
+LOAD_WAIT_S = int(env("BENCH_LOAD_WAIT", "180"))
+# BENCH_ALT_WASM=path[,path...]: more rows, (c) and (f) with other builds of the filter (profile or
+# code experiments), named (c-alt1), (f-alt1)...
 ALT_WASMS = [Path(p).resolve() for p in os.environ.get("BENCH_ALT_WASM", "").split(",") if p.strip()]
-# BENCH_HOSTCALLS=1: rows (h-<call>), the no-op filter making one kind of host call HOSTCALL_REPEAT
-# times per request, to price each call the filter makes against (b).
-HOSTCALL_REPEAT = max(1, int(env("BENCH_HOSTCALL_REPEAT", "10")))
-HOSTCALLS = ("header_pairs", "get_header", "set_header", "clear_route_cache", "property_duration",
-             "property_source", "property_code", "counter", "histogram", "response_status")
-# How many of each the filter makes per request in rows (c) and (f) (counters are batched per tick;
-# (f) sets route, rollout-id, a fresh traceparent (the load sends none) and baggage).
-HOSTCALLS_PER_REQUEST = {"header_pairs": (1, 1), "set_header": (2, 4), "clear_route_cache": (0, 0),
-                         "response_status": (1, 1), "property_duration": (1, 1), "histogram": (1, 1)}
-if env("BENCH_HOSTCALLS", "1") == "1":
-    # The smoke run keeps one priced call and one floor row, enough to keep both probe paths working.
-    if SMOKE:
-        HOSTCALLS = ("header_pairs",)
-    ROWS += [Row(f"h-{c}", f"(b) + {HOSTCALL_REPEAT} × {c} per request", "noop", probe=f"{c}*{HOSTCALL_REPEAT}")
-             for c in HOSTCALLS]
-    # The floor: the no-op filter making exactly the host calls of (c) / (f), with none of the logic.
-    ROWS += [Row("h-seq_c", "(b) + exactly the host calls of (c), no logic", "noop", probe="seq_c*1"),
-             Row("h-seq_f", "(b) + exactly the host calls of (f), no logic", "noop", probe="seq_f*1")]
-    if SMOKE:
-        ROWS = [r for r in ROWS if r.id != "h-seq_c"]
-for i, alt in enumerate(ALT_WASMS, 1):
-    ROWS.insert(3 + i, Row(f"c-alt{i}", f"(c) with {alt.name} (BENCH_ALT_WASM)", f"rollout-alt{i}",
-                           config="c-sticky.json", expect_split=True))
-# ...and (f) with each of them, after (f): old and new builds of the full product side by side.
-_F_AT = next(i for i, r in enumerate(ROWS) if r.id == "f")
-for i, alt in enumerate(ALT_WASMS, 1):
-    ROWS.insert(_F_AT + i, Row(f"f-alt{i}", f"(f) with {alt.name} (BENCH_ALT_WASM)", f"rollout-alt{i}",
-                               config="f-full.json", expect_split=True))
-
-
-def log(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
-def run(cmd: list[str], timeout: float, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+# BENCH_HOSTCALLS=1: rows (h-<call>) pricing each host call, and the floor rows (h-seq_c)/(h-seq_f).
+ROWS = bench_rows(SMOKE, env("BENCH_HOSTCALLS", "1") == "1", ALT_WASMS)
 
 
 # ---------------------------------------------------------------- certificates
@@ -286,260 +172,6 @@ def wasm_sections(path: Path) -> dict[str, int]:
     return out
 
 
-# ---------------------------------------------------------------- envoy
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def http_filters(row: Row, filter_config: dict | None, wasm_files: dict[str, Path]) -> list:
-    router = {"name": "envoy.filters.http.router",
-              "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
-    if row.filter == "none":
-        return [router]
-    if row.filter == "lua":
-        lua = {"name": "envoy.filters.http.lua",
-               "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-                                "default_source_code": {"filename": str(BENCH / "lua" / row.script)}}}
-        return [lua, router]
-    name = "bench-noop" if row.filter == "noop" else "rollout-filter"
-    wasm = {
-        "name": name,
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": {
-                "name": name,
-                "root_id": name,
-                # A VM that dies must show up as errors, not as a silently skipped filter.
-                "failure_policy": "FAIL_CLOSED",
-                "vm_config": {"vm_id": name, "runtime": RUNTIME,
-                              "code": {"local": {"filename": str(wasm_files[row.filter])}}},
-                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
-                                  "value": f"probe:{row.probe}" if row.probe else json.dumps(filter_config or {})},
-            },
-        },
-    }
-    return [wasm, router]
-
-
-def render(row: Row, ports: list[int], filter_config: dict | None, wasm_files: dict[str, Path],
-           pki: dict[str, Path]) -> str:
-    tpl = (BENCH / "envoy.template.yaml").read_text()
-    ts = "# plain TCP"
-    if row.tls:
-        ts = "transport_socket: " + json.dumps({
-            "name": "envoy.transport_sockets.tls",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-                "require_client_certificate": True,
-                "common_tls_context": {
-                    "tls_certificates": [{"certificate_chain": {"filename": str(pki["server.pem"])},
-                                          "private_key": {"filename": str(pki["server.key"])}}],
-                    "validation_context": {"trusted_ca": {"filename": str(pki["ca.pem"])}},
-                },
-            },
-        })
-    subst = {
-        "@FRONT_PORT@": str(ports[0]), "@STABLE_PORT@": str(ports[1]), "@CANARY_PORT@": str(ports[2]),
-        "@HTTP_FILTERS@": json.dumps(http_filters(row, filter_config, wasm_files)),
-        "@TRANSPORT_SOCKET@": ts,
-    }
-    for k, v in subst.items():
-        tpl = tpl.replace(k, v)
-    return tpl
-
-
-class Envoy:
-    def __init__(self, row: Row, yaml_text: str, front_port: int):
-        self.dir = WORK / row.id
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.cfg = self.dir / "envoy.yaml"
-        self.cfg.write_text(yaml_text)
-        self.admin_file = self.dir / "admin.txt"
-        self.log_file = self.dir / "envoy.log"
-        self.front_port = front_port
-        self.admin = ""
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 40) -> str | None:
-        """Starts Envoy; None when ready, else why not."""
-        for f in (self.admin_file, self.log_file):
-            f.unlink(missing_ok=True)
-        self.proc = subprocess.Popen(
-            [*NICE, *PIN_ENVOY, ENVOY, "-c", str(self.cfg), "--concurrency", "1", "--use-dynamic-base-id", "-l", "warning",
-             "--admin-address-path", str(self.admin_file), "--log-path", str(self.log_file)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                return f"Envoy exited with {self.proc.returncode}"
-            if not self.admin and self.admin_file.exists():
-                self.admin = self.admin_file.read_text().strip()
-            if self.admin:
-                try:
-                    if self.admin_get("/ready").strip() == "LIVE":
-                        return None
-                except OSError:
-                    pass
-            time.sleep(0.1)
-        self.stop()
-        return "Envoy not ready in time"
-
-    def log_text(self) -> str:
-        try:
-            return self.log_file.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def admin_get(self, path: str) -> str:
-        with urllib.request.urlopen(f"http://{self.admin}{path}", timeout=5) as r:
-            return r.read().decode()
-
-    def stats(self) -> dict[str, int]:
-        out = {}
-        for line in self.admin_get("/stats").splitlines():
-            k, _, v = line.rpartition(": ")
-            if v.strip().isdigit():
-                out[k] = int(v)
-        return out
-
-    def vm_memory(self) -> list[int]:
-        """Linear memory of each wasm VM in this process, in bytes.
-
-        Envoy 1.40 publishes no per-VM memory stat (only wasm.<runtime>.created/
-        active). V8 reserves 8 GiB of address space per wasm32 memory and makes
-        the first memory.size * 64 KiB of it read-write, leaving the rest as one
-        PROT_NONE mapping; so each such mapping of >= 4 GiB gives a VM's current
-        size as (reservation rounded to GiB) - (guard size)."""
-        out: list[int] = []
-        assert self.proc is not None
-        if RUNTIME != "envoy.wasm.runtime.v8":
-            return out  # the reading below knows V8's layout only
-        with open(f"/proc/{self.proc.pid}/maps") as f:
-            for line in f:
-                parts = line.split()
-                lo, hi = (int(x, 16) for x in parts[0].split("-"))
-                if parts[1] == "---p" and len(parts) == 5 and hi - lo >= 4 * GIB:
-                    guard = hi - lo
-                    size = -(-guard // GIB) * GIB - guard
-                    if size % 65536 == 0:
-                        out.append(size)
-        return out
-
-    def cpu_ns(self) -> int:
-        """CPU time used so far by all of Envoy's threads (schedstat: ns on CPU)."""
-        assert self.proc is not None
-        total = 0
-        for stat in glob.glob(f"/proc/{self.proc.pid}/task/*/schedstat"):
-            try:
-                total += int(Path(stat).read_text().split()[0])
-            except (OSError, ValueError, IndexError):
-                pass  # a thread that just ended
-        return total
-
-    def requests(self) -> int:
-        return self.stats().get("http.front.downstream_rq_total", 0)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-
-# ---------------------------------------------------------------- probes
-
-
-def request(row: Row, pki: dict[str, Path], path: str, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
-    assert row.envoy is not None
-    conn = http.client.HTTPConnection("127.0.0.1", row.envoy.front_port, timeout=5)
-    if row.tls:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.load_verify_locations(str(pki["ca.pem"]))
-        ctx.load_cert_chain(str(pki["client.pem"]), str(pki["client.key"]))
-        # HTTPConnection sends over a socket it is given: TLS to 127.0.0.1, verified as localhost.
-        conn.sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", row.envoy.front_port), 5),
-                                    server_hostname="localhost")
-    try:
-        conn.request("GET", path, headers=headers)
-        r = conn.getresponse()
-        r.read()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}
-    finally:
-        conn.close()
-
-
-TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
-
-
-def vector_keys(n: int) -> list[tuple[str, str]]:
-    """(key, version under the 90/10 split) from the flagd vectors, printable ASCII keys only."""
-    v = json.loads((ROOT / "tests" / "vectors" / "flagd.json").read_text())
-    assert v["rolloutId"] == ROLLOUT_ID
-    ok = [(c["key"], c["90-10"]) for c in v["cases"]
-          if c["key"] and c["key"].isascii() and c["key"].isprintable() and c["key"] == c["key"].strip()]
-    canary = [k for k in ok if k[1] == "canary"]
-    stable = [k for k in ok if k[1] == "stable"]
-    return canary[: n // 2] + stable[: n - min(len(canary), n // 2)]
-
-
-def probe(row: Row, pki: dict[str, Path]) -> None:
-    """What this Envoy really does, recorded in the row (failures and notes)."""
-    def served_by(key: str) -> str | None:
-        status, h = request(row, pki, "/", {"x-user-id": key})
-        if status != 200:
-            raise OSError(f"GET / (x-user-id: {key}) answered {status}")
-        return h.get("x-served-by")
-
-    if row.probe_cert:
-        # carol is stable by the sticky hash: only the certificate's label can send her to canary.
-        got = served_by("carol")
-        if got == "canary":
-            row.notes.append("certificate label decides (carol, sticky-stable, went canary)")
-        elif got == "stable":
-            row.missing = "certificate labels not in this build"
-            row.notes.append("certificate labels NOT active in this build (the sticky hash decided): "
-                             "this row is (c-mtls) plus whatever certificate config was accepted")
-        else:
-            row.failed = f"probe: carol served by {got!r}"
-        return
-    cases = vector_keys(40) if row.expect_split else [("alice", "stable"), ("carol", "stable")]
-    if row.probe and row.probe.startswith("seq_"):
-        cases = [("alice", "canary"), ("carol", "canary")]  # it sets the route header to canary
-    wrong = [(k, want, got) for k, want in cases if (got := served_by(k)) != want]
-    if wrong:
-        row.failed = f"probe routing differs from the flagd vectors for {len(wrong)}/{len(cases)} keys, e.g. {wrong[0]}"
-        return
-    if row.filter.startswith("rollout") or row.id == "e-f":
-        status, h = request(row, pki, "/__probe", {"x-user-id": "alice"})
-        on = bool(TRACEPARENT.match(h.get("x-probe-traceparent", "")))
-        bag = h.get("x-probe-baggage", "")
-        if row.id in ("f", "e-f") or row.id.startswith("f-alt"):
-            if on:
-                row.notes.append("trace injected (a traceparent reached the upstream)")
-            else:
-                row.missing = "trace not yet integrated"
-                row.notes.append("= metrics only; trace not yet integrated (no traceparent upstream)")
-            if f"rollout.{ROLLOUT_ID}=canary" in bag:
-                row.notes.append(f"baggage `{bag}` upstream")
-            if h.get("x-probe-rollout-id") != ROLLOUT_ID:
-                row.notes.append("no x-rollout-id upstream")
-        elif on:
-            row.notes.append("trace injection is ON in this row")
-
-
 # ---------------------------------------------------------------- load
 
 
@@ -560,83 +192,6 @@ def perf_start(row: Row, rnd: int, seconds: int) -> tuple[subprocess.Popen, Path
     except OSError:
         return None
     return proc, out
-
-
-class ElfFunctions:
-    """Where each function of a stripped ELF starts and ends, from `.eh_frame_hdr` (every
-    function with unwind information, i.e. all compiled code), named from `.dynsym` where it
-    is exported. Envoy's PyPI build is stripped: this gives its samples function boundaries,
-    so a profile diff compares functions, not single instructions."""
-
-    def __init__(self, path: str):
-        b = Path(path).read_bytes()
-        shoff, = struct.unpack_from("<Q", b, 0x28)
-        shentsize, shnum, shstrndx = struct.unpack_from("<HHH", b, 0x3A)
-        phoff, = struct.unpack_from("<Q", b, 0x20)
-        phentsize, phnum = struct.unpack_from("<HH", b, 0x36)
-        secs = [struct.unpack_from("<IIQQQQIIQQ", b, shoff + i * shentsize) for i in range(shnum)]
-        names_off = secs[shstrndx][4]
-
-        def name(sec: tuple) -> str:
-            end = b.index(b"\0", names_off + sec[0])
-            return b[names_off + sec[0]:end].decode()
-
-        by = {name(x): x for x in secs}
-        # PT_LOAD segments, to turn a file offset (what /proc/PID/maps gives) into an address.
-        self.loads = []
-        for i in range(phnum):
-            p_type, _flags, p_offset, p_vaddr, _pa, p_filesz = struct.unpack_from("<IIQQQQ", b, phoff + i * phentsize)
-            if p_type == 1:
-                self.loads.append((p_offset, p_offset + p_filesz, p_vaddr))
-        hdr = by[".eh_frame_hdr"]
-        eh = by[".eh_frame"]
-        h_addr, h_off = hdr[3], hdr[4]
-        version, _ptr_enc, count_enc, table_enc = b[h_off:h_off + 4]
-        if version != 1 or count_enc != 0x03 or table_enc != 0x3B:
-            raise ValueError(f"unexpected .eh_frame_hdr encoding {count_enc:#x}/{table_enc:#x}")
-        count, = struct.unpack_from("<I", b, h_off + 8)
-        starts, ends = [], []
-        for loc, fde in struct.iter_unpack("<ii", b[h_off + 12:h_off + 12 + 8 * count]):
-            # FDE: length, CIE pointer, pc_begin (pcrel sdata4), pc_range (udata4).
-            f = eh[4] + (h_addr + fde - eh[3])
-            starts.append(h_addr + loc)
-            ends.append(h_addr + loc + struct.unpack_from("<I", b, f + 12)[0])
-        self.starts, self.ends = starts, ends
-        self.names: dict[int, str] = {}
-        if ".dynsym" in by and ".dynstr" in by:
-            ds, dstr = by[".dynsym"], by[".dynstr"][4]
-            for i in range(ds[5] // 24):
-                st_name, st_info, _o, _sh, st_value, _sz = struct.unpack_from("<IBBHQQ", b, ds[4] + i * 24)
-                if st_value and st_info & 0xF == 2:
-                    end = b.index(b"\0", dstr + st_name)
-                    self.names[st_value] = b[dstr + st_name:end].decode(errors="replace")
-
-    def vaddr(self, file_off: int) -> int | None:
-        for lo, hi, va in self.loads:
-            if lo <= file_off < hi:
-                return file_off - lo + va
-        return None
-
-    def function(self, addr: int) -> str:
-        import bisect
-        i = bisect.bisect_right(self.starts, addr) - 1
-        if i < 0 or addr >= self.ends[i]:
-            return "envoy: no unwind entry"
-        start = self.starts[i]
-        return f"envoy {self.names[start]}" if start in self.names else f"envoy fn@{start:#x}"
-
-
-_ELF: dict[str, ElfFunctions | None] = {}
-
-
-def elf_functions(path: str) -> ElfFunctions | None:
-    if path not in _ELF:
-        try:
-            _ELF[path] = ElfFunctions(path)
-        except (OSError, ValueError, struct.error, IndexError) as e:
-            log(f"no function table for {path}: {e}")
-            _ELF[path] = None
-    return _ELF[path]
 
 
 def exe_maps(pid: int) -> tuple[str, list[tuple[int, int, int]]]:
@@ -737,38 +292,6 @@ def load(row: Row, pki: dict[str, Path], seconds: int) -> dict:
     return res
 
 
-# ---------------------------------------------------------------- start rows
-
-
-def start_row(row: Row, wasm_files: dict[str, Path], pki: dict[str, Path]) -> None:
-    cfg = json.loads((BENCH / "configs" / row.config).read_text()) if row.config else None
-    for attempt in range(6):
-        ports = free_ports(3)
-        envoy = Envoy(row, render(row, ports, cfg, wasm_files, pki), ports[0])
-        why = envoy.start()
-        if why is None:
-            row.envoy = envoy
-            return
-        text = envoy.log_text()
-        envoy.stop()
-        m = re.search(r"invalid configuration: (.*)", text)
-        if m and cfg is not None:
-            err = m.group(1).strip()
-            u = re.match(r"^(\w+): unknown field `(\w+)`", err)
-            if u and u.group(1) == u.group(2) and u.group(2) in cfg:
-                key = u.group(2)
-                del cfg[key]
-                row.notes.append(f"config field `{key}` rejected by this build (dropped)")
-                continue
-            row.failed = f"filter rejected bench/configs/{row.config}: {err}"
-            return
-        if "ddress already in use" in text and attempt < 5:
-            continue
-        tail = "\n".join(text.strip().splitlines()[-5:])
-        row.failed = f"{why}; log: {tail[:600]}"
-        return
-
-
 # ---------------------------------------------------------------- criterion
 
 
@@ -866,11 +389,7 @@ def wasm_cell(r: Row) -> str:
     return f"{statistics.median(r.wasm_us):.1f} µs" if r.wasm_us else "–"
 
 
-# Profile diffs reported: (row, against), and what the difference is.
-ATTRIBUTION = (("f", "h-seq_f", "the filter's own work: (f) over the same host calls without logic"),
-               ("c", "h-seq_c", "the filter's own work on the sticky path"),
-               ("h-seq_f", "b", "the host calls of (f) themselves: the floor over a no-op filter"),
-               ("f", "e-f", "the full product against the like-for-like Lua filter"))
+# Profile diffs reported: ATTRIBUTION (rows.py), (row, against), and what the difference is.
 ATTRIBUTION_TOP = 12
 
 
@@ -1216,28 +735,33 @@ def report(rows: list[Row], m: dict[str, str], sizes: dict[str, int], sections: 
 # ---------------------------------------------------------------- main
 
 
-def lock() -> object:
-    """One bench at a time on this machine: two would measure each other."""
-    LOCK.parent.mkdir(parents=True, exist_ok=True)
-    f = open(LOCK, "a+")
-    deadline = time.time() + LOCK_WAIT_S
-    told = False
-    while True:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return f
-        except BlockingIOError:
-            if time.time() > deadline:
-                raise SystemExit(f"another bench run still holds {LOCK} after {LOCK_WAIT_S} s")
-            if not told:
-                log(f"waiting for another bench run to finish ({LOCK})")
-                told = True
-            time.sleep(1)
+def too_busy() -> bool:
+    """True when this run is meant for BENCHMARKS.md and the machine is not idle (and not forced).
+    Waits a little first: the build `make bench` just ran lifts the 1-minute average for a minute."""
+    if SMOKE or OUT != ROOT / "BENCHMARKS.md":
+        return False
+    deadline = time.time() + LOAD_WAIT_S
+    while (load1 := os.getloadavg()[0]) > MAX_LOAD and not FORCE and time.time() < deadline:
+        if deadline - time.time() >= LOAD_WAIT_S - 1:
+            log(f"1-minute load average {load1:.2f} > {MAX_LOAD}: waiting up to {LOAD_WAIT_S} s for it to fall")
+        time.sleep(5)
+    if load1 <= MAX_LOAD:
+        return False
+    if FORCE:
+        log(f"1-minute load average {load1:.2f} > {MAX_LOAD}: BENCH_FORCE=1, measuring and writing BENCHMARKS.md "
+            "anyway (the report says so)")
+        return False
+    log(f"1-minute load average {load1:.2f} > {MAX_LOAD}: refusing to measure for BENCHMARKS.md on a busy machine "
+        "(its timings would not compare with other runs). Wait for an idle machine, or BENCH_FORCE=1 to write it "
+        "anyway, or BENCH_OUT=<file> to write elsewhere.")
+    return True
 
 
 def main() -> int:
     os.chdir(ROOT)
     held = lock()  # noqa: F841 (released when the process ends)
+    if too_busy():
+        return 3
     WORK.mkdir(parents=True, exist_ok=True)
     wanted = [x.strip() for x in env("BENCH_ROWS", "").split(",") if x.strip()]
     rows = [r for r in ROWS if not wanted or r.id in wanted]
@@ -1251,6 +775,8 @@ def main() -> int:
         log("missing wrk (Debian package wrk)")
         return 2
     m = machine()
+    if not SMOKE and os.getloadavg()[0] > MAX_LOAD:
+        m["load"] += f" (above {MAX_LOAD}: forced with BENCH_FORCE=1 or written to BENCH_OUT)"
     log(f"{len(rows)} rows x {ROUNDS} round(s) x ({WARMUP}+{SECONDS}) s; load average {m['load']}")
 
     pki = make_pki(WORK / "pki")

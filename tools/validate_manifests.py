@@ -45,6 +45,7 @@ from cloudcoil.models.istio.extensions import v1alpha1 as istio_ext
 from cloudcoil.models.istio.networking import v1 as istio_net_v1
 from cloudcoil.models.istio.networking import v1alpha3 as istio_net_v1alpha3
 from cloudcoil.models.istio.networking import v1beta1 as istio_net_v1beta1
+from cloudcoil.models.istio.telemetry import v1 as istio_telemetry_v1
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from google.protobuf import json_format
@@ -63,6 +64,7 @@ ISTIO_MODELS: dict[tuple[str, str], type[pydantic.BaseModel]] = {
     ("networking.istio.io/v1beta1", "DestinationRule"): istio_net_v1beta1.DestinationRule,
     ("networking.istio.io/v1beta1", "Gateway"): istio_net_v1beta1.Gateway,
     ("networking.istio.io/v1alpha3", "EnvoyFilter"): istio_net_v1alpha3.EnvoyFilter,
+    ("telemetry.istio.io/v1", "Telemetry"): istio_telemetry_v1.Telemetry,
 }
 FLAGGER_MODELS: dict[tuple[str, str], type[pydantic.BaseModel]] = {
     ("flagger.app/v1beta1", "Canary"): flagger_models.Canary,

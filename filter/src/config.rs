@@ -73,6 +73,8 @@ struct RawConfig {
     route_weights: Option<RawRouteWeights>,
     #[serde(default)]
     guard: Option<crate::guard::RawGuard>,
+    #[serde(default)]
+    filter_state: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -344,6 +346,9 @@ pub struct Config {
     pub needs_peer: bool,
     /// Set in route-weights mode.
     pub route_weights: Option<RouteWeights>,
+    /// Each decision recorded as Envoy filter state `wasm.rollout` (`filterState`), for
+    /// access logs and other filters.
+    pub filter_state: bool,
     /// The canary guard (`guard`), off when absent. Its fingerprint covers the whole
     /// configuration: any change starts it afresh.
     pub guard: Option<crate::guard::GuardConfig>,
@@ -355,9 +360,9 @@ impl Config {
     /// Parse and validate. The error names the JSON path and the reason.
     pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
         let de = &mut serde_json::Deserializer::from_slice(bytes);
-        let raw: RawConfig = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
-            let path = one_line(&e.path().to_string());
-            ConfigError::new(path, one_line(&e.into_inner().to_string()))
+        let raw: RawConfig = serde::Deserialize::deserialize(&mut *de).map_err(|e| {
+            let path = crate::json_path::at(bytes, e.line(), e.column());
+            ConfigError::new(one_line(&path), one_line(&e.to_string()))
         })?;
         // Only whitespace may follow the object.
         de.end().map_err(|e| ConfigError::new("", e.to_string()))?;
@@ -710,6 +715,7 @@ impl Config {
             needs_peer,
             route_weights,
             guard,
+            filter_state: raw.filter_state.unwrap_or(false),
             warnings,
         })
     }

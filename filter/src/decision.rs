@@ -448,6 +448,20 @@ pub fn decide_in_lane(
     }
 }
 
+/// The decision as one logfmt line, for Envoy filter state (`filterState`): what an access log
+/// line or another filter reads. `diverted`: the version the guard took the request off.
+pub fn record(rollout_id: &str, version: &str, source: Source, diverted: Option<&str>) -> String {
+    let mut out = format!(
+        "rollout={rollout_id} version={version} source={}",
+        source.as_str()
+    );
+    if let Some(v) = diverted {
+        out.push_str(" diverted=");
+        out.push_str(v);
+    }
+    out
+}
+
 /// The canary guard's part: a request the split placed on a version the guard has taken off
 /// goes to `baseline` instead (source `guard`). `diverts(version, probe_key)` is the guard's
 /// answer. In route-weights mode the route picks after the filter, so a user is diverted when
@@ -573,6 +587,18 @@ pub(crate) mod tests {
         let d = decide(&cfg, &mut req, None);
         assert_eq!((version(&cfg, d), d.source), ("canary", Source::OverrideHeader));
         assert_eq!(req.reads, vec!["x-rollout-pin"]);
+    }
+
+    #[test]
+    fn records_are_one_logfmt_line() {
+        assert_eq!(
+            record("checkout", "canary", Source::Sticky, None),
+            "rollout=checkout version=canary source=sticky"
+        );
+        assert_eq!(
+            record("checkout", "stable", Source::Guard, Some("canary")),
+            "rollout=checkout version=stable source=guard diverted=canary"
+        );
     }
 
     #[test]

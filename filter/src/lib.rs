@@ -13,6 +13,7 @@ pub mod guard;
 pub mod headers;
 pub mod identity;
 pub mod inputs;
+pub mod json_path;
 pub mod keys;
 pub mod lane;
 pub mod metrics;

@@ -38,6 +38,12 @@ impl FilterConfig {
             // Today's form, or not an object at all: today's parser and its messages.
             _ => return Ok(FilterConfig::single(Config::from_json(bytes)?)),
         };
+        // The whole text is JSON, the defaults every entry replaces included (those are
+        // never parsed otherwise).
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            let path = crate::json_path::at(bytes, e.line(), e.column());
+            return Err(err(one_line(&path), one_line(&e.to_string())));
+        }
         if get(&top, b"match").is_some() {
             return Err(err(
                 "match",
@@ -61,6 +67,9 @@ impl FilterConfig {
         for (i, raw) in list.iter().enumerate() {
             let at = format!("rollouts[{i}]");
             let entry = json::members(raw).ok_or_else(|| err(&at, "must be a JSON object"))?;
+            if entry.iter().filter(|(k, _)| *k == b"match").count() > 1 {
+                return Err(err(format!("{at}.match"), "duplicate field `match`"));
+            }
             let m = match get(&entry, b"match") {
                 None => Match::default(),
                 Some(m) => parse_match(m).map_err(|e| {
@@ -885,7 +894,7 @@ mod tests {
             ),
             (
                 r#"{"versions":[{"name":"a","weight":1}],"rollouts":[{"rolloutId":"a","rolloutId":"b"}]}"#,
-                "rollouts[0]: duplicate field `rolloutId`",
+                "rollouts[0].rolloutId: duplicate field `rolloutId`",
             ),
             (
                 r#"{"versions":[{"name":"a","weight":1}],"rollouts":[{"rolloutId":"a","rollouts":[]}]}"#,
@@ -939,6 +948,18 @@ mod tests {
             e.starts_with("rollouts[0].match.pathPrefix: must be a string"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_default_every_entry_replaces_must_still_be_json() {
+        let e = error(
+            "{\"routeHeader\": \u{0}\"x\", \"versions\":[{\"name\":\"a\",\"weight\":1}],\"rollouts\":[{\"rolloutId\":\"r\",\"routeHeader\":\"y\"}]}",
+        );
+        assert!(e.starts_with("routeHeader: "), "{e}");
+        let e = error(
+            r#"{"versions":[{"name":"a","weight":1}],"rollouts":[{"rolloutId":"r","match":{},"match":{}}]}"#,
+        );
+        assert_eq!(e, "rollouts[0].match: duplicate field `match`");
     }
 
     #[test]

@@ -388,7 +388,8 @@ impl Envoy {
 
     /// `/stats` as it is now, for Envoy's own stats (the filter's may lag 100 ms).
     pub fn stats_now(&self) -> BTreeMap<String, u64> {
-        let body = self.admin_get("/stats?usedonly=false").unwrap_or_default();
+        // Every stat, zeros included (`usedonly` with any value lists only the used ones).
+        let body = self.admin_get("/stats").unwrap_or_default();
         body.lines()
             .filter_map(|l| {
                 let (k, v) = l.rsplit_once(": ")?;

@@ -161,3 +161,136 @@ fn grpc_canary_failing_every_fifth_call_is_counted_by_code_and_aborted() {
     );
     assert!(text.trim_end().ends_with("verdict: ABORT"), "{text}");
 }
+
+/// A gRPC-Web upstream over HTTP/1.1: every response is HTTP 200 with a data frame, then what
+/// the request's `x-reply` asks for: `ok` and `fail` a trailer frame (status 0, or 14
+/// UNAVAILABLE), `none` no trailer frame at all.
+fn grpc_web_upstream(name: &'static str) -> std::net::SocketAddr {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut out = conn.try_clone().unwrap();
+                let mut rd = BufReader::new(conn);
+                loop {
+                    let (mut reply, mut len) = (String::new(), 0usize);
+                    loop {
+                        let mut line = String::new();
+                        if rd.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let line = line.trim_end().to_ascii_lowercase();
+                        if line.is_empty() {
+                            break;
+                        }
+                        if let Some(v) = line.strip_prefix("x-reply:") {
+                            reply = v.trim().to_string();
+                        }
+                        if let Some(v) = line.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    if rd.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let mut resp =
+                        rollout_e2e::grpc::frame(&rollout_e2e::grpc::string_message(name)).to_vec();
+                    let status = match reply.as_str() {
+                        "ok" => Some("0"),
+                        "fail" => Some("14"),
+                        _ => None,
+                    };
+                    if let Some(s) = status {
+                        let trailer = format!("grpc-status:{s}\r\ngrpc-message:x\r\n");
+                        resp.push(0x80);
+                        resp.extend_from_slice(&(trailer.len() as u32).to_be_bytes());
+                        resp.extend_from_slice(trailer.as_bytes());
+                    }
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/grpc-web+proto\r\nx-served-by: {name}\r\ncontent-length: {}\r\n\r\n",
+                        resp.len()
+                    );
+                    if out
+                        .write_all(head.as_bytes())
+                        .and_then(|_| out.write_all(&resp))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Issue 30: gRPC-Web through the real Envoy: the status in the body's trailer frame (success
+/// and failure) and an HTTP 200 response with no status at all (`missing`), each counted by
+/// code, never as an HTTP response.
+#[test]
+fn grpc_web_status_from_the_trailer_frame_or_missing() {
+    use rollout_e2e::{http_filters_yaml, static_cluster_yaml, BOOTSTRAP_HEAD};
+    let (stable, canary) = (grpc_web_upstream("stable"), grpc_web_upstream("canary"));
+    let yaml = format!(
+        r#"{BOOTSTRAP_HEAD}  - name: front
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: front
+          route_config:
+            name: r
+            virtual_hosts:
+            - name: app
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/", headers: [{{ name: x-rollout-version, string_match: {{ exact: canary }} }}] }}
+                route: {{ cluster: canary }}
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: stable }}
+{filters}  clusters:
+{s}{c}"#,
+        filters = http_filters_yaml(&rollout_e2e::wasm_path(), "FAIL_OPEN", CONFIG),
+        s = static_cluster_yaml("stable", stable.port()),
+        c = static_cluster_yaml("canary", canary.port()),
+    );
+    let envoy = Envoy::start_yaml(&yaml, Vec::new()).unwrap_or_else(|e| panic!("{e}"));
+    let a = rollout_e2e::agent();
+    let mut sent: BTreeMap<(String, &str), u64> = BTreeMap::new();
+    for i in 0..150 {
+        let (reply, code) = [("ok", "OK"), ("fail", "UNAVAILABLE"), ("none", "missing")][i % 3];
+        let r = a
+            .post(&envoy.url("/rollout.test.Echo/Say"))
+            .set("content-type", "application/grpc-web+proto")
+            .set("x-user-id", &format!("web-{i}"))
+            .set("x-reply", reply)
+            .send_bytes(&rollout_e2e::grpc::frame(b"hi"))
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let version = r.header("x-rollout-served").unwrap().to_string();
+        assert_eq!(r.header("x-served-by"), Some(version.as_str()));
+        // Read to the end, as a client does: a dropped response resets the stream.
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut r.into_reader(), &mut body).unwrap();
+        *sent.entry((version, code)).or_default() += 1;
+    }
+    let stats = envoy.stats();
+    for ((version, code), n) in &sent {
+        let key = format!(
+            "wasmcustom.rollout_grpc_responses_total;rollout={ROLLOUT};version={version};grpc_code={code}"
+        );
+        assert_eq!(stats.get(&key), Some(n), "{key}");
+    }
+    let http: u64 = stats
+        .iter()
+        .filter(|(k, _)| k.starts_with("wasmcustom.rollout_responses_total;"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(http, 0, "gRPC-Web calls are not HTTP responses");
+    println!("gRPC-Web: {sent:?}");
+}

@@ -226,3 +226,39 @@ fn a_thousand_rollouts_each_request_in_its_own_hosts_rollout() {
             .count()
     );
 }
+
+/// Every series of every rollout exists soon after a load, with no traffic at all: metrics are
+/// defined in the background (issue 30: within 10 s for 100 rollouts), on both workers.
+#[test]
+fn a_hundred_idle_rollouts_have_every_series_within_ten_seconds() {
+    let mut opts = Options::new(config_with_rollouts(100), &["stable", "canary"]);
+    opts.workers = 2;
+    let started = std::time::Instant::now();
+    let envoy = Envoy::start(&opts).unwrap_or_else(|e| panic!("{e}"));
+    let per_rollout = |stats: &BTreeMap<String, u64>, id: &str| {
+        stats
+            .keys()
+            .filter(|k| k.starts_with("wasmcustom.rollout_") && k.contains(&format!(";rollout={id};")))
+            .count()
+    };
+    // Every name the filter defines for a rollout but its memory gauge (set once a VM serves).
+    let want = per_rollout(
+        &envoy.stats_when(std::time::Duration::from_secs(30), |s| per_rollout(s, "wild") > 0),
+        "wild",
+    );
+    assert!(want > 100, "{want} series for one rollout");
+    let ids: Vec<String> = (0..99)
+        .map(|i| format!("svc-{i}"))
+        .chain(["wild".to_string()])
+        .collect();
+    let all = |s: &BTreeMap<String, u64>| ids.iter().all(|id| per_rollout(s, id) == want);
+    let stats = envoy.stats_when(std::time::Duration::from_secs(30), all);
+    let took = started.elapsed();
+    let missing: Vec<&String> = ids.iter().filter(|id| per_rollout(&stats, id) != want).collect();
+    println!(
+        "100 idle rollouts: {want} series each, all defined {} ms after Envoy started",
+        took.as_millis()
+    );
+    assert!(missing.is_empty(), "rollouts without every series: {missing:?}");
+    assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
+}

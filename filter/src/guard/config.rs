@@ -3,7 +3,7 @@
 //!
 //! Wiring into [`crate::config`]: a field `guard: Option<RawGuard>` (with `#[serde(default)]`) in
 //! `RawConfig`, then `raw.guard.map(|g| g.validate(&names)).transpose()?` with the version names.
-//! serde_path_to_error then names type errors `guard.alpha`, and [`RawGuard::validate`] names the
+//! [`crate::json_path`] then names type errors `guard.alpha`, and [`RawGuard::validate`] names the
 //! rest the same way; the `rollouts[]` form inherits a top-level `guard` like any other field.
 
 use serde::Deserialize;
@@ -168,8 +168,8 @@ impl RawGuard {
 /// The section alone (tests, tools): errors are named `guard.<field>` as in the whole config.
 pub fn parse(bytes: &[u8], versions: &[&str]) -> Result<GuardConfig, ConfigError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let raw: RawGuard = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
-        let inner = e.path().to_string();
+    let raw: RawGuard = serde::Deserialize::deserialize(&mut *de).map_err(|e| {
+        let inner = crate::json_path::at(bytes, e.line(), e.column());
         let path = if inner == "." {
             "guard".to_string()
         } else {
@@ -177,7 +177,7 @@ pub fn parse(bytes: &[u8], versions: &[&str]) -> Result<GuardConfig, ConfigError
         };
         err(
             crate::config::one_line(&path),
-            crate::config::one_line(&e.into_inner().to_string()),
+            crate::config::one_line(&e.to_string()),
         )
     })?;
     de.end().map_err(|e| err("guard", e.to_string()))?;

@@ -36,6 +36,8 @@ pub struct Http {
     resolved: bool,
     /// The split placed the request (what the canary guard counts).
     split: bool,
+    /// With `filterState`: the decision's source, recorded again once the route picked.
+    source: Option<decision::Source>,
     status: Option<u16>,
     /// Kept only when a trace-id response header is configured.
     trace_id: Option<String>,
@@ -64,6 +66,7 @@ impl Http {
             route_source: None,
             resolved: false,
             split: false,
+            source: None,
             status: None,
             trace_id: None,
             set_cookie: None,
@@ -320,6 +323,19 @@ fn lane_trusted(shared: &Shared, index: usize, req: &HostRequest) -> bool {
     matches!(peer(shared, index, cfg, m, req).as_deref(), Some(Ok(p)) if p.lane_trusted)
 }
 
+/// `filterState`: the decision as Envoy filter state `wasm.rollout` (one logfmt line).
+fn record_decision(cfg: &Config, label: usize, source: decision::Source, diverted: Option<usize>) {
+    let name = |i: usize| {
+        cfg.versions
+            .get(i)
+            .map_or(config::UNKNOWN_VERSION, |v| v.name.as_str())
+    };
+    let line = decision::record(&cfg.rollout_id, name(label), source, diverted.map(name));
+    if let Err(status) = raw::set_property(b"rollout", line.as_bytes()) {
+        log::debug!("filter state not set: host status {status}");
+    }
+}
+
 fn remove_request_header(name: &str) {
     write_request_header(name, None);
 }
@@ -453,6 +469,7 @@ impl HttpContext for Http {
             None => None,
         };
         let mut d = decision::decide_in_lane(cfg, &mut req, peer_ok, lane_in);
+        let placed = d.version;
         if let Some(g) = shared.guards.get(index).and_then(Option::as_ref) {
             let now = shared.now_ms.get();
             decision::apply_guard(&mut d, cfg.versions.len(), g.baseline(), |v, k| {
@@ -600,6 +617,11 @@ impl HttpContext for Http {
         self.rollout = index;
         self.version = Some(label);
         self.split = d.source.is_split();
+        if cfg.filter_state {
+            let diverted = placed.filter(|_| d.source == decision::Source::Guard);
+            record_decision(cfg, label, d.source, diverted);
+            self.source = Some(d.source);
+        }
         let protocol = Protocol::of(req.map().get("content-type"));
         if protocol.is_grpc() {
             self.grpc = Some(GrpcCall {
@@ -631,10 +653,13 @@ impl HttpContext for Http {
         };
         let rh = &cfg.response_headers;
         let mut version = version;
-        if rh.version.is_some() && self.route_source.is_some() {
+        if (rh.version.is_some() || cfg.filter_state) && self.route_source.is_some() {
             version = picked_label(cfg);
             self.version = Some(version);
             self.resolved = true;
+            if let Some(source) = self.source {
+                record_decision(cfg, version, source, None);
+            }
         }
         if let Some(name) = &rh.version {
             let label = cfg

@@ -69,6 +69,12 @@ extern "C" {
         return_value_size: *mut usize,
         return_cas: *mut u32,
     ) -> u32;
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
     fn proxy_set_shared_data(
         key_data: *const u8,
         key_size: usize,
@@ -245,4 +251,10 @@ pub fn shared_data(key: &str) -> Result<(Option<Vec<u8>>, u32), u32> {
 pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), u32> {
     // SAFETY: the host only reads the two buffers during the call.
     status(unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) })
+}
+
+/// Sets a property; Envoy keeps it as filter state `wasm.<path>` for the stream.
+pub fn set_property(path: &[u8], value: &[u8]) -> Result<(), u32> {
+    // SAFETY: the host only reads the two buffers during the call.
+    status(unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) })
 }
