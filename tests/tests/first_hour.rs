@@ -214,6 +214,9 @@ fn readme_envoy_commands() -> Vec<ReadmeCommand> {
         if !in_sh {
             continue;
         }
+        if cmd.starts_with("func-e run ") {
+            assert!(cmd.contains("--use-dynamic-base-id"), "README: {cmd}");
+        }
         if let Some(rest) = cmd.strip_prefix(".venv/bin/envoy ") {
             let args: Vec<String> = rest.split_whitespace().map(String::from).collect();
             let config = args[args.iter().position(|a| a == "-c").expect("-c") + 1].clone();
