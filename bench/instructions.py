@@ -52,7 +52,7 @@ from rows import (ATTRIBUTION, ENVOY, HOSTCALL_REPEAT, HOSTCALLS, HOSTCALLS_PER_
 CHECK = "--check" in sys.argv[1:]
 WASM = path_env("WASM", "target/rollout-filter.wasm")
 NOOP_WASM = path_env("NOOP_WASM", "target/wasm32-wasip1/release/bench_noop_filter.wasm")
-ROW_IDS = ("b", "c", "f", "e", "e-f", "h-seq_c", "h-seq_f")  # the goals' rows
+ROW_IDS = ("b", "c", "f", "e", "e-f", "h-seq_c", "h-seq_f", "c-guard", "c-state")  # the goals' rows, then features priced against (c)
 PRICE_IDS = tuple(f"h-{c}" for c in HOSTCALLS)  # one kind of host call, HOSTCALL_REPEAT times per request
 CHECK_IDS = ("c", "f")
 WANTED = [x.strip() for x in env("INSTR_ROWS", ",".join(CHECK_IDS if CHECK else ROW_IDS + PRICE_IDS)).split(",")

@@ -148,6 +148,10 @@ def bench_rows(smoke: bool = False, hostcalls: bool = True, alt_wasms: list[Path
             expect_split=True),
         Row("d", "rollout-filter, certificate-label path (mTLS)", "rollout", tls=True, config="d-cert-label.json",
             expect_split=True, probe_cert=True),
+        Row("c-guard", "(c) with the canary guard on (defaults)", "rollout", config="c-guard.json",
+            expect_split=True),
+        Row("c-state", "(c) with filterState (the decision as Envoy filter state)", "rollout",
+            config="c-state.json", expect_split=True),
     ]
     if hostcalls:
         # The smoke run keeps one priced call and one floor row, enough to keep both probe paths working.

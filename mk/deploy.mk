@@ -7,7 +7,7 @@
 #                      istio/**/wasmplugin.yaml with it filled in under target/deploy/istio/
 #                      (OCI_URL=oci://REGISTRY/REPO:TAG: with that image url); no tracked file changes
 #   make deploy-test   manifests strictly valid (incl. typo'd fixtures that must fail), the route
-#                      fixtures up to date with them (tools/istio_routes.py), the OCI image
+#                      fixtures up to date with them (tools/istio_routes.py, tools/gateway_routes.py), the OCI image
 #                      unpacked and its layer compared with the .wasm, the Istio-shaped Envoy config
 #                      checked against the WasmPlugin and loaded by `envoy --mode validate`
 # The hot-reload and Istio-config e2e tests are tests/tests/deploy.rs (`make e2e`).
@@ -49,9 +49,13 @@ oci: build ## OCI image in target/oci + tar, WasmPlugins with URL and digest und
 manifests-test: deploy-tools check-config-bin ## every Istio manifest strictly validated, broken ones must fail
 	$(DEPLOY_PY) tools/validate_manifests.py --check-config $(CHECK_CONFIG) \
 	  istio/ istio/file/ istio/route-weights/ istio/flagger/ istio/gateway-multi/ \
+	  istio/gateway-api/ istio/gateway-api/argo/ istio/gateway-api/flagger/ \
+	  envoy-gateway/ envoy-gateway/argo/ envoy-gateway/flagger/ \
 	  tools/testdata/valid/
 	@echo "--- the gateway routes istiod renders for them (tests/tests/istio_rollout.rs loads these):"
 	$(DEPLOY_PY) tools/istio_routes.py --check tests/fixtures/istio-routes
+	@echo "--- the Gateway API routes Istio and Envoy Gateway render (tests/tests/gateway_api_rollout.rs):"
+	$(DEPLOY_PY) tools/gateway_routes.py --check tests/fixtures/gateway-api-routes
 	@echo "--- typo'd and otherwise broken manifests must be rejected:"
 	$(DEPLOY_PY) tools/validate_manifests.py --check-config $(CHECK_CONFIG) --expect-invalid \
 	  tools/testdata/invalid/
@@ -61,7 +65,9 @@ oci-test: oci deploy-tools check-config-bin ## the OCI image unpacked as Istio d
 	$(DEPLOY_PY) tools/validate_manifests.py --check-config $(CHECK_CONFIG) \
 	  $(DEPLOY_OUT)/istio/wasmplugin.yaml $(DEPLOY_OUT)/istio/file/wasmplugin.yaml \
 	  $(DEPLOY_OUT)/istio/route-weights/wasmplugin.yaml $(DEPLOY_OUT)/istio/flagger/wasmplugin.yaml \
-	  $(DEPLOY_OUT)/istio/gateway-multi/wasmplugin.yaml
+	  $(DEPLOY_OUT)/istio/gateway-multi/wasmplugin.yaml \
+	  $(DEPLOY_OUT)/istio/gateway-api/argo/wasmplugin.yaml $(DEPLOY_OUT)/istio/gateway-api/flagger/wasmplugin.yaml \
+	  $(DEPLOY_OUT)/envoy-gateway/argo/extension.yaml $(DEPLOY_OUT)/envoy-gateway/flagger/extension.yaml
 
 ecds-test: build envoy deploy-tools ## the Istio-shaped Envoy config matches the WasmPlugin and loads in Envoy
 	$(DEPLOY_PY) tools/ecds_check.py --envoy envoy-config/istio-ecds.yaml \

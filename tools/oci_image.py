@@ -14,7 +14,8 @@ Prints the manifest digest (WasmPlugin `sha256` for oci:// URLs: Istio checks it
 manifest digest) and the .wasm's own sha256 (the `sha256` for http(s):// URLs, a record for file://),
 and with --render writes the WasmPlugins in WASMPLUGINS (istio/wasmplugin.yaml, istio/file/, istio/route-weights/,
 istio/flagger/, istio/gateway-multi/) with them filled in, and with --url the image url in place of
-the shipped oci:// one. Only --out, --tar and --render are written: never a tracked file.
+the shipped oci:// one (an Envoy Gateway Image takes it without the scheme). Only --out, --tar
+and --render are written: never a tracked file.
 Standard library only.
 """
 
@@ -32,14 +33,19 @@ import tarfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# The WasmPlugins `--render` fills in. Each pins what its url scheme needs: the image manifest
-# digest for oci:// (Istio compares it with the manifest), the .wasm's own sha256 otherwise.
+# The WasmPlugins and Envoy Gateway EnvoyExtensionPolicies `--render` fills in. Each pins what its
+# url needs: the image manifest digest for oci:// and for an Envoy Gateway `Image` (its fetcher is
+# Istio's), the .wasm's own sha256 otherwise.
 WASMPLUGINS = (
     "istio/wasmplugin.yaml",
     "istio/file/wasmplugin.yaml",
     "istio/route-weights/wasmplugin.yaml",
     "istio/flagger/wasmplugin.yaml",
     "istio/gateway-multi/wasmplugin.yaml",
+    "istio/gateway-api/argo/wasmplugin.yaml",
+    "istio/gateway-api/flagger/wasmplugin.yaml",
+    "envoy-gateway/argo/extension.yaml",
+    "envoy-gateway/flagger/extension.yaml",
 )
 LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
 CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
@@ -141,9 +147,9 @@ def rel(path: Path) -> str:
         return str(path)
 
 
-def render(src: Path, dst: Path, sha: str, url: str | None) -> None:
-    """src with its sha256 (and, given, its oci:// url) filled in; the comment above the sha256
-    line, which explains the placeholder, becomes one line saying what the digest is."""
+def render(src: Path, dst: Path, sha: str, what: str, url: str | None) -> None:
+    """src with its sha256 (and, given, its url) filled in; the comment above the sha256 line,
+    which explains the placeholder, becomes one line saying what the digest is."""
     lines = src.read_text().splitlines(keepends=True)
     at = [i for i, l in enumerate(lines) if re.match(r'^\s*sha256:\s*"?[0-9a-f]{64}"?\s*$', l)]
     if len(at) != 1:
@@ -153,10 +159,6 @@ def render(src: Path, dst: Path, sha: str, url: str | None) -> None:
     start = i
     while start > 0 and lines[start - 1].lstrip().startswith("#"):
         start -= 1
-    what = {
-        "oci": "the image manifest digest (Istio compares it with the manifest)",
-        "file": "the .wasm's own sha256: a record, istiod does not check it for file://",
-    }.get((url or "").split(":", 1)[0], "the .wasm's own sha256 (Istio compares it with the download)")
     lines[start : i + 1] = [f"{indent}# {what}, written by `make oci`\n", f'{indent}sha256: "{sha}"\n']
     text = "".join(lines)
     if url:
@@ -166,14 +168,26 @@ def render(src: Path, dst: Path, sha: str, url: str | None) -> None:
     dst.write_text(header + text)
 
 
-def plugin_url(src: Path, override: str | None) -> tuple[str | None, str]:
-    """The url to write (None: keep the file's) and the url in force."""
-    shipped = re.search(r"(?m)^\s*url:\s*(\S+)", src.read_text())
+def pin(src: Path, override: str | None) -> tuple[str | None, bool, str]:
+    """The url to write (None: keep the file's), whether the manifest digest is pinned, and what
+    the sha256 is, for the comment."""
+    text = src.read_text()
+    shipped = re.search(r"(?m)^\s*url:\s*(\S+)", text)
     current = shipped[1] if shipped else ""
-    # OCI_URL names the image: it replaces oci:// urls only (file:// stays a mounted file).
+    # An Envoy Gateway `Image` names the registry reference without a scheme.
+    image = re.search(r"(?m)^\s*type:\s*Image\s*$", text) is not None
+    new = None
+    # OCI_URL names the image: it replaces oci:// urls and images (file:// stays a mounted file).
     if override and current.startswith("oci://"):
-        return override, override
-    return None, current
+        new = override
+    elif override and image and override.startswith("oci://"):
+        new = override[len("oci://") :]
+    url = new or current
+    if image or url.startswith("oci://"):
+        return new, True, "the image manifest digest (compared with the image's manifest)"
+    if url.startswith("file://"):
+        return new, False, "the .wasm's own sha256: a record, istiod does not check it for file://"
+    return new, False, "the .wasm's own sha256 (compared with the download)"
 
 
 def main() -> int:
@@ -206,10 +220,9 @@ def main() -> int:
         manifest_sha = manifest_digest.split(":", 1)[1]
         for path in WASMPLUGINS:
             dst = args.render / path
-            new_url, url = plugin_url(ROOT / path, args.url)
-            sha = manifest_sha if url.startswith("oci://") else wasm_sha
-            render(ROOT / path, dst, sha, new_url or url)
-            print(f"rendered           {rel(dst)}  ({url})")
+            new_url, manifest, what = pin(ROOT / path, args.url)
+            render(ROOT / path, dst, manifest_sha if manifest else wasm_sha, what, new_url)
+            print(f"rendered           {rel(dst)}")
     dest = args.url[len("oci://") :] if (args.url or "").startswith("oci://") else f"REGISTRY/rollout-filter:{args.tag}"
     print(f"push (keeps the digest): oras cp --from-oci-layout {rel(args.out)}:{args.tag} {dest}")
     print(

@@ -9,6 +9,7 @@ pub mod echo;
 pub mod grpc;
 pub mod prom;
 pub mod rds;
+pub mod rollout_run;
 
 use std::collections::BTreeMap;
 use std::io::Read;
