@@ -5,6 +5,7 @@
 #   make oci           build target/oci (OCI image layout) + target/rollout-filter-oci.tar, print the
 #                      manifest digest and the sha256 for the WasmPlugins, render every
 #                      istio/**/wasmplugin.yaml with it filled in under target/deploy/istio/
+#                      (OCI_URL=oci://REGISTRY/REPO:TAG: with that image url); no tracked file changes
 #   make deploy-test   manifests strictly valid (incl. typo'd fixtures that must fail), the route
 #                      fixtures up to date with them (tools/istio_routes.py, tools/gateway_routes.py), the OCI image
 #                      unpacked and its layer compared with the .wasm, the Istio-shaped Envoy config
@@ -42,10 +43,14 @@ istio-flagd: $(DEPLOY_STAMP)
 check-config-bin:
 	cargo build --quiet -p rollout-cli --bin rollout-check-config
 
-oci: build
-	python3 tools/oci_image.py --wasm $(WASM) --out $(OCI_DIR) --tar $(OCI_TAR) --render $(DEPLOY_OUT)
+# OCI_URL=oci://REGISTRY/REPO:TAG: the image url the rendered WasmPlugins name (else the shipped one).
+OCI_URL ?=
+OCI_URL_ARG = $(if $(strip $(OCI_URL)),--url $(OCI_URL))
 
-manifests-test: deploy-tools check-config-bin
+oci: build ## OCI image in target/oci + tar, WasmPlugins with URL and digest under target/deploy (OCI_URL=oci://...)
+	python3 tools/oci_image.py --wasm $(WASM) --out $(OCI_DIR) --tar $(OCI_TAR) --render $(DEPLOY_OUT) $(OCI_URL_ARG)
+
+manifests-test: deploy-tools check-config-bin ## every Istio manifest strictly validated, broken ones must fail
 	$(DEPLOY_PY) tools/validate_manifests.py --check-config $(CHECK_CONFIG) \
 	  istio/ istio/file/ istio/route-weights/ istio/flagger/ istio/gateway-multi/ istio/flagd/ \
 	  istio/gateway-api/ istio/gateway-api/argo/ istio/gateway-api/flagger/ \
@@ -61,8 +66,8 @@ manifests-test: deploy-tools check-config-bin
 	$(DEPLOY_PY) tools/validate_manifests.py --check-config $(CHECK_CONFIG) --expect-invalid \
 	  tools/testdata/invalid/
 
-oci-test: oci deploy-tools check-config-bin
-	python3 tools/check_oci.py --tar $(OCI_TAR) --dir $(OCI_DIR) --wasm $(WASM) --rendered $(DEPLOY_OUT)
+oci-test: oci deploy-tools check-config-bin ## the OCI image unpacked as Istio does; its layer is the built .wasm
+	python3 tools/check_oci.py --tar $(OCI_TAR) --dir $(OCI_DIR) --wasm $(WASM) --rendered $(DEPLOY_OUT) $(OCI_URL_ARG)
 	$(DEPLOY_PY) tools/validate_manifests.py --check-config $(CHECK_CONFIG) \
 	  $(DEPLOY_OUT)/istio/wasmplugin.yaml $(DEPLOY_OUT)/istio/file/wasmplugin.yaml \
 	  $(DEPLOY_OUT)/istio/route-weights/wasmplugin.yaml $(DEPLOY_OUT)/istio/flagger/wasmplugin.yaml \
@@ -70,11 +75,11 @@ oci-test: oci deploy-tools check-config-bin
 	  $(DEPLOY_OUT)/istio/gateway-api/argo/wasmplugin.yaml $(DEPLOY_OUT)/istio/gateway-api/flagger/wasmplugin.yaml \
 	  $(DEPLOY_OUT)/envoy-gateway/argo/extension.yaml $(DEPLOY_OUT)/envoy-gateway/flagger/extension.yaml
 
-ecds-test: build envoy deploy-tools
+ecds-test: build envoy deploy-tools ## the Istio-shaped Envoy config matches the WasmPlugin and loads in Envoy
 	$(DEPLOY_PY) tools/ecds_check.py --envoy envoy-config/istio-ecds.yaml \
 	  --wasmplugin istio/wasmplugin.yaml --static-out $(DEPLOY_OUT)/istio-ecds-static.yaml
 	@for f in envoy-config/istio-ecds.yaml $(DEPLOY_OUT)/istio-ecds-static.yaml; do \
 	  $(ENVOY) --mode validate -c $$f --log-level error >/dev/null || { echo "INVALID: $$f"; exit 1; }; \
 	  echo "valid: $$f"; done
 
-deploy-test: manifests-test oci-test ecds-test
+deploy-test: manifests-test oci-test ecds-test ## manifests-test, oci-test and ecds-test

@@ -77,6 +77,7 @@ def main() -> int:
     ap.add_argument("--dir", type=Path, required=True)
     ap.add_argument("--wasm", type=Path, required=True)
     ap.add_argument("--rendered", type=Path)
+    ap.add_argument("--url", help="the url --render was given (OCI_URL)")
     args = ap.parse_args()
 
     wasm = args.wasm.read_bytes()
@@ -129,14 +130,19 @@ def main() -> int:
         sources = sorted((root / "istio").rglob("wasmplugin.yaml")) + sorted((root / "envoy-gateway").rglob("extension.yaml"))
         for src in sources:
             rel = src.relative_to(root)
-            url = re.search(r"(?m)^\s*url:\s*(\S+)", src.read_text())
-            image = re.search(r"(?m)^\s*type:\s*Image\s*$", src.read_text()) is not None
-            oci = image or (url is not None and url[1].startswith("oci://"))
-            want = digest.split(":", 1)[1] if oci else sha(wasm)
             dst = args.rendered / rel
             text = dst.read_text() if dst.exists() else ""
+            # The rendered url decides (OCI_URL may have replaced the shipped one).
+            url = re.search(r"(?m)^\s*url:\s*(\S+)", text)
+            image = re.search(r"(?m)^\s*type:\s*Image\s*$", text) is not None
+            oci = image or (url is not None and url[1].startswith("oci://"))
+            want = digest.split(":", 1)[1] if oci else sha(wasm)
             got = re.findall(r'(?m)^\s*sha256:\s*"?([0-9a-f]{64})"?\s*$', text)
             check(got == [want], f"{args.rendered / rel} pins sha256 {want[:12]}…")
+            check("PLACEHOLDER" not in text, f"{args.rendered / rel} has no placeholder comment")
+            if args.url and (image or "url: oci://" in src.read_text()):
+                expect = args.url[len("oci://") :] if image else args.url
+                check(url is not None and url[1] == expect, f"{args.rendered / rel} has url {expect}")
 
     print(f"manifest digest {digest}")
     return finish()
