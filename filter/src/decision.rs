@@ -557,7 +557,9 @@ fn flagd_decision(
         issued: None,
     };
     let out = f.flag.evaluate(&mut ctx);
-    // The guard's probe key: the user's targetingKey, hashed as the split would.
+    // The guard's probe key: the user's targetingKey, hashed as the split would (read again
+    // without issuing one: a rule that held needed none).
+    ctx.issue = false;
     let hash = f
         .targeting_key
         .and_then(|k| flagd::Context::value(&mut ctx, k).map(|v| split::hash(cfg.rollout_id.as_bytes(), v)));
