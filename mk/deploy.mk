@@ -71,7 +71,7 @@ oci-test: oci deploy-tools check-config-bin ## the OCI image unpacked as Istio d
 	$(DEPLOY_PY) tools/validate_manifests.py --check-config $(CHECK_CONFIG) \
 	  $(DEPLOY_OUT)/istio/wasmplugin.yaml $(DEPLOY_OUT)/istio/file/wasmplugin.yaml \
 	  $(DEPLOY_OUT)/istio/route-weights/wasmplugin.yaml $(DEPLOY_OUT)/istio/flagger/wasmplugin.yaml \
-	  $(DEPLOY_OUT)/istio/gateway-multi/wasmplugin.yaml \
+	  $(DEPLOY_OUT)/istio/gateway-multi/wasmplugin.yaml $(DEPLOY_OUT)/istio/flagd/wasmplugin.yaml \
 	  $(DEPLOY_OUT)/istio/gateway-api/argo/wasmplugin.yaml $(DEPLOY_OUT)/istio/gateway-api/flagger/wasmplugin.yaml \
 	  $(DEPLOY_OUT)/envoy-gateway/argo/extension.yaml $(DEPLOY_OUT)/envoy-gateway/flagger/extension.yaml
 

@@ -42,6 +42,7 @@ WASMPLUGINS = (
     "istio/route-weights/wasmplugin.yaml",
     "istio/flagger/wasmplugin.yaml",
     "istio/gateway-multi/wasmplugin.yaml",
+    "istio/flagd/wasmplugin.yaml",
     "istio/gateway-api/argo/wasmplugin.yaml",
     "istio/gateway-api/flagger/wasmplugin.yaml",
     "envoy-gateway/argo/extension.yaml",
