@@ -537,6 +537,46 @@ static_resources:
   listeners:
 "#;
 
+/// Routes (items of `routes:`) to `canary` when `x-rollout-version` says so, else `stable`.
+pub const CANARY_HEADER_ROUTES: &str = r#"              - match: { prefix: "/", headers: [{ name: x-rollout-version, string_match: { exact: canary } }] }
+                route: { cluster: canary }
+              - match: { prefix: "/" }
+                route: { cluster: stable }
+"#;
+
+/// A whole test bootstrap: listener `front` whose HTTP connection manager has `hcm_extra` (e.g.
+/// `access_log:`) after its stat prefix, one virtual host for every domain with `routes`, the
+/// filter with `filter_config` and the router, then `transport` (a TLS transport socket or
+/// nothing); a static cluster per (name, port).
+pub fn front_bootstrap(
+    hcm_extra: &str,
+    routes: &str,
+    filter_config: &str,
+    transport: &str,
+    clusters: &[(&str, u16)],
+) -> String {
+    let clusters: String = clusters.iter().map(|(n, p)| static_cluster_yaml(n, *p)).collect();
+    format!(
+        r#"{BOOTSTRAP_HEAD}  - name: front
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: front
+{hcm_extra}          route_config:
+            name: front
+            virtual_hosts:
+            - name: app
+              domains: ["*"]
+              routes:
+{routes}{filters}{transport}  clusters:
+{clusters}"#,
+        filters = http_filters_yaml(&wasm_path(), "FAIL_OPEN", filter_config),
+    )
+}
+
 /// A plain HTTP/1.1 cluster `name` with the one endpoint 127.0.0.1:`port` (an item of `clusters:`).
 pub fn static_cluster_yaml(name: &str, port: u16) -> String {
     format!(

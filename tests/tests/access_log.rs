@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use rollout_e2e::{agent, get, http_filters_yaml, static_cluster_yaml, Echo, Envoy, BOOTSTRAP_HEAD};
+use rollout_e2e::{agent, front_bootstrap, get, Echo, Envoy, CANARY_HEADER_ROUTES};
 
 const USERS: usize = 200;
 
@@ -12,44 +12,22 @@ const USERS: usize = 200;
 /// state, then the cluster that served it.
 fn envoy(filter: &str, routes: &str, log: &std::path::Path) -> Envoy {
     let (stable, canary) = (Echo::start("stable"), Echo::start("canary"));
-    let yaml = format!(
-        r#"{BOOTSTRAP_HEAD}  - name: front
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: front
-          access_log:
+    let access_log = format!(
+        r#"          access_log:
           - name: envoy.access_loggers.file
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
-              path: "{log}"
+              path: "{}"
               log_format:
                 text_format_source:
                   inline_string: "%FILTER_STATE(wasm.rollout:PLAIN)% cluster=%UPSTREAM_CLUSTER% status=%RESPONSE_CODE%\n"
-          route_config:
-            name: r
-            virtual_hosts:
-            - name: app
-              domains: ["*"]
-              routes:
-{routes}{filters}  clusters:
-{s}{c}"#,
-        log = log.display(),
-        filters = http_filters_yaml(&rollout_e2e::wasm_path(), "FAIL_OPEN", filter),
-        s = static_cluster_yaml("stable", stable.addr.port()),
-        c = static_cluster_yaml("canary", canary.addr.port()),
+"#,
+        log.display()
     );
+    let clusters = [("stable", stable.addr.port()), ("canary", canary.addr.port())];
+    let yaml = front_bootstrap(&access_log, routes, filter, "", &clusters);
     Envoy::start_yaml(&yaml, vec![stable, canary]).unwrap_or_else(|e| panic!("{e}"))
 }
-
-const HEADER_ROUTES: &str = r#"              - match: { prefix: "/", headers: [{ name: x-rollout-version, string_match: { exact: canary } }] }
-                route: { cluster: canary }
-              - match: { prefix: "/" }
-                route: { cluster: stable }
-"#;
 
 const WEIGHTED_ROUTES: &str = r#"              - match: { prefix: "/", headers: [{ name: x-rollout-version, string_match: { exact: canary } }] }
                 route: { cluster: canary }
@@ -112,7 +90,7 @@ fn every_access_log_line_names_the_version_that_served() {
     let filter = r#"{"rolloutId":"checkout","filterState":true,
         "versions":[{"name":"stable","weight":70},{"name":"canary","weight":30}],
         "stickyKeys":[{"header":"x-user-id"}],"override":{"header":"x-rollout-pin","trustedPeers":["*"]}}"#;
-    every_line_names_the_version_that_served(filter, HEADER_ROUTES, "filter weights");
+    every_line_names_the_version_that_served(filter, CANARY_HEADER_ROUTES, "filter weights");
     let filter = r#"{"rolloutId":"checkout","filterState":true,
         "versions":[{"name":"stable"},{"name":"canary"}],"routeWeights":{"bucketHeader":"x-rollout-bucket"},
         "stickyKeys":[{"header":"x-user-id"}],"override":{"header":"x-rollout-pin","trustedPeers":["*"]}}"#;

@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 
 use rollout_e2e::certs::{Ca, San};
 use rollout_e2e::{
-    agent, get, http_filters_yaml, mtls_agent, static_cluster_yaml, Echo, Envoy, Seen, BOOTSTRAP_HEAD,
+    agent, front_bootstrap, get, http_filters_yaml, mtls_agent, static_cluster_yaml, Echo, Envoy, Seen,
+    BOOTSTRAP_HEAD, CANARY_HEADER_ROUTES,
 };
 
 /// Canary weight 0: any request that reaches canary was steered by the client.
@@ -187,31 +188,12 @@ fn two_callers_taking_turns_parse_each_certificate_once() {
     let (stable, canary) = (Echo::start("stable"), Echo::start("canary"));
     let filter = r#"{"rolloutId":"r","versions":[{"name":"stable","weight":100},{"name":"canary","weight":0}],
         "override":{"header":"x-rollout-pin","trustedPeers":["spiffe://cluster.local/ns/qa/*"]}}"#;
-    let yaml = format!(
-        r#"{BOOTSTRAP_HEAD}  - name: front
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: front
-          route_config:
-            name: r
-            virtual_hosts:
-            - name: app
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/", headers: [{{ name: x-rollout-version, string_match: {{ exact: canary }} }}] }}
-                route: {{ cluster: canary }}
-              - match: {{ prefix: "/" }}
-                route: {{ cluster: stable }}
-{filters}{transport}  clusters:
-{s}{c}"#,
-        filters = http_filters_yaml(&rollout_e2e::wasm_path(), "FAIL_OPEN", filter),
-        transport = tls.transport_socket_yaml(),
-        s = static_cluster_yaml("stable", stable.addr.port()),
-        c = static_cluster_yaml("canary", canary.addr.port()),
+    let yaml = front_bootstrap(
+        "",
+        CANARY_HEADER_ROUTES,
+        filter,
+        &tls.transport_socket_yaml(),
+        &[("stable", stable.addr.port()), ("canary", canary.addr.port())],
     );
     let envoy = Envoy::start_yaml_with(&yaml, vec![stable, canary], 1, "wasm:debug")
         .unwrap_or_else(|e| panic!("{e}"));

@@ -232,33 +232,9 @@ fn grpc_web_upstream(name: &'static str) -> std::net::SocketAddr {
 /// code, never as an HTTP response.
 #[test]
 fn grpc_web_status_from_the_trailer_frame_or_missing() {
-    use rollout_e2e::{http_filters_yaml, static_cluster_yaml, BOOTSTRAP_HEAD};
     let (stable, canary) = (grpc_web_upstream("stable"), grpc_web_upstream("canary"));
-    let yaml = format!(
-        r#"{BOOTSTRAP_HEAD}  - name: front
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: front
-          route_config:
-            name: r
-            virtual_hosts:
-            - name: app
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/", headers: [{{ name: x-rollout-version, string_match: {{ exact: canary }} }}] }}
-                route: {{ cluster: canary }}
-              - match: {{ prefix: "/" }}
-                route: {{ cluster: stable }}
-{filters}  clusters:
-{s}{c}"#,
-        filters = http_filters_yaml(&rollout_e2e::wasm_path(), "FAIL_OPEN", CONFIG),
-        s = static_cluster_yaml("stable", stable.port()),
-        c = static_cluster_yaml("canary", canary.port()),
-    );
+    let clusters = [("stable", stable.port()), ("canary", canary.port())];
+    let yaml = rollout_e2e::front_bootstrap("", rollout_e2e::CANARY_HEADER_ROUTES, CONFIG, "", &clusters);
     let envoy = Envoy::start_yaml(&yaml, Vec::new()).unwrap_or_else(|e| panic!("{e}"));
     let a = rollout_e2e::agent();
     let mut sent: BTreeMap<(String, &str), u64> = BTreeMap::new();

@@ -9,9 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rollout_e2e::grpc::GrpcClient;
-use rollout_e2e::{
-    get, http_filters_yaml, static_cluster_yaml, Echo, Envoy, Options, Traffic, BOOTSTRAP_HEAD,
-};
+use rollout_e2e::{front_bootstrap, get, Echo, Envoy, Options, Traffic};
 use rollout_filter::split;
 
 const ROLLOUT: &str = "checkout";
@@ -281,27 +279,8 @@ fn route_weights_envoy(weights: [u32; 2]) -> Envoy {
 "#,
         weights[0], weights[1]
     );
-    let yaml = format!(
-        r#"{BOOTSTRAP_HEAD}  - name: front
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: front
-          route_config:
-            name: checkout
-            virtual_hosts:
-            - name: app
-              domains: ["*"]
-              routes:
-{routes}{filters}  clusters:
-{s}{c}"#,
-        filters = http_filters_yaml(&rollout_e2e::wasm_path(), "FAIL_OPEN", &filter),
-        s = static_cluster_yaml("stable", stable.addr.port()),
-        c = static_cluster_yaml("canary", canary.addr.port()),
-    );
+    let clusters = [("stable", stable.addr.port()), ("canary", canary.addr.port())];
+    let yaml = front_bootstrap("", &routes, &filter, "", &clusters);
     Envoy::start_yaml_with(&yaml, vec![stable, canary], 2, "wasm:info").unwrap_or_else(|e| panic!("{e}"))
 }
 
