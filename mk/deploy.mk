@@ -8,7 +8,8 @@
 #   make deploy-test   manifests strictly valid (incl. typo'd fixtures that must fail), the route
 #                      fixtures up to date with them (tools/istio_routes.py), the OCI image
 #                      unpacked and its layer compared with the .wasm, the Istio-shaped Envoy config
-#                      checked against the WasmPlugin and loaded by `envoy --mode validate`
+#                      checked against the WasmPlugin and loaded by `envoy --mode validate`, every
+#                      shipped filter config through rollout-check-config (`make check-configs`)
 # The hot-reload and Istio-config e2e tests are tests/tests/deploy.rs (`make e2e`).
 
 DEPLOY_PY      := $(VENV)/bin/python
@@ -19,7 +20,7 @@ OCI_TAR        := target/rollout-filter-oci.tar
 DEPLOY_OUT     := target/deploy
 CHECK_CONFIG   := target/debug/rollout-check-config
 
-.PHONY: oci deploy-tools deploy-test manifests-test oci-test ecds-test check-config-bin
+.PHONY: oci deploy-tools deploy-test manifests-test oci-test ecds-test check-config-bin check-configs
 
 # Python packages (pinned, with dependencies) into the project venv.
 $(DEPLOY_STAMP): tools/requirements.txt
@@ -37,6 +38,12 @@ deploy-tools: $(DEPLOY_STAMP) $(DEPLOY_NODE)
 # The filter's own config parser, to vet every shipped pluginConfig.
 check-config-bin:
 	cargo build --quiet -p rollout-cli --bin rollout-check-config
+
+# Every shipped filter config through rollout-check-config as a user runs it: each WasmPlugin
+# under istio/ (found by its kind, at any depth), each Envoy config and ECDS resource.
+SHIPPED_PLUGINS = $(shell grep -rlE --include='*.yaml' '^kind: WasmPlugin' istio | sort)
+check-configs: check-config-bin
+	$(CHECK_CONFIG) $(SHIPPED_PLUGINS) $(sort $(wildcard envoy-config/*.yaml envoy-config/ecds/*.yaml))
 
 oci: build
 	python3 tools/oci_image.py --wasm $(WASM) --out $(OCI_DIR) --tar $(OCI_TAR) --render $(DEPLOY_OUT)
@@ -65,4 +72,4 @@ ecds-test: build envoy deploy-tools
 	  $(ENVOY) --mode validate -c $$f --log-level error >/dev/null || { echo "INVALID: $$f"; exit 1; }; \
 	  echo "valid: $$f"; done
 
-deploy-test: manifests-test oci-test ecds-test
+deploy-test: manifests-test oci-test ecds-test check-configs
