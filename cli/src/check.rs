@@ -257,9 +257,7 @@ fn is_envoy(doc: &Value) -> bool {
 }
 
 fn has_wasm(doc: &Value) -> bool {
-    let mut found = Vec::new();
-    walk(doc, None, &mut found);
-    !found.is_empty()
+    !filters_in(doc).is_empty()
 }
 
 /// The configurations in one document.
@@ -276,8 +274,7 @@ fn in_document(doc: &Value, name: &str, out: &mut Vec<Item>) {
         });
         return;
     }
-    let mut found = Vec::new();
-    walk(doc, None, &mut found);
+    let found = filters_in(doc);
     if !found.is_empty() {
         let mut seen: Vec<String> = Vec::new();
         for (filter, source) in found {
@@ -301,6 +298,14 @@ fn in_document(doc: &Value, name: &str, out: &mut Vec<Item>) {
             source: Source::Reencoded(serde_json::to_vec(doc).unwrap_or_default()),
         });
     }
+}
+
+/// Every Wasm HTTP filter in `doc` (an Envoy config, a listener, an ECDS resource file) with
+/// its name, and every ECDS `config_discovery` with the filter's name.
+pub fn filters_in(doc: &Value) -> Vec<(Option<String>, Source)> {
+    let mut found = Vec::new();
+    walk(doc, None, &mut found);
+    found
 }
 
 /// Every Wasm HTTP filter under `v`, with the nearest name above it (its plugin's `name`, else
