@@ -262,7 +262,15 @@ fn has_wasm(doc: &Value) -> bool {
 
 /// The configurations in one document.
 fn in_document(doc: &Value, name: &str, out: &mut Vec<Item>) {
-    if doc.get("kind").and_then(Value::as_str) == Some("WasmPlugin") {
+    let kind = doc.get("kind").and_then(Value::as_str);
+    if let (Some("List"), Some(list)) = (kind, doc.get("items").and_then(Value::as_array)) {
+        // `kubectl get wasmplugins -o yaml`: each item a document.
+        for (i, item) in list.iter().enumerate() {
+            in_document(item, &format!("{name}#items[{i}]"), out);
+        }
+        return;
+    }
+    if kind == Some("WasmPlugin") {
         let at = "spec.pluginConfig";
         out.push(match doc.pointer("/spec/pluginConfig") {
             Some(cfg) => Item {
@@ -282,7 +290,11 @@ fn in_document(doc: &Value, name: &str, out: &mut Vec<Item>) {
             // told apart by its count.
             let filter = filter.unwrap_or_else(|| "wasm".into());
             let n = seen.iter().filter(|s| **s == filter).count();
-            let label = if n == 0 { filter.clone() } else { format!("{filter}.{}", n + 1) };
+            let label = if n == 0 {
+                filter.clone()
+            } else {
+                format!("{filter}.{}", n + 1)
+            };
             seen.push(filter);
             out.push(Item {
                 name: format!("{name}#{label}"),

@@ -24,11 +24,16 @@ fn run(args: &[&str], stdin: &str) -> (i32, String) {
         .write_all(stdin.as_bytes())
         .expect("write stdin");
     let out = child.wait_with_output().expect("wait");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
-const GOOD: &str = r#"{"rolloutId":"r","versions":[{"name":"stable","weight":90},{"name":"canary","weight":10}]}"#;
-const BAD: &str = r#"{"rolloutId":"r","versions":[{"name":"stable","weight":90},{"name":"canary","weight":-1}]}"#;
+const GOOD: &str =
+    r#"{"rolloutId":"r","versions":[{"name":"stable","weight":90},{"name":"canary","weight":10}]}"#;
+const BAD: &str =
+    r#"{"rolloutId":"r","versions":[{"name":"stable","weight":90},{"name":"canary","weight":-1}]}"#;
 
 #[test]
 fn no_arguments_reads_one_json_config_from_stdin_and_prints_ok_alone() {
@@ -85,6 +90,12 @@ fn dash_is_stdin_in_any_form() {
                   rolloutId: r\n    versions: [{name: a, weight: 1}]\n";
     assert_eq!(run(&["-"], plugin), (0, "<stdin>: ok\n".into()));
     assert_eq!(run(&["-"], GOOD), (0, "<stdin>: ok\n".into()));
+    // `kubectl get wasmplugins -o yaml` is a List.
+    let list = format!(
+        "apiVersion: v1\nkind: List\nitems:\n- {}",
+        plugin.replace('\n', "\n  ")
+    );
+    assert_eq!(run(&["-"], &list), (0, "<stdin>#items[0]: ok\n".into()));
     let (code, out) = run(&["-"], "{");
     assert_eq!(code, 1);
     assert!(out.starts_with("<stdin>: invalid: EOF while parsing"), "{out}");
@@ -103,24 +114,37 @@ fn help_unreadable_files_and_files_without_a_config() {
     assert!(out.ends_with("istio/wasmplugin.yaml: ok\n"), "{out}");
     let (code, out) = run(&["istio/routing.yaml"], "");
     assert_eq!(code, 1);
-    assert!(out.contains("no filter configuration") && out.contains("a VirtualService"), "{out}");
+    assert!(
+        out.contains("no filter configuration") && out.contains("a VirtualService"),
+        "{out}"
+    );
 }
 
 #[test]
 fn the_library_finds_configs_in_every_shape() {
     let none = |_: &str| -> std::io::Result<Vec<u8>> { Err(std::io::ErrorKind::NotFound.into()) };
     // A filter config in YAML, its positions left out (they would be the re-encoded JSON's).
-    let got = check::check("f", b"rolloutId: r\nversions: [{name: a, weight: 1}]\nstickyKey: []\n", &none);
+    let got = check::check(
+        "f",
+        b"rolloutId: r\nversions: [{name: a, weight: 1}]\nstickyKey: []\n",
+        &none,
+    );
     assert_eq!(got.len(), 1);
     let Outcome::Invalid(e) = &got[0].1 else {
         panic!("{got:?}")
     };
-    assert!(e.starts_with("stickyKey: unknown field") && !e.contains(" at line "), "{e}");
+    assert!(
+        e.starts_with("stickyKey: unknown field") && !e.contains(" at line "),
+        "{e}"
+    );
     // An ECDS file that cannot be read is reported, not counted as an error.
     let envoy = r#"static_resources: {listeners: [{name: l, filter_chains: [{filters: [{typed_config:
       {http_filters: [{name: rf, config_discovery: {config_source: {path_config_source: {path: /x.yaml}}}}]}}]}]}]}"#;
     let got = check::check("e", envoy.as_bytes(), &none);
-    assert!(matches!(&got[..], [(n, Outcome::Unchecked(_))] if n == "e#rf"), "{got:?}");
+    assert!(
+        matches!(&got[..], [(n, Outcome::Unchecked(_))] if n == "e#rf"),
+        "{got:?}"
+    );
     // A configuration that is not a StringValue is an error naming the field.
     let wasm = r#"{"resources": [{"name": "x", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
       "config": {"configuration": {"@type": "type.googleapis.com/google.protobuf.Struct", "value": {}}}}}]}"#;

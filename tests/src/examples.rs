@@ -93,8 +93,9 @@ pub fn probes(
         for (host, path) in targets(raw, i, fc.multi) {
             let got = fc.select(Some(host.as_bytes()), Some(path.as_bytes()));
             if got != Some(i) {
+                let other = got.map_or("none", |j| fc.rollouts[j].rollout_id.as_str());
                 return Err(format!(
-                    "rollout {} declares {host}{path}, but that request selects rollout {got:?}",
+                    "rollout {} declares {host}{path}, but that request selects rollout {other}",
                     cfg.rollout_id
                 ));
             }

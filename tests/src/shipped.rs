@@ -51,7 +51,11 @@ pub fn runnable(doc: &mut Value, dir: &Path, upstream: &mut dyn FnMut(&str) -> u
         l["address"]["socket_address"]["port_value"] = 0.into();
     }
     doc["admin"]["address"]["socket_address"]["port_value"] = 0.into();
-    for c in doc["static_resources"]["clusters"].as_array_mut().into_iter().flatten() {
+    for c in doc["static_resources"]["clusters"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
         let name = c["name"].as_str().unwrap_or_default().to_string();
         let port = upstream(&name);
         c["load_assignment"] = json!({ "cluster_name": name, "endpoints": [{ "lb_endpoints": [
@@ -91,7 +95,9 @@ pub fn rewrite_files(v: &mut Value, dir: &Path) -> Result<(), String> {
 
 /// A `path_config_source`: its shipped file, rewritten like the config, copied into `dir`.
 fn copy_watched(source: &mut Value, dir: &Path) -> Result<(), String> {
-    let rel = source["path"].as_str().ok_or("path_config_source without a path")?;
+    let rel = source["path"]
+        .as_str()
+        .ok_or("path_config_source without a path")?;
     let mut resource = read_yaml(&workspace_root().join(rel))?;
     rewrite_files(&mut resource, dir)?;
     let copy = dir.join(Path::new(rel).file_name().unwrap_or_default());
@@ -117,8 +123,14 @@ pub fn weighted_route(values: &[&Value], header: &str) -> Option<RouteSplit> {
     let w = values.iter().find_map(|v| find(v, header))?;
     let clusters = w["clusters"].as_array()?;
     Some(RouteSplit {
-        clusters: clusters.iter().map(|c| c["name"].as_str().unwrap_or_default().into()).collect(),
-        weights: clusters.iter().map(|c| c["weight"].as_u64().unwrap_or(0) as u32).collect(),
+        clusters: clusters
+            .iter()
+            .map(|c| c["name"].as_str().unwrap_or_default().into())
+            .collect(),
+        weights: clusters
+            .iter()
+            .map(|c| c["weight"].as_u64().unwrap_or(0) as u32)
+            .collect(),
     })
 }
 
@@ -153,7 +165,9 @@ fn routes_yaml(fc: &FilterConfig) -> String {
     let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
     let mut out = String::new();
     let mut route = |m: String, r: String| {
-        out.push_str(&format!("              - match: {m}\n                route: {r}\n"));
+        out.push_str(&format!(
+            "              - match: {m}\n                route: {r}\n"
+        ));
     };
     for r in &fc.rollouts {
         for v in &r.versions {
@@ -174,11 +188,17 @@ fn routes_yaml(fc: &FilterConfig) -> String {
         let h = q(&rw.bucket_header);
         route(
             format!("{{ prefix: \"/\", headers: [{{ name: {h}, present_match: true }}] }}"),
-            format!("{{ weighted_clusters: {{ header_name: {h}, clusters: [{}] }} }}", list.join(", ")),
+            format!(
+                "{{ weighted_clusters: {{ header_name: {h}, clusters: [{}] }} }}",
+                list.join(", ")
+            ),
         );
     }
     let first = fc.rollouts.first().and_then(|r| r.versions.first());
-    route("{ prefix: \"/\" }".into(), format!("{{ cluster: {} }}", q(&first.map(cluster_of).unwrap_or_default())));
+    route(
+        "{ prefix: \"/\" }".into(),
+        format!("{{ cluster: {} }}", q(&first.map(cluster_of).unwrap_or_default())),
+    );
     out
 }
 
@@ -186,7 +206,10 @@ fn routes_yaml(fc: &FilterConfig) -> String {
 /// fragment such as [`crate::http_filters_yaml`] or [`ecds_filters_yaml`]), and each
 /// (cluster, port) of `upstreams`.
 pub fn harness_yaml(fc: &FilterConfig, http_filters: &str, upstreams: &[(String, u16)]) -> String {
-    let clusters: String = upstreams.iter().map(|(c, p)| static_cluster_yaml(c, *p)).collect();
+    let clusters: String = upstreams
+        .iter()
+        .map(|(c, p)| static_cluster_yaml(c, *p))
+        .collect();
     // A node identity, which ECDS requires.
     format!(
         r#"node: {{ id: examples, cluster: examples }}

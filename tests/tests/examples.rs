@@ -29,7 +29,9 @@ const DEMO_CLIENT: &str = "client-qa";
 /// The `.yaml` files under `dir` (workspace-relative), sorted; subdirectories too if `deep`.
 fn shipped_yaml(dir: &str, deep: bool) -> Vec<String> {
     fn visit(root: &Path, rel: &Path, deep: bool, out: &mut Vec<String>) {
-        let Ok(entries) = std::fs::read_dir(root.join(rel)) else { return };
+        let Ok(entries) = std::fs::read_dir(root.join(rel)) else {
+            return;
+        };
         for e in entries.flatten() {
             let path = rel.join(e.file_name());
             if e.path().is_dir() {
@@ -61,7 +63,11 @@ fn check_reply(fc: &FilterConfig, p: &Probe, reply: Result<Reply, String>) -> Re
         None => served.is_some(),
     };
     if !ok {
-        return Err(format!("served by {:?}, want version {:?}", r.version(), p.version));
+        return Err(format!(
+            "served by {:?}, want version {:?}",
+            r.version(),
+            p.version
+        ));
     }
     if let Some((h, want)) = &p.seen {
         let got = r.seen.as_ref().and_then(|s| s.header(h));
@@ -81,7 +87,10 @@ fn drive(base: &str, a: &ureq::Agent, fc: &FilterConfig, probes: &[Probe]) -> Re
         let reply = get(a, &format!("{base}{}", p.path), &headers);
         if let Err(e) = check_reply(fc, p, reply) {
             let id = &fc.rollouts[p.rollout].rollout_id;
-            errors.push(format!("  rollout {id}, {}{} {:?}: {e}", p.host, p.path, p.headers));
+            errors.push(format!(
+                "  rollout {id}, {}{} {:?}: {e}",
+                p.host, p.path, p.headers
+            ));
         }
     }
     if errors.is_empty() {
@@ -132,7 +141,10 @@ fn run_plugin_config(json: &[u8]) -> Result<(usize, usize), String> {
 /// A pluginConfig that is a flagd flag (`flagd` at the top or in an entry).
 fn is_flagd(json: &[u8]) -> bool {
     let raw: Value = serde_json::from_slice(json).unwrap_or_default();
-    raw.get("flagd").is_some() || raw["rollouts"].as_array().is_some_and(|r| r.iter().any(|e| e.get("flagd").is_some()))
+    raw.get("flagd").is_some()
+        || raw["rollouts"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|e| e.get("flagd").is_some()))
 }
 
 /// Prints what ran and what was skipped; fails on any failure.
@@ -144,8 +156,16 @@ fn conclude(what: &str, ran: &[(String, usize, usize)], skipped: &[String], fail
         println!("SKIPPED {s}");
     }
     let requests: usize = ran.iter().map(|r| r.2).sum();
-    println!("{what}: {} ran ({requests} requests), {} skipped", ran.len(), skipped.len());
-    assert!(failures.is_empty(), "{what} that do not run:\n{}", failures.join("\n"));
+    println!(
+        "{what}: {} ran ({requests} requests), {} skipped",
+        ran.len(),
+        skipped.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{what} that do not run:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -153,24 +173,37 @@ fn every_shipped_wasmplugin_routes_each_rollout_and_host_to_its_version() {
     let (mut ran, mut skipped, mut failures) = (Vec::new(), Vec::new(), Vec::new());
     for file in shipped_yaml("istio", true) {
         let text = std::fs::read(workspace_root().join(&file)).expect("read a shipped file");
-        for item in check::items(&file, &text).into_iter().filter(|i| i.at == "spec.pluginConfig") {
+        for item in check::items(&file, &text)
+            .into_iter()
+            .filter(|i| i.at == "spec.pluginConfig")
+        {
             let Source::Reencoded(json) = &item.source else {
                 failures.push(format!("{}: {:?}", item.name, item.source));
                 continue;
             };
             match run_plugin_config(json) {
                 Ok((rollouts, requests)) => ran.push((item.name, rollouts, requests)),
-                Err(e) if is_flagd(json) && FilterConfig::from_json(json).is_err() => {
-                    skipped.push(format!("{}: a flagd pluginConfig this filter does not accept: {e}", item.name))
-                }
+                Err(e) if is_flagd(json) && FilterConfig::from_json(json).is_err() => skipped.push(format!(
+                    "{}: a flagd pluginConfig this filter does not accept: {e}",
+                    item.name
+                )),
                 Err(e) => failures.push(format!("{}: {e}", item.name)),
             }
         }
     }
     // The discovery found what is shipped today, at least.
-    for want in ["istio/wasmplugin.yaml", "istio/gateway-multi/", "istio/lanes.yaml#1", "istio/flagger/", "istio/route-weights/"] {
+    for want in [
+        "istio/wasmplugin.yaml",
+        "istio/gateway-multi/",
+        "istio/lanes.yaml#1",
+        "istio/flagger/",
+        "istio/route-weights/",
+    ] {
         let all: Vec<&String> = ran.iter().map(|r| &r.0).chain(&failures).collect();
-        assert!(all.iter().any(|n| n.starts_with(want)), "{want} was not found: {all:?}");
+        assert!(
+            all.iter().any(|n| n.starts_with(want)),
+            "{want} was not found: {all:?}"
+        );
     }
     conclude("WasmPlugins", &ran, &skipped, &failures);
 }
@@ -209,7 +242,10 @@ fn rds_resources(l: &Value) -> Vec<Value> {
     fn find(v: &Value, out: &mut Vec<String>) {
         match v {
             Value::Object(m) => {
-                if let Some(p) = m.get("rds").and_then(|r| r["config_source"]["path_config_source"]["path"].as_str()) {
+                if let Some(p) = m
+                    .get("rds")
+                    .and_then(|r| r["config_source"]["path_config_source"]["path"].as_str())
+                {
                     out.push(p.to_string());
                 }
                 m.values().for_each(|x| find(x, out));
@@ -220,16 +256,24 @@ fn rds_resources(l: &Value) -> Vec<Value> {
     }
     let mut paths = Vec::new();
     find(l, &mut paths);
-    paths.iter().filter_map(|p| read_yaml(Path::new(p)).ok()).collect()
+    paths
+        .iter()
+        .filter_map(|p| read_yaml(Path::new(p)).ok())
+        .collect()
 }
 
 /// The filter config of listener `l` (inline, or from the ECDS file it watches, once Envoy has
 /// it); `None` without a Wasm filter.
 fn listener_config(envoy: &Envoy, l: &Value) -> Result<Option<Vec<u8>>, String> {
     let found = check::filters_in(l);
-    let Some((name, source)) = found.first() else { return Ok(None) };
+    let Some((name, source)) = found.first() else {
+        return Ok(None);
+    };
     if found.len() > 1 {
-        return Err(format!("{} Wasm filters on one listener: not modelled here", found.len()));
+        return Err(format!(
+            "{} Wasm filters on one listener: not modelled here",
+            found.len()
+        ));
     }
     match source {
         Source::Json(json) => Ok(Some(json.clone())),
@@ -260,12 +304,17 @@ fn run_listener(envoy: &Envoy, l: &Value) -> Result<(usize, usize), String> {
     let (fc, raw) = parse(&json)?;
     let rds = rds_resources(l);
     let routes = |cfg: &Config| -> Result<RouteSplit, String> {
-        let header = cfg.route_weights.as_ref().map(|rw| rw.bucket_header.as_str()).unwrap_or_default();
+        let header = cfg
+            .route_weights
+            .as_ref()
+            .map(|rw| rw.bucket_header.as_str())
+            .unwrap_or_default();
         let mut values: Vec<&Value> = vec![l];
         values.extend(&rds);
         shipped::weighted_route(&values, header).ok_or_else(|| format!("no weighted route on {header}"))
     };
-    let sent = drive(&base, &a, &fc, &probes(&raw, &fc, &routes)?).map_err(|e| format!("listener {name}: {e}"))?;
+    let sent =
+        drive(&base, &a, &fc, &probes(&raw, &fc, &routes)?).map_err(|e| format!("listener {name}: {e}"))?;
     Ok((fc.rollouts.len(), sent))
 }
 
@@ -280,13 +329,24 @@ fn run_envoy_config(file: &str) -> Result<(usize, usize, usize), String> {
         echoes.push(e);
         port
     })?;
-    let listeners = doc["static_resources"]["listeners"].as_array().cloned().unwrap_or_default();
-    let first = listeners.first().and_then(|l| l["name"].as_str()).ok_or("no listener")?;
+    let listeners = doc["static_resources"]["listeners"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let first = listeners
+        .first()
+        .and_then(|l| l["name"].as_str())
+        .ok_or("no listener")?;
     let envoy = Envoy::start_yaml_on(&doc.to_string(), echoes, 1, "wasm:info", first)?;
-    let (mut rollouts, mut sent) = (0, 0);
+    let (mut rollouts, mut sent, mut errors) = (0, 0, Vec::new());
     for l in &listeners {
-        let (r, n) = run_listener(&envoy, l)?;
-        (rollouts, sent) = (rollouts + r, sent + n);
+        match run_listener(&envoy, l) {
+            Ok((r, n)) => (rollouts, sent) = (rollouts + r, sent + n),
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors.join("\n"));
     }
     Ok((listeners.len(), rollouts, sent))
 }
