@@ -66,7 +66,7 @@ from rows import (ATTRIBUTION, BENCH, ENVOY, HOSTCALL_REPEAT, HOSTCALLS_PER_REQU
                   PIN_LOAD, ROOT, RUNTIME, SPIFFE_ID, WORK, Row, bench_rows, env, lock, log, path_env, probe, run,
                   start_row)
 
-SIZE_RELEASE = "rollout-filter, shipped (`make build`: opt-level z, then wasm-opt -O3)"
+SIZE_RELEASE = "rollout-filter, shipped (`make build`: opt-level z, then wasm-opt -Oz)"
 SIZE_RAW = "rollout-filter, opt-level z before wasm-opt"
 SIZE_SPEED = "rollout-filter, opt-level 3 (row (c-o3), not shipped)"
 SIZE_NOOP = "no-op filter (b)"

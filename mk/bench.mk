@@ -39,10 +39,10 @@ bench-speed-wasm: targets binaryen
 	@mkdir -p target/bench
 	$(WASM_OPT) target/wasm32-unknown-unknown/filter/bench_core_wasm.wasm -o $(CORE_WASM_SHIPPED)
 
-bench: build envoy bench-tools bench-speed-wasm
+bench: build envoy bench-tools bench-speed-wasm ## the benchmark: writes BENCHMARKS.md (BENCH_SECONDS, BENCH_ROUNDS, BENCH_ROWS)
 	$(BENCH_ENV) CORE_WASM_O3="$(CORE_WASM_O3)" CORE_WASM_SHIPPED="$(CORE_WASM_SHIPPED)" python3 bench/run.py
 
-bench-smoke: build envoy bench-tools
+bench-smoke: build envoy bench-tools ## one short round of every benchmark row, to check the harness (no timing asserted)
 	$(BENCH_ENV) python3 bench/run.py --smoke
 
 # Valgrind (callgrind, callgrind_control, callgrind_annotate) from Debian's valgrind package.
@@ -52,11 +52,11 @@ valgrind:
 	  $$sudo apt-get install -y -q valgrind; } || \
 	  { echo "valgrind not found: install it (Debian/Ubuntu: apt-get install valgrind)"; exit 1; }
 
-bench-instructions: build envoy bench-noop valgrind
+bench-instructions: build envoy bench-noop valgrind ## instructions per request under callgrind: writes bench/instructions.json
 	$(BENCH_ENV) python3 bench/instructions.py
 
 # Only the rollout-filter rows: no no-op filter needed.
-instructions-check: build envoy valgrind
+instructions-check: build envoy valgrind ## the instruction-count guard (part of make test): (c) and (f) against bench/instructions.json
 	$(BENCH_ENV) python3 bench/instructions.py --check
 
 # `make test` runs the smoke so the harness cannot rot (timing is never asserted), and the

@@ -54,17 +54,17 @@ define fuzz-run
 endef
 
 # The grown corpus persists between runs, so coverage accumulates.
-fuzz: fuzz-build
+fuzz: fuzz-build ## each fuzz target for FUZZ_SECONDS (default 120); FUZZ_TARGETS=... picks some
 	$(call fuzz-run,$(FUZZ_SECONDS),$(FUZZ_WORK)/corpus,tally)
 
 # A fresh corpus each time: the seeds and regressions replayed, then a few seconds of fuzzing,
 # so `make test` takes the same time however big the grown corpus is.
-fuzz-smoke: fuzz-build
+fuzz-smoke: fuzz-build ## each fuzz target for a few seconds (part of make test)
 	@rm -rf $(FUZZ_WORK)/smoke
 	$(call fuzz-run,$(FUZZ_SMOKE_SECONDS),$(FUZZ_WORK)/smoke)
 
 # Shrink the grown corpus to the inputs that add coverage.
-fuzz-cmin: fuzz-build
+fuzz-cmin: fuzz-build ## shrink the grown fuzz corpus
 	@for t in $(FUZZ_TARGETS); do [ -d $(FUZZ_WORK)/corpus/$$t ] || continue; \
 	  before=$$(ls $(FUZZ_WORK)/corpus/$$t | wc -l); \
 	  $(FUZZ_CARGO) cmin $(FUZZ_BUILD_FLAGS) $$t $(FUZZ_WORK)/corpus/$$t >$(FUZZ_WORK)/logs/$$t.cmin.log 2>&1 || exit 1; \

@@ -10,9 +10,11 @@
 #                                       against a real Prometheus scraping a real Envoy, and the
 #                                       report against a failing and a healthy canary
 #
-# `make report` needs a running Envoy: `make run` stops its own at the end, so for a standing
-# one run `.venv/bin/envoy -c envoy-config/envoy.yaml --concurrency 1` from the repository root.
-# Exit status of the report: 0 promote, 1 hold, 2 abort, 3 no report (make shows 1-3 as errors).
+# `make report` needs a running Envoy: `make run` stops its own at the end, so for a standing one
+# run `.venv/bin/envoy -c envoy-config/envoy.yaml --concurrency 1 --use-dynamic-base-id` from the
+# repository root. rollout-report exits 0 promote, 1 hold, 2 abort, 3 no report; make turns every
+# failure into its own exit 2, so `make report` prints the report's code and a pipeline gates on
+# the CLI itself (target/debug/rollout-report, or `cargo install --path cli`).
 
 REPORT_ADMIN ?= 127.0.0.1:18900
 REPORT_ARGS  ?= --min-success 99.9 --max-p99-ms 300 --min-requests 100
@@ -22,8 +24,13 @@ export REPORT_ARGS PROMETHEUS
 
 .PHONY: report metrics-test prometheus-check
 
-report:
-	cargo run --quiet -p rollout-cli --bin rollout-report -- --admin $(REPORT_ADMIN) $(REPORT_ARGS)
+report: ## per-version table and verdict from an Envoy admin (REPORT_ADMIN, REPORT_ARGS)
+	@cargo build --quiet -p rollout-cli --bin rollout-report
+	@target/debug/rollout-report --admin $(REPORT_ADMIN) $(REPORT_ARGS); rc=$$?; \
+	  case $$rc in 0) exit 0;; 1) v=HOLD;; 2) v=ABORT;; *) v="no report";; esac; \
+	  echo "rollout-report exit code $$rc ($$v); make reports any failure as its exit 2:" \
+	    "to gate on the code, run target/debug/rollout-report $(strip --admin $(REPORT_ADMIN) $(REPORT_ARGS))" >&2; \
+	  exit $$rc
 
 # Debian's Prometheus server (.ci/run installs the package; it never starts itself).
 prometheus-check:
@@ -31,5 +38,5 @@ prometheus-check:
 	  "(or PROMETHEUS=/path/to/prometheus)"; exit 1; }
 	@"$(PROMETHEUS)" --version 2>&1 | head -1
 
-metrics-test: build envoy prometheus-check
+metrics-test: build envoy prometheus-check ## every shipped PromQL query against a real Prometheus scraping a real Envoy
 	cargo test -p rollout-e2e --test prometheus --test report -- --test-threads 2

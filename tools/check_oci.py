@@ -10,7 +10,7 @@ Checks, independently of tools/oci_image.py:
   application/vnd.oci.image.layer.v1.tar+gzip and is a gzip'd tar holding plugin.wasm (Istio
   takes the first entry whose base name is plugin.wasm) with exactly the bytes of FILE, starting
   with the wasm magic; the config's diff_id is the sha256 of the uncompressed layer;
-- with --rendered: every istio/**/wasmplugin.yaml has a generated copy that pins the manifest
+- with --rendered: every istio/**/wasmplugin.yaml and envoy-gateway/**/extension.yaml has a generated copy that pins the manifest
   digest (oci:// url) or the .wasm's sha256 (file://).
 Prints `N passed, 0 failed` and exits 0, or names each failed check and exits 1.
 """
@@ -77,6 +77,7 @@ def main() -> int:
     ap.add_argument("--dir", type=Path, required=True)
     ap.add_argument("--wasm", type=Path, required=True)
     ap.add_argument("--rendered", type=Path)
+    ap.add_argument("--url", help="the url --render was given (OCI_URL)")
     args = ap.parse_args()
 
     wasm = args.wasm.read_bytes()
@@ -123,17 +124,25 @@ def main() -> int:
     check(diff_ids[-1:] == ["sha256:" + sha(layer_tar)], "config diff_id = sha256 of the uncompressed layer")
 
     if args.rendered:
-        # Every WasmPlugin in istio/ has a rendered copy pinning what its url scheme needs.
+        # Every WasmPlugin in istio/ and EnvoyExtensionPolicy in envoy-gateway/ has a rendered copy
+        # pinning what its url scheme needs (an Envoy Gateway `Image` is an OCI image too).
         root = Path(__file__).resolve().parent.parent
-        for src in sorted((root / "istio").rglob("wasmplugin.yaml")):
+        sources = sorted((root / "istio").rglob("wasmplugin.yaml")) + sorted((root / "envoy-gateway").rglob("extension.yaml"))
+        for src in sources:
             rel = src.relative_to(root)
-            url = re.search(r"(?m)^\s*url:\s*(\S+)", src.read_text())
-            oci = url is not None and url[1].startswith("oci://")
-            want = digest.split(":", 1)[1] if oci else sha(wasm)
             dst = args.rendered / rel
             text = dst.read_text() if dst.exists() else ""
+            # The rendered url decides (OCI_URL may have replaced the shipped one).
+            url = re.search(r"(?m)^\s*url:\s*(\S+)", text)
+            image = re.search(r"(?m)^\s*type:\s*Image\s*$", text) is not None
+            oci = image or (url is not None and url[1].startswith("oci://"))
+            want = digest.split(":", 1)[1] if oci else sha(wasm)
             got = re.findall(r'(?m)^\s*sha256:\s*"?([0-9a-f]{64})"?\s*$', text)
             check(got == [want], f"{args.rendered / rel} pins sha256 {want[:12]}…")
+            check("PLACEHOLDER" not in text, f"{args.rendered / rel} has no placeholder comment")
+            if args.url and (image or "url: oci://" in src.read_text()):
+                expect = args.url[len("oci://") :] if image else args.url
+                check(url is not None and url[1] == expect, f"{args.rendered / rel} has url {expect}")
 
     print(f"manifest digest {digest}")
     return finish()

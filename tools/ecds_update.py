@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
 """Change the rollout filter's config in a running Envoy that reads it by file-based ECDS.
 
-    ecds_update.py --weights stable=0,canary=100 [--file envoy-config/ecds/rollout-filter.yaml]
+    ecds_update.py --init                       copy the Istio-shaped config to target/ecds-demo/
+    ecds_update.py --weights stable=0,canary=100 [--file target/ecds-demo/ecds/rollout-filter.yaml]
     ecds_update.py --config new-config.json     [--file ...]
+
+--init writes target/ecds-demo/istio-ecds.yaml (envoy-config/istio-ecds.yaml watching
+target/ecds-demo/ecds/) and a copy of envoy-config/ecds/rollout-filter.yaml there, so a hot reload
+never edits a tracked file; the tool refuses a --file in the repository outside target/.
 
 Rewrites the pluginConfig JSON (the StringValue `value:` line) and bumps version_info, then replaces
 the file atomically: the new content goes to a temporary file in the same directory, which is then
@@ -25,18 +30,30 @@ import sys
 import tempfile
 from pathlib import Path
 
+from demo_copy import init, refuse_tracked
+
+DEMO = Path("target/ecds-demo")
+SHIPPED = Path("envoy-config/istio-ecds.yaml")
+SHIPPED_ECDS = Path("envoy-config/ecds/rollout-filter.yaml")
+INIT_HINT = f"`python3 tools/ecds_update.py --init` writes {DEMO}/ecds/rollout-filter.yaml"
+
 VALUE_LINE = re.compile(r"(?m)^(?P<indent>\s*)value: '(?P<json>.*)'\s*$")
 VERSION_LINE = re.compile(r'(?m)^version_info: "(?P<v>[^"]*)"\s*$')
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--file", type=Path, default=Path("envoy-config/ecds/rollout-filter.yaml"))
+    ap.add_argument("--file", type=Path, default=DEMO / "ecds/rollout-filter.yaml")
     group = ap.add_mutually_exclusive_group(required=True)
+    group.add_argument("--init", action="store_true", help="copy the config and its ECDS file to target/ecds-demo/")
     group.add_argument("--weights", help="name=weight,... for versions already in the config")
     group.add_argument("--config", type=Path, help="a whole new filter config (JSON)")
     ap.add_argument("--check", metavar="BIN", help="run the config through rollout-check-config first")
     args = ap.parse_args()
+    if args.init:
+        init(SHIPPED, SHIPPED_ECDS, DEMO)
+        return 0
+    refuse_tracked(args.file, INIT_HINT)
 
     text = args.file.read_text()
     values = list(VALUE_LINE.finditer(text))

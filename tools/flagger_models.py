@@ -5,7 +5,7 @@ No registry package ships a schema for Flagger's kinds, so these are written fro
 CanaryMetric, CanaryWebhook, CanaryAlert, SessionAffinity; metric.go MetricTemplateSpec), field
 names from their json tags. Unknown keys are rejected (extra="forbid"), required fields are those
 without omitempty. Fields whose types are other projects' (Istio's trafficPolicy, match, retries,
-headers, corsPolicy; Gateway API's gatewayRefs, mirror) are refused rather than passed unchecked:
+headers, corsPolicy; Gateway API's mirror) are refused rather than passed unchecked:
 the manifests here do not use them, and a validator that waved them through would not be strict.
 """
 
@@ -21,7 +21,7 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-NOT_CHECKED = ("trafficPolicy", "match", "retries", "headers", "corsPolicy", "gatewayRefs", "mirror")
+NOT_CHECKED = ("trafficPolicy", "match", "retries", "headers", "corsPolicy", "mirror")
 
 
 class LocalObjectReference(Strict):
@@ -48,6 +48,17 @@ class AutoscalerReference(Strict):
     name: str
     primary_scaler_queries: Optional[Dict[str, str]] = Field(None, alias="primaryScalerQueries")
     primary_scaler_replicas: Optional[ScalerReplicas] = Field(None, alias="primaryScalerReplicas")
+
+
+class ParentReference(Strict):
+    """Gateway API v1beta1 ParentReference (the type of CanaryService.gatewayRefs)."""
+
+    group: Optional[str] = None
+    kind: Optional[str] = None
+    namespace: Optional[str] = None
+    name: str
+    section_name: Optional[str] = Field(None, alias="sectionName")
+    port: Optional[int] = None
 
 
 class CustomMetadata(Strict):
@@ -78,6 +89,7 @@ class CanaryService(Strict):
     timeout: Optional[str] = None
     backend_timeout: Optional[str] = Field(None, alias="backendTimeout")
     gateways: Optional[List[str]] = None
+    gateway_refs: Optional[List[ParentReference]] = Field(None, alias="gatewayRefs")
     hosts: Optional[List[str]] = None
     delegation: Optional[bool] = None
     rewrite: Optional[HTTPRewrite] = None

@@ -415,30 +415,36 @@ def main() -> int:
     args = ap.parse_args()
     files, index = render()
     files["states.json"] = json.dumps(index, indent=2) + "\n"
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        for old in args.out.glob("*"):
+    return write_or_check(files, args.out, args.check, "istio/")
+
+
+def write_or_check(files: dict[str, str], out: Path | None, check: Path | None, source: str) -> int:
+    """Write `files` into `out`, or compare them with `check` (also used by tools/gateway_routes.py)."""
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        for old in out.glob("*"):
             if old.name not in files:
                 old.unlink()
         for name, text in files.items():
-            (args.out / name).write_text(text)
-        print(f"wrote {len(files)} files to {args.out}")
+            (out / name).write_text(text)
+        print(f"wrote {len(files)} files to {out}")
         return 0
+    assert check is not None
     bad = 0
-    present = {p.name for p in args.check.glob("*")}
+    present = {p.name for p in check.glob("*")}
     for name in sorted(present - set(files)):
-        print(f"{args.check / name}: not generated any more")
+        print(f"{check / name}: not generated any more")
         bad += 1
     for name, text in files.items():
-        p = args.check / name
+        p = check / name
         have = p.read_text() if p.exists() else ""
         if have != text:
             bad += 1
             sys.stdout.writelines(difflib.unified_diff(have.splitlines(True), text.splitlines(True), str(p), "generated"))
     if bad:
-        print(f"{bad} file(s) differ: run tools/istio_routes.py --out {args.check}")
+        print(f"{bad} file(s) differ: run the generator with --out {check}")
         return 1
-    print(f"{args.check}: {len(files)} files up to date with istio/")
+    print(f"{check}: {len(files)} files up to date with {source}")
     return 0
 
 

@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Set the managed route's weights in a route table Envoy reads by file-based RDS.
 
-    rds_update.py 75 25 [--file envoy-config/rds/checkout.yaml]
+    rds_update.py --init               copy the route-weights config to target/rds-demo/
+    rds_update.py 75 25 [--file target/rds-demo/rds/checkout.yaml]
 
 Rewrites the `weight:` of the two `weighted_clusters` entries (stable first, then canary, the order
 of the flagd flag's variants), bumps version_info and replaces the file atomically (temporary file
 in the same directory, then rename), so Envoy never reads a half-written file. New requests follow
 the new weights; with the filter in route-weights mode every user keeps their flagd bucket, so a
-rising canary weight only moves users from stable to canary. Standard library only.
+rising canary weight only moves users from stable to canary. --init writes
+target/rds-demo/route-weights.yaml watching a copy of envoy-config/rds/checkout.yaml there; a file
+of the repository outside target/ is refused. Standard library only.
 """
 
 from __future__ import annotations
@@ -18,15 +21,27 @@ import re
 import tempfile
 from pathlib import Path
 
+from demo_copy import init, refuse_tracked
+
+DEMO = Path("target/rds-demo")
+INIT_HINT = f"`python3 tools/rds_update.py --init` writes {DEMO}/rds/checkout.yaml"
+
 WEIGHT = re.compile(r"(?m)^(?P<head>\s*- \{ name: \"[^\"]+\", weight: )(?P<w>\d+)(?P<tail> \}\s*)$")
 VERSION = re.compile(r'(?m)^version_info: "(?P<v>\d+)"\s*$')
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("weights", type=int, nargs=2, metavar="W", help="stable and canary weight")
-    ap.add_argument("--file", type=Path, default=Path("envoy-config/rds/checkout.yaml"))
+    ap.add_argument("weights", type=int, nargs="*", metavar="W", help="stable and canary weight")
+    ap.add_argument("--file", type=Path, default=DEMO / "rds/checkout.yaml")
+    ap.add_argument("--init", action="store_true", help="copy the config and its route file to target/rds-demo/")
     args = ap.parse_args()
+    if args.init:
+        init(Path("envoy-config/route-weights.yaml"), Path("envoy-config/rds/checkout.yaml"), DEMO)
+        return 0
+    if len(args.weights) != 2:
+        ap.error("give two weights: stable and canary")
+    refuse_tracked(args.file, INIT_HINT)
     if any(w < 0 for w in args.weights) or sum(args.weights) == 0:
         raise SystemExit("weights must be >= 0 and not both 0")
 

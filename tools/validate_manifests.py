@@ -11,7 +11,15 @@ Schemas come from maintained model packages, pinned in tools/requirements.txt an
   after it accepts a document we walk the document next to the validated model and reject every key
   the model has no field (alias) for.
 - Argo Rollouts (Rollout, AnalysisTemplate, ClusterAnalysisTemplate): npm @kubernetes-models/argo-rollouts,
-  run by tools/validate_argo.mjs with the same strictness added.
+  run by tools/validate_argo.mjs with the same strictness added (and the Gateway API plugin's config,
+  opaque to Argo's schema, checked against the plugin's Go type there).
+- Gateway API (Gateway, HTTPRoute) and core Service: npm @kubernetes-models/gateway-api and
+  kubernetes-models, through the same tools/validate_argo.mjs.
+- Envoy Gateway (EnvoyProxy, EnvoyPatchPolicy, EnvoyExtensionPolicy): no registry package has a schema,
+  so tools/envoy_gateway_models.py models the fields used from Envoy Gateway's Go types, rejecting
+  unknown keys. EnvoyProxy's bootstrap stats_tags must equal envoy-config/istio-ecds.yaml's; an
+  EnvoyPatchPolicy's jsonPath must be in the subset tools/eg_jsonpatch.py evaluates (the route
+  fixtures apply it); each wasm `config` goes through the filter's parser like a pluginConfig.
 - Istio EnvoyFilter: the same cloudcoil models; each patch `value` (free-form in the CRD) is parsed
   into Envoy's own protobuf type for its applyTo (PyPI xds-protos), which rejects unknown fields as
   istiod's validation does. A MERGE that sets a route's weighted_clusters must name the route and
@@ -50,6 +58,8 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from google.protobuf import json_format
 
+import eg_jsonpatch
+import envoy_gateway_models
 import flagger_models
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,10 +87,14 @@ ENVOY_PATCH_TYPES = {
     "ROUTE_CONFIGURATION": route_pb2.RouteConfiguration,
     "CLUSTER": cluster_pb2.Cluster,
 }
+# Checked by tools/validate_argo.mjs (npm models).
 ARGO_KINDS = {
     ("argoproj.io/v1alpha1", "Rollout"),
     ("argoproj.io/v1alpha1", "AnalysisTemplate"),
     ("argoproj.io/v1alpha1", "ClusterAnalysisTemplate"),
+    ("gateway.networking.k8s.io/v1", "Gateway"),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+    ("v1", "Service"),
 }
 # Kinds shipped here with no schema at all. Reported as SKIPPED (never as valid) so they stay
 # visible; anything else without a schema is an error.
@@ -171,10 +185,54 @@ def validate_envoyfilter_values(doc: dict) -> None:
 
 
 def validate_flagger(doc: dict, model: type[pydantic.BaseModel]) -> None:
+    spec = doc.get("spec") or {}
     for key in flagger_models.NOT_CHECKED:
-        if key in ((doc.get("spec") or {}).get("service") or {}) or key in ((doc.get("spec") or {}).get("analysis") or {}):
+        if key in (spec.get("service") or {}) or key in (spec.get("analysis") or {}):
             raise Invalid(f"spec: {key} is not checked by this validator (Istio/Gateway API types inside a Canary)")
     validate_istio(doc, model)
+    # The gatewayapi provider refuses a Canary without gatewayRefs (flagger pkg/router/gateway_api.go:66-68).
+    if str(spec.get("provider", "")).startswith("gatewayapi") and not (spec.get("service") or {}).get("gatewayRefs"):
+        raise Invalid("spec.service.gatewayRefs: required with provider gatewayapi")
+
+
+# ---- Envoy Gateway -----------------------------------------------------------------------------------
+
+
+def validate_envoy_gateway(doc: dict, model: type[pydantic.BaseModel], checker: str | None) -> None:
+    spec = doc.get("spec") or {}
+    for key in envoy_gateway_models.NOT_CHECKED.get(str(doc.get("kind")), ()):
+        if key in spec:
+            raise Invalid(f"spec.{key}: not checked by this validator (tools/envoy_gateway_models.py)")
+    validate_istio(doc, model)
+    if doc["kind"] == "EnvoyProxy":
+        check_bootstrap_tags(spec)
+    elif doc["kind"] == "EnvoyPatchPolicy":
+        for i, jp in enumerate(spec.get("jsonPatches") or []):
+            path = (jp.get("operation") or {}).get("jsonPath")
+            try:
+                if path:
+                    eg_jsonpatch.parse(path)
+            except eg_jsonpatch.Unsupported as e:
+                raise Invalid(f"spec.jsonPatches[{i}].operation.jsonPath: {e}") from None
+    elif doc["kind"] == "EnvoyExtensionPolicy" and checker:
+        for i, w in enumerate(spec.get("wasm") or []):
+            check_plugin_config(checker, w.get("config"), f"spec.wasm[{i}].config")
+
+
+def check_bootstrap_tags(spec: dict) -> None:
+    boot = spec.get("bootstrap") or {}
+    if not boot.get("value"):
+        return
+    try:
+        value = yaml.safe_load(boot["value"]) or {}
+    except yaml.YAMLError as e:
+        raise Invalid(f"spec.bootstrap.value: not YAML: {e}") from None
+    tags = (value.get("stats_config") or {}).get("stats_tags")
+    if tags != envoy_stats_tags():
+        raise Invalid(
+            "spec.bootstrap.value: stats_tags differ from envoy-config/istio-ecds.yaml "
+            f"(have {tags}, want {envoy_stats_tags()})"
+        )
 
 
 # ---- ConfigMap (the Istio bootstrap override) ------------------------------------------------------
@@ -183,6 +241,31 @@ def validate_flagger(doc: dict, model: type[pydantic.BaseModel]) -> None:
 def envoy_stats_tags() -> list[dict]:
     cfg = yaml.safe_load((ROOT / "envoy-config/istio-ecds.yaml").read_text())
     return [t for t in cfg["stats_config"]["stats_tags"] if t["regex"].startswith("(;")]
+
+
+def keys_within(where: str, d: object, allowed: set[str]) -> dict:
+    if not isinstance(d, dict):
+        raise Invalid(f"{where}: must be a map")
+    extra = sorted(set(d) - allowed)
+    if extra:
+        raise Invalid(f"{where}: unknown field(s): " + ", ".join(extra))
+    return d
+
+
+def validate_featureflag(doc: dict) -> None:
+    """OpenFeature's FeatureFlag (open-feature-operator api/core/v1beta1/featureflag_types.go):
+    spec.flagSpec holds flags (state ENABLED/DISABLED, variants, defaultVariant, targeting,
+    metadata), metadata and $evaluators; the rest of the CRD is free-form JSON."""
+    keys_within("", doc, {"apiVersion", "kind", "metadata", "spec"})
+    spec = keys_within("spec", doc.get("spec"), {"flagSpec"})
+    flag_spec = keys_within("spec.flagSpec", spec.get("flagSpec"), {"flags", "metadata", "$evaluators"})
+    for key, flag in keys_within("spec.flagSpec.flags", flag_spec.get("flags"), set(flag_spec.get("flags") or {})).items():
+        at = f"spec.flagSpec.flags.{key}"
+        keys_within(at, flag, {"state", "variants", "defaultVariant", "targeting", "metadata"})
+        if flag.get("state") not in ("ENABLED", "DISABLED"):
+            raise Invalid(f"{at}.state: must be ENABLED or DISABLED")
+        if not isinstance(flag.get("variants"), dict) or not isinstance(flag.get("defaultVariant"), str):
+            raise Invalid(f"{at}: variants (a map) and defaultVariant (a string) are required")
 
 
 def validate_configmap(doc: dict) -> None:
@@ -218,7 +301,7 @@ def validate_configmap(doc: dict) -> None:
 # ---- pluginConfig through the filter's parser ------------------------------------------------------
 
 
-def check_plugin_config(checker: str, plugin_config: Any) -> None:
+def check_plugin_config(checker: str, plugin_config: Any, where: str = "spec.pluginConfig") -> None:
     out = subprocess.run(
         [checker],
         input=json.dumps(plugin_config).encode(),
@@ -227,7 +310,7 @@ def check_plugin_config(checker: str, plugin_config: Any) -> None:
     )
     text = (out.stdout + out.stderr).decode(errors="replace").strip()
     if out.returncode != 0 or text != "ok":
-        raise Invalid(f"spec.pluginConfig rejected by the filter: {text}")
+        raise Invalid(f"{where} rejected by the filter: {text}")
 
 
 # ---- driver ----------------------------------------------------------------------------------------
@@ -285,11 +368,15 @@ def make_validators(checker: str | None) -> Callable[[list[tuple[str, dict]]], d
                         validate_envoyfilter_values(doc)
                 elif gvk in FLAGGER_MODELS:
                     validate_flagger(doc, FLAGGER_MODELS[gvk])
+                elif gvk in envoy_gateway_models.MODELS:
+                    validate_envoy_gateway(doc, envoy_gateway_models.MODELS[gvk], checker)
                 elif gvk in ARGO_KINDS:
                     argo.append((name, doc))
                     continue
                 elif gvk == ("v1", "ConfigMap"):
                     validate_configmap(doc)
+                elif gvk == ("core.openfeature.dev/v1beta1", "FeatureFlag"):
+                    validate_featureflag(doc)
                 elif gvk in NO_SCHEMA_PACKAGE:
                     results[name] = SKIPPED
                     continue

@@ -1,6 +1,7 @@
 //! What `rollout-check-config` checks: the filter configurations in an input, found the way a
 //! user holds them. An input is a filter config (JSON, as the filter reads it), a `WasmPlugin`
-//! (its `spec.pluginConfig`), or an Envoy config or ECDS resource (every Wasm HTTP filter's
+//! (its `spec.pluginConfig`), an Envoy Gateway `EnvoyExtensionPolicy` (each `spec.wasm[].config`),
+//! or an Envoy config or ECDS resource (every Wasm HTTP filter's
 //! `configuration`, and the file an ECDS `config_discovery` reads), in YAML or JSON, with any
 //! number of YAML documents. Each configuration goes through the filter's own entry point,
 //! [`FilterConfig::from_json`], as `on_configure` runs it.
@@ -29,7 +30,8 @@ pub struct Item {
     /// filter in an Envoy config (e.g. `istio/lanes.yaml#1`, `envoy.yaml#rollout-filter-mtls`).
     pub name: String,
     /// Where the configuration sits in its document, prefixed to the filter's field path
-    /// (`spec.pluginConfig` in a WasmPlugin, empty elsewhere).
+    /// (`spec.pluginConfig` in a WasmPlugin, `spec.wasm[0].config` in an EnvoyExtensionPolicy,
+    /// empty elsewhere).
     pub at: String,
     pub source: Source,
 }
@@ -270,6 +272,10 @@ fn in_document(doc: &Value, name: &str, out: &mut Vec<Item>) {
         }
         return;
     }
+    if kind == Some("EnvoyExtensionPolicy") {
+        extension_policy(doc, name, out);
+        return;
+    }
     if kind == Some("WasmPlugin") {
         let at = "spec.pluginConfig";
         out.push(match doc.pointer("/spec/pluginConfig") {
@@ -308,6 +314,27 @@ fn in_document(doc: &Value, name: &str, out: &mut Vec<Item>) {
             name: name.to_string(),
             at: String::new(),
             source: Source::Reencoded(serde_json::to_vec(doc).unwrap_or_default()),
+        });
+    }
+}
+
+/// Envoy Gateway's `EnvoyExtensionPolicy`: each `spec.wasm[]` entry's `config`, named by the
+/// entry's `name`.
+fn extension_policy(doc: &Value, name: &str, out: &mut Vec<Item>) {
+    let entries = doc.pointer("/spec/wasm").and_then(Value::as_array);
+    for (i, w) in entries.into_iter().flatten().enumerate() {
+        let label = w
+            .get("name")
+            .and_then(Value::as_str)
+            .map_or(format!("wasm[{i}]"), str::to_string);
+        let at = format!("spec.wasm[{i}].config");
+        out.push(Item {
+            name: format!("{name}#{label}"),
+            source: match w.get("config") {
+                Some(cfg) => Source::Reencoded(serde_json::to_vec(cfg).unwrap_or_default()),
+                None => Source::Broken(format!("{at}: missing")),
+            },
+            at,
         });
     }
 }

@@ -687,6 +687,11 @@ fn render(
     Ok((out, verdict))
 }
 
+/// `make run` stops its Envoy when it ends; this command leaves one running.
+const NO_ENVOY_HINT: &str = "is Envoy running? For a standing demo Envoy run \
+    `.venv/bin/envoy -c envoy-config/envoy.yaml --concurrency 1 --use-dynamic-base-id` from the \
+    repository root (after `make build envoy`), then send it traffic";
+
 fn fetch(admin: &str) -> Result<Vec<Sample>, String> {
     let base = if admin.starts_with("http://") || admin.starts_with("https://") {
         admin.trim_end_matches('/').to_string()
@@ -698,7 +703,7 @@ fn fetch(admin: &str) -> Result<Vec<Sample>, String> {
         ureq::get(&url)
             .timeout(Duration::from_secs(10))
             .call()
-            .map_err(|e| format!("cannot read {url}: {e} (is Envoy running? `make run` starts the demo)"))?
+            .map_err(|e| format!("cannot read {url}: {e} ({NO_ENVOY_HINT})"))?
             .into_string()
             .map_err(|e| format!("{url}: {e}"))
     };

@@ -105,7 +105,15 @@ fn dash_is_stdin_in_any_form() {
 fn help_unreadable_files_and_files_without_a_config() {
     let (code, out) = run(&["--help"], "");
     assert_eq!(code, 0);
-    for want in ["WasmPlugin", "Envoy config", "ECDS", "FILE#N", "Exit code"] {
+    for want in [
+        "WasmPlugin",
+        "EnvoyExtensionPolicy",
+        "Envoy config",
+        "ECDS",
+        "FILE#N",
+        "Exit code",
+        "--flagd",
+    ] {
         assert!(out.contains(want), "--help lacks {want}:\n{out}");
     }
     let (code, out) = run(&["no/such.yaml", "istio/wasmplugin.yaml"], "");
@@ -153,4 +161,24 @@ fn the_library_finds_configs_in_every_shape() {
         matches!(&got[..], [(n, Outcome::Invalid(e))] if n == "j#x" && e.starts_with("config.configuration:")),
         "{got:?}"
     );
+}
+
+#[test]
+fn a_flagd_flag_file_on_its_own() {
+    let (code, out) = run(&["--flagd", "tests/flagd/flags.json", "--flag-key", "search"], "");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("ok: flag \"search\""), "{out}");
+    let args = [
+        "--flagd",
+        "tests/flagd/flags.json",
+        "--flag-key",
+        "legacy-clients",
+        "--fractional",
+        "v3",
+    ];
+    let (code, out) = run(&args, "");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.starts_with("invalid flag: "), "{out}");
+    // --flag-key is required with --flagd; files do not mix with it.
+    assert_eq!(run(&["--flagd", "tests/flagd/flags.json"], "").0, 2);
 }

@@ -9,6 +9,9 @@ use std::fmt;
 use crate::identity::{parse_oid, LabelOid, PeerPattern};
 pub use crate::lane::{Lane, Side};
 
+mod flagd;
+pub use flagd::Flagd;
+
 /// Most versions one rollout may split between.
 pub const MAX_VERSIONS: usize = 16;
 /// flagd caps the sum of weights at `i32::MAX`.
@@ -51,8 +54,13 @@ impl std::error::Error for ConfigError {}
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawConfig {
-    rollout_id: String,
-    versions: Vec<RawVersion>,
+    // Both required unless `flagd` gives them (checked in `validate`).
+    #[serde(default)]
+    rollout_id: Option<String>,
+    #[serde(default)]
+    versions: Option<Vec<RawVersion>>,
+    #[serde(default)]
+    flagd: Option<Box<serde_json::value::RawValue>>,
     #[serde(default)]
     route_header: Option<String>,
     #[serde(default)]
@@ -170,6 +178,8 @@ struct RawStickyKey {
     source_address: Option<bool>,
     #[serde(default)]
     peer_identity: Option<bool>,
+    #[serde(default)]
+    query: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -219,6 +229,8 @@ pub enum StickyKey {
     SourceAddress,
     /// The verified peer's SPIFFE ID, else its first DNS SAN.
     PeerIdentity,
+    /// A query parameter's raw (not percent-decoded) value.
+    Query(String),
 }
 
 /// A cookie the filter issues to visitors that bring no sticky key, so they stay sticky.
@@ -352,6 +364,8 @@ pub struct Config {
     /// The canary guard (`guard`), off when absent. Its fingerprint covers the whole
     /// configuration: any change starts it afresh.
     pub guard: Option<crate::guard::GuardConfig>,
+    /// A flagd flag decides instead of the sticky split (`flagd`).
+    pub flagd: Option<Flagd>,
     /// Accepted but worth a warning in the log (deprecated fields), one line each.
     pub warnings: Vec<String>,
 }
@@ -376,19 +390,28 @@ impl Config {
         self.versions.iter().position(|v| v.name.as_bytes() == name)
     }
 
-    fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
-        check_rollout_id(&raw.rollout_id)?;
+    fn validate(mut raw: RawConfig) -> Result<Config, ConfigError> {
+        let raw_flagd = flagd::take(&mut raw)?;
+        let rollout_id = raw
+            .rollout_id
+            .take()
+            .ok_or_else(|| ConfigError::new("", "missing field `rolloutId`"))?;
+        check_rollout_id(&rollout_id)?;
+        let raw_versions = raw
+            .versions
+            .take()
+            .ok_or_else(|| ConfigError::new("", "missing field `versions`"))?;
 
-        if raw.versions.is_empty() || raw.versions.len() > MAX_VERSIONS {
+        if raw_versions.is_empty() || raw_versions.len() > MAX_VERSIONS {
             return Err(ConfigError::new(
                 "versions",
                 format!("must list 1 to {MAX_VERSIONS} versions"),
             ));
         }
         let route_mode = raw.route_weights.is_some();
-        let mut versions: Vec<Version> = Vec::with_capacity(raw.versions.len());
+        let mut versions: Vec<Version> = Vec::with_capacity(raw_versions.len());
         let mut total: u64 = 0;
-        for (i, v) in raw.versions.into_iter().enumerate() {
+        for (i, v) in raw_versions.into_iter().enumerate() {
             check_version_name(&v.name).map_err(|r| ConfigError::new(format!("versions[{i}].name"), r))?;
             if versions.iter().any(|seen| seen.name == v.name) {
                 return Err(ConfigError::new(
@@ -576,7 +599,7 @@ impl Config {
             ));
         }
         // rolloutId is made of token characters, so the key is a valid baggage key.
-        let baggage_key = format!("{prefix}{}", raw.rollout_id);
+        let baggage_key = format!("{prefix}{rollout_id}");
         // Route-weights mode: one more for a request whose version is not known yet.
         let unknown = route_weights.is_some().then_some(UNKNOWN_VERSION);
         let baggage_members = versions
@@ -679,9 +702,14 @@ impl Config {
                 })
             }
         };
+        let flagd = match raw_flagd {
+            Some(f) => Some(flagd::build(f, &versions, &mut issue_cookie)?),
+            None => None,
+        };
         let needs_peer = certificate.is_some()
             || !ov.trusted_peers.is_empty()
-            || sticky_keys.contains(&StickyKey::PeerIdentity);
+            || sticky_keys.contains(&StickyKey::PeerIdentity)
+            || flagd.as_ref().is_some_and(Flagd::reads_peer_identity);
 
         let lane = match raw.lane {
             Some(l) => Some(lane(l, &versions, &trace.baggage_key)?),
@@ -699,7 +727,7 @@ impl Config {
         let guard = raw.guard.map(|g| g.validate(&names)).transpose()?;
         let weights = versions.iter().map(|v| v.weight).collect();
         Ok(Config {
-            rollout_id: raw.rollout_id,
+            rollout_id,
             versions,
             weights,
             total_weight: u32::try_from(total).unwrap_or(u32::MAX),
@@ -716,6 +744,7 @@ impl Config {
             route_weights,
             guard,
             filter_state: raw.filter_state.unwrap_or(false),
+            flagd,
             warnings,
         })
     }
@@ -786,11 +815,12 @@ fn sticky_key(k: RawStickyKey) -> Result<(StickyKey, Option<u32>), (&'static str
         k.cookie.is_some(),
         k.source_address.is_some(),
         k.peer_identity.is_some(),
+        k.query.is_some(),
     ];
     if named.iter().filter(|n| **n).count() != 1 {
         return Err((
             "",
-            "must name exactly one of header, cookie, sourceAddress, peerIdentity".into(),
+            "must name exactly one of header, cookie, sourceAddress, peerIdentity, query".into(),
         ));
     }
     let Some(name) = k.cookie else {
@@ -804,6 +834,10 @@ fn sticky_key(k: RawStickyKey) -> Result<(StickyKey, Option<u32>), (&'static str
             ));
         }
         let must_be_true = "must be true (leave the entry out to disable it)".to_string();
+        if let Some(q) = k.query {
+            check_query_name(&q).map_err(|r| ("query", r))?;
+            return Ok((StickyKey::Query(q), None));
+        }
         return match (k.header, k.source_address, k.peer_identity) {
             (Some(h), _, _) => Ok((
                 StickyKey::Header(check_header_name(&h).map_err(|r| ("header", r))?),
@@ -1065,7 +1099,7 @@ mod tests {
             (r#"{"versions":[{"name":"a","weight":1}]}"#.into(), "missing field `rolloutId`"),
             (r#"{"rolloutId":"has space","versions":[{"name":"a","weight":1}]}"#.into(), "rolloutId: must be 1 to 128"),
             (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"stickyKey":[]}"#.into(), "stickyKey: unknown field `stickyKey`"),
-            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"stickyKeys":[{"query":"u"}]}"#.into(), "stickyKeys[0].query: unknown field `query`"),
+            (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"stickyKeys":[{"qeury":"u"}]}"#.into(), "stickyKeys[0].qeury: unknown field `qeury`"),
             (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"stickyKeys":[{"header":"bad header"}]}"#.into(), "stickyKeys[0].header: must be a non-empty HTTP token"),
             (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"stickyKeys":[{"sourceAddress":false}]}"#.into(), "stickyKeys[0].sourceAddress: must be true"),
             (r#"{"rolloutId":"r","versions":[{"name":"a","weight":1}],"stickyKeys":[{"cookie":"u"},{"cookie":"u"}]}"#.into(), "stickyKeys[1]: duplicate sticky key"),

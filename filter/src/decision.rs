@@ -1,11 +1,13 @@
 //! The routing decision: override header > override query > certificate pin >
-//! call-chain lane > sticky split > random.
+//! call-chain lane > sticky split > random. With a flagd flag (`flagd`), the flag's variant
+//! takes the place of the sticky split and the random pick.
 //!
 //! Pure: the request is read through [`RequestView`], which the host glue
 //! implements over proxy-wasm and the tests implement over a map. Sources are
 //! read lazily, so a request decided by its override header costs no further reads.
 
-use crate::config::{Config, StickyKey};
+use crate::config::{Config, Flagd, StickyKey};
+use crate::flagd;
 use crate::identity::{LabelReject, PeerCert};
 use crate::keys;
 use crate::lane::Incoming;
@@ -85,12 +87,17 @@ pub enum Source {
     /// No sticky key: a fresh id was issued as the cookie and bucketed on.
     StickyIssued,
     Random,
+    /// A flagd flag's targeting chose the variant (flagd's `TARGETING_MATCH`).
+    Flagd,
+    /// A flagd flag served its default variant: no targeting, `DISABLED`, no rule held, or
+    /// no targetingKey to bucket by (flagd's `STATIC`, `DISABLED`, `DEFAULT`).
+    FlagdDefault,
     /// The split's version was taken off by the canary guard: the baseline instead.
     Guard,
 }
 
 impl Source {
-    pub const ALL: [Source; 8] = [
+    pub const ALL: [Source; 10] = [
         Source::OverrideHeader,
         Source::OverrideQuery,
         Source::Certificate,
@@ -98,6 +105,8 @@ impl Source {
         Source::Sticky,
         Source::StickyIssued,
         Source::Random,
+        Source::Flagd,
+        Source::FlagdDefault,
         Source::Guard,
     ];
 
@@ -110,6 +119,8 @@ impl Source {
             Source::Sticky => "sticky",
             Source::StickyIssued => "sticky_issued",
             Source::Random => "random",
+            Source::Flagd => "flagd",
+            Source::FlagdDefault => "flagd_default",
             Source::Guard => "guard",
         }
     }
@@ -397,9 +408,12 @@ pub fn decide_in_lane(
         };
     }
 
-    if cfg.route_weights.is_some() && peer.is_some_and(|p| p.weights.is_some()) {
-        // The route's weights pick: a label's own share cannot apply.
+    if (cfg.route_weights.is_some() || cfg.flagd.is_some()) && peer.is_some_and(|p| p.weights.is_some()) {
+        // The route's weights or the flag pick: a label's own share cannot apply.
         rejected.add(Reject::LabelWeightIgnored);
+    }
+    if let Some(f) = &cfg.flagd {
+        return flagd_decision(cfg, f, req, peer, rejected);
     }
     let mut issued = None;
     let keyed = match sticky_hash(cfg, req, peer) {
@@ -510,14 +524,86 @@ fn apply_override(
 fn sticky_hash(cfg: &Config, req: &mut impl RequestView, peer: Option<&Peer>) -> Option<u32> {
     let prefix = cfg.rollout_id.as_bytes();
     cfg.sticky_keys.iter().find_map(|k| {
-        let value = match k {
-            StickyKey::Header(name) => req.header(name),
-            StickyKey::Cookie(name) => req.cookie(name.as_bytes()),
-            StickyKey::SourceAddress => req.source_address().map(keys::source_ip),
-            StickyKey::PeerIdentity => peer.and_then(|p| p.identity.as_deref()).map(str::as_bytes),
-        }?;
+        let value = key_value(k, req, peer)?;
         (!value.is_empty()).then(|| split::hash(prefix, value))
     })
+}
+
+/// The request's value of one sticky-key source.
+fn key_value<'r>(k: &StickyKey, req: &'r mut impl RequestView, peer: Option<&'r Peer>) -> Option<&'r [u8]> {
+    match k {
+        StickyKey::Header(name) => req.header(name),
+        StickyKey::Cookie(name) => req.cookie(name.as_bytes()),
+        StickyKey::SourceAddress => req.source_address().map(keys::source_ip),
+        StickyKey::PeerIdentity => peer.and_then(|p| p.identity.as_deref()).map(str::as_bytes),
+        StickyKey::Query(name) => req.path().and_then(|p| keys::query_param(p, name.as_bytes())),
+    }
+}
+
+/// The flag's variant, as a version. A visitor with no targetingKey gets an issued cookie
+/// when `targetingKey`'s last source issues one, and is evaluated with it.
+fn flagd_decision(
+    cfg: &Config,
+    f: &Flagd,
+    req: &mut impl RequestView,
+    peer: Option<&Peer>,
+    rejected: Rejections,
+) -> Decision {
+    let mut ctx = FlagdContext {
+        flagd: f,
+        issue: cfg.issue_cookie.is_some(),
+        req,
+        peer,
+        issued: None,
+    };
+    let out = f.flag.evaluate(&mut ctx);
+    // The guard's probe key: the user's targetingKey, hashed as the split would.
+    let hash = f
+        .targeting_key
+        .and_then(|k| flagd::Context::value(&mut ctx, k).map(|v| split::hash(cfg.rollout_id.as_bytes(), v)));
+    Decision {
+        version: Some(out.version),
+        bucket: None,
+        source: if out.targeted {
+            Source::Flagd
+        } else {
+            Source::FlagdDefault
+        },
+        rejected,
+        issued: ctx.issued,
+        hash,
+    }
+}
+
+/// The flag's context over the request: each attribute's first non-empty source (an empty
+/// value counts as absent, as for sticky keys).
+struct FlagdContext<'a, R> {
+    flagd: &'a Flagd,
+    issue: bool,
+    req: &'a mut R,
+    peer: Option<&'a Peer>,
+    issued: Option<IssuedId>,
+}
+
+impl<R: RequestView> flagd::Context for FlagdContext<'_, R> {
+    fn value(&mut self, attr: flagd::Attr) -> Option<&[u8]> {
+        let sources = self.flagd.context.get(usize::from(attr))?;
+        // Found first, then read again: returning the borrow from the search itself would
+        // keep `req` borrowed for the rest of the function.
+        let found = sources
+            .iter()
+            .find(|k| key_value(k, self.req, self.peer).is_some_and(|v| !v.is_empty()));
+        if let Some(k) = found {
+            return key_value(k, self.req, self.peer);
+        }
+        if self.issue && self.flagd.targeting_key == Some(attr) {
+            if self.issued.is_none() {
+                self.issued = self.req.random_id().map(IssuedId::new);
+            }
+            return self.issued.as_ref().map(IssuedId::as_bytes);
+        }
+        None
+    }
 }
 
 #[cfg(test)]
@@ -1231,5 +1317,112 @@ pub(crate) mod tests {
             &cert("spiffe://cluster.local/ns/shop/sa/cart", vec![]),
         );
         assert!(!no_lane.lane_trusted);
+    }
+
+    /// A flagd context holding only the targetingKey (attribute 0).
+    struct OnlyKey<'k>(&'k [u8]);
+
+    impl flagd::Context for OnlyKey<'_> {
+        fn value(&mut self, attr: flagd::Attr) -> Option<&[u8]> {
+            (attr == 0).then_some(self.0)
+        }
+    }
+
+    fn flagd_config(extra: &str) -> Config {
+        let json = format!(
+            r#"{{"flagd": {{
+            "flagKey": "checkout-v2",
+            "flagSet": {{ "flags": {{ "checkout-v2": {{ "state": "ENABLED", "variants": {{ "on": true, "off": false }},
+                "defaultVariant": "off",
+                "targeting": {{ "if": [ {{ "==": [{{"var": "tier"}}, "gold"]}}, "on",
+                                        {{ "fractional": [["on", 50], ["off", 50]] }} ] }} }} }} }},
+            "variants": {{ "on": "canary", "off": "stable" }},
+            "context": {{ "targetingKey": [{{ "header": "x-user-id" }}, {{ "query": "uid" }}, {{ "cookie": "sid", "issue": true }}],
+                          "tier": {{ "cookie": "tier" }} }} }},
+            "override": {{ "header": "x-rollout-pin", "trustedPeers": ["*"] }}{extra} }}"#
+        );
+        Config::from_json(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_flagd_flag_replaces_the_sticky_split() {
+        let cfg = flagd_config("");
+        let f = cfg.flagd.as_ref().unwrap();
+        // The variant flagd's evaluator answers, read from the right sources.
+        let mut req = FakeRequest::with(&[("cookie", b"tier=gold")]);
+        let d = decide(&cfg, &mut req, None);
+        assert_eq!((version(&cfg, d), d.source), ("canary", Source::Flagd));
+        for (headers, key) in [
+            (&[("x-user-id", &b"alice"[..])][..], &b"alice"[..]),
+            (&[("x-user-id", &b""[..]), (":path", b"/?uid=bob")][..], b"bob"),
+        ] {
+            let d = decide(&cfg, &mut FakeRequest::with(headers), None);
+            let want = f.flag.evaluate(&mut OnlyKey(key));
+            assert_eq!((d.version, d.source), (Some(want.version), Source::Flagd));
+        }
+        // Overrides keep precedence.
+        let mut req = FakeRequest::with(&[("x-rollout-pin", b"stable"), ("cookie", b"tier=gold")]);
+        assert_eq!(decide(&cfg, &mut req, None).source, Source::OverrideHeader);
+        // A pin too; a label's weight cannot apply.
+        let peer = Peer {
+            pin: Some(0),
+            ..Peer::default()
+        };
+        assert_eq!(
+            decide(&cfg, &mut FakeRequest::default(), Some(&peer)).source,
+            Source::Certificate
+        );
+        let peer = Peer {
+            weights: Some((vec![1, 1], 2)),
+            ..Peer::default()
+        };
+        let d = decide(&cfg, &mut FakeRequest::with(&[("x-user-id", b"a")]), Some(&peer));
+        assert!(d.rejected.contains(Reject::LabelWeightIgnored));
+    }
+
+    #[test]
+    fn a_flagd_visitor_without_a_targeting_key_is_issued_one() {
+        let cfg = flagd_config("");
+        let mut req = FakeRequest {
+            id: Some([3; ID_BYTES]),
+            ..Default::default()
+        };
+        let d = decide(&cfg, &mut req, None);
+        let id = d.issued.unwrap();
+        // The returning visitor, carrying the cookie, gets the same answer.
+        let cookie = format!("sid={}", id.as_str());
+        let back = decide(
+            &cfg,
+            &mut FakeRequest::with(&[("cookie", cookie.as_bytes())]),
+            None,
+        );
+        assert_eq!(
+            (back.version, back.source, back.issued),
+            (d.version, d.source, None)
+        );
+        // No randomness: no id, the default variant (flagd 0.15+ without a targetingKey).
+        let d = decide(&cfg, &mut FakeRequest::default(), None);
+        assert_eq!(
+            (version(&cfg, d), d.source, d.issued),
+            ("stable", Source::FlagdDefault, None)
+        );
+        // A condition that holds needs no key: no cookie issued.
+        let mut req = FakeRequest {
+            id: Some([3; ID_BYTES]),
+            ..FakeRequest::with(&[("cookie", b"tier=gold")])
+        };
+        assert_eq!(decide(&cfg, &mut req, None).issued, None);
+    }
+
+    #[test]
+    fn query_sticky_key() {
+        let cfg = Config::from_json(
+            br#"{"rolloutId": "checkout-2026-11", "versions": [{"name": "stable", "weight": 90}, {"name": "canary", "weight": 10}],
+                 "stickyKeys": [{"query": "uid"}]}"#,
+        )
+        .unwrap();
+        // alice is canary in the flagd vectors.
+        let d = decide(&cfg, &mut FakeRequest::with(&[(":path", b"/x?uid=alice")]), None);
+        assert_eq!((version(&cfg, d), d.source), ("canary", Source::Sticky));
     }
 }

@@ -8,6 +8,7 @@ pub mod baggage;
 pub mod cluster;
 pub mod config;
 pub mod decision;
+pub mod flagd;
 pub mod grpc;
 pub mod guard;
 pub mod headers;

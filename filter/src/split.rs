@@ -5,13 +5,14 @@
 //! weight sum exceeds the bucket. Raising one version's weight only widens its
 //! range of buckets, so no user already there moves out.
 
-use std::io::Read;
-
-/// murmur3 x86_32 (seed 0) of `prefix ++ key`, hashed without concatenating.
+/// murmur3 x86_32 (seed 0) of `prefix ++ key`, hashed without concatenating (the streaming
+/// hasher the flagd evaluator uses too; the murmur3 crate, through `std::io::Read`, cost more
+/// of the module and is now only the tests' reference).
 pub fn hash(prefix: &[u8], key: &[u8]) -> u32 {
-    let mut input = prefix.chain(key);
-    // Reading from in-memory slices cannot fail; 0 only keeps us panic-free.
-    murmur3::murmur3_32(&mut input, 0).unwrap_or(0)
+    let mut h = crate::flagd::hash::Murmur3::default();
+    h.write(prefix);
+    h.write(key);
+    h.finish()
 }
 
 /// flagd's bucket of `hash` out of `total`: `(hash × total) >> 32`, in `0..total`.

@@ -32,6 +32,7 @@ pub struct Probe {
 enum Input<'a> {
     Header(&'a str),
     Cookie(&'a str),
+    Query(&'a str),
     /// The source address: always 127.0.0.1 here, so one fixed placement.
     Source,
 }
@@ -40,6 +41,7 @@ fn sticky_input(cfg: &Config) -> Option<Input<'_>> {
     cfg.sticky_keys.iter().find_map(|k| match k {
         StickyKey::Header(h) => Some(Input::Header(h)),
         StickyKey::Cookie(c) => Some(Input::Cookie(c)),
+        StickyKey::Query(q) => Some(Input::Query(q)),
         StickyKey::SourceAddress => Some(Input::Source),
         // No peer over plain HTTP; a test's client certificate carries no identity label.
         StickyKey::PeerIdentity => None,
@@ -156,7 +158,7 @@ fn placed(
         let h = split::hash(cfg.rollout_id.as_bytes(), key.as_bytes());
         (split::pick(h, &weights, total), h)
     };
-    let probe = |version: usize, h: u32, headers: Vec<(String, String)>| {
+    let probe = |version: usize, h: u32| {
         let seen = match &cfg.route_weights {
             None => (cfg.route_header.clone(), choices[version].0.clone()),
             Some(rw) => (
@@ -165,7 +167,6 @@ fn placed(
             ),
         };
         Probe {
-            headers,
             version: Some(choices[version].0.clone()),
             seen: Some(seen),
             ..base.clone()
@@ -176,7 +177,7 @@ fn placed(
     match sticky_input(cfg) {
         Some(Input::Source) => {
             let (j, h) = place("127.0.0.1");
-            out.push(probe(j, h, Vec::new()));
+            out.push(probe(j, h));
         }
         Some(input) => {
             for &j in &shares {
@@ -184,14 +185,14 @@ fn placed(
                     .map(|n| format!("user-{n}"))
                     .find(|k| place(k).0 == j)
                     .ok_or_else(|| format!("{}: no key lands on version {j}", cfg.rollout_id))?;
-                out.push(probe(j, place(&key).1, carry(&input, &key).into_iter().collect()));
+                out.push(carry(&input, &key, probe(j, place(&key).1)));
             }
         }
         // No key: a rollout with one version that has a share still has one answer.
         None if shares.len() == 1 && cfg.route_weights.is_none() => {
             out.push(Probe {
                 seen: None,
-                ..probe(shares[0], 0, Vec::new())
+                ..probe(shares[0], 0)
             });
         }
         None => out.push(base.clone()),
@@ -199,11 +200,17 @@ fn placed(
     Ok(out)
 }
 
-/// The request header that carries sticky key `key` (none for the source address).
-fn carry(input: &Input, key: &str) -> Option<(String, String)> {
+/// `p` carrying sticky key `key` (in a header, a cookie or the query; the source address is
+/// what it is).
+fn carry(input: &Input, key: &str, mut p: Probe) -> Probe {
     match input {
-        Input::Header(h) => Some((h.to_string(), key.to_string())),
-        Input::Cookie(c) => Some(("cookie".into(), format!("{c}={key}"))),
-        Input::Source => None,
+        Input::Header(h) => p.headers.push((h.to_string(), key.to_string())),
+        Input::Cookie(c) => p.headers.push(("cookie".into(), format!("{c}={key}"))),
+        Input::Query(q) => {
+            let sep = if p.path.contains('?') { '&' } else { '?' };
+            p.path = format!("{}{sep}{q}={key}", p.path);
+        }
+        Input::Source => {}
     }
+    p
 }

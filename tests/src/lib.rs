@@ -10,6 +10,7 @@ pub mod examples;
 pub mod grpc;
 pub mod prom;
 pub mod rds;
+pub mod rollout_run;
 pub mod shipped;
 
 use std::collections::BTreeMap;

@@ -13,17 +13,11 @@
 //! weights (a client-sent bucket header or pin never chooses), no user goes canary -> stable on
 //! the way up, and every non-pinned user is on stable at the first sweep after an abort.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
-use rollout_e2e::{agent, get, rds, workspace_root, Echo, Envoy};
-use rollout_filter::split;
+use rollout_e2e::rollout_run::{self, abort, start, step, Rollout, Step};
+use rollout_e2e::{workspace_root, Echo, Envoy};
 
-const USERS: usize = 300;
-const ROUTE_CONFIG: &str = "http.80";
 const HOST: &str = "checkout.example.com";
 
 fn fixtures() -> PathBuf {
@@ -88,318 +82,19 @@ fn primary_weights(rc: &serde_json::Value) -> Vec<(&'static str, u64)> {
         .collect()
 }
 
-/// Where flagd's fractional puts `user` under these weights (the filter's bucket walked in order).
-fn flagd_pick(rollout_id: &str, user: &str, weights: &[(&'static str, u64)]) -> &'static str {
-    let total: u64 = weights.iter().map(|(_, w)| w).sum();
-    let ws: Vec<u64> = weights.iter().map(|(_, w)| *w).collect();
-    let h = split::hash(rollout_id.as_bytes(), user.as_bytes());
-    weights[split::pick(h, &ws, total)].0
-}
-
-fn all_clusters(states: &[&str]) -> Vec<String> {
-    let mut out = std::collections::BTreeSet::new();
-    for s in states {
-        let rc = fixture(s);
-        for r in rc["virtual_hosts"][0]["routes"].as_array().into_iter().flatten() {
-            if let Some(c) = r["route"]["cluster"].as_str() {
-                out.insert(c.to_string());
-            }
-            for c in r["route"]["weighted_clusters"]["clusters"]
-                .as_array()
-                .into_iter()
-                .flatten()
-            {
-                out.insert(c["name"].as_str().unwrap_or_default().to_string());
-            }
-        }
-    }
-    out.into_iter().collect()
-}
-
-/// The RDS file: a DiscoveryResponse holding the fixture's RouteConfiguration.
-fn discovery_response(state: &str) -> String {
-    let mut rc = fixture(state);
-    rc["@type"] = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration".into();
-    serde_json::json!({ "version_info": state, "resources": [rc] }).to_string()
-}
-
-const RDS_FILE: &str = "routes.json";
-
-fn push(dir: &Path, state: &str) {
-    rds::write_atomically(dir, RDS_FILE, &discovery_response(state));
-}
-
-/// The shipped route-weights Envoy config, reading istiod's route name from `rds_dir`, with
-/// every cluster the states name served by its test upstream and the WasmPlugin's pluginConfig.
-fn bootstrap(rds_dir: &Path, clusters: &[String], upstreams: &[Echo], config: &str) -> String {
-    let port = |c: &str| {
-        let up = upstream_of(c);
-        upstreams
-            .iter()
-            .find(|u| u.name == up)
-            .expect("upstream")
-            .addr
-            .port()
-    };
-    rds::Bootstrap {
-        dir: rds_dir,
-        file: RDS_FILE,
-        route_config: Some(ROUTE_CONFIG),
-        clusters: clusters.iter().map(|c| (c.clone(), port(c))).collect(),
-        plugin_config: Some(config.to_string()),
-    }
-    .render()
-}
-
-fn rds_stat(envoy: &Envoy, name: &str) -> u64 {
-    rds::stat(envoy, ROUTE_CONFIG, name)
-}
-
-fn dumped_version(envoy: &Envoy) -> String {
-    let body = envoy
-        .admin_get("/config_dump?resource=dynamic_route_configs")
-        .unwrap_or_default();
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-    v["configs"][0]["version_info"].as_str().unwrap_or("").to_string()
-}
-
-/// Wait until Envoy has either taken `state` or rejected it; true when taken.
-fn wait_update(envoy: &Envoy, state: &str, rejected_before: u64) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if dumped_version(envoy) == state {
-            return true;
-        }
-        if rds_stat(envoy, "update_rejected") > rejected_before {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!(
-        "Envoy neither took nor rejected {state} in 30 s:\n{}",
-        envoy.log()
-    );
-}
-
-/// Clients sending requests for random users on keep-alive connections until stopped.
-struct Load {
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    threads: Vec<std::thread::JoinHandle<Vec<String>>>,
-}
-
-impl Load {
-    fn start(envoy: &Envoy, clients: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(AtomicU64::new(0));
-        let threads = (0..clients)
-            .map(|c| {
-                let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
-                let url = envoy.url("/load");
-                std::thread::spawn(move || {
-                    let a = agent();
-                    let mut errors = Vec::new();
-                    let mut i: u64 = c as u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        i = i
-                            .wrapping_mul(6364136223846793005)
-                            .wrapping_add(1442695040888963407);
-                        let user = format!("user-{}", (i >> 33) as usize % USERS);
-                        match get(&a, &url, &[("host", HOST), ("x-user-id", &user)]) {
-                            Ok(r) if r.status == 200 => {}
-                            Ok(r) => {
-                                failed.fetch_add(1, Ordering::Relaxed);
-                                errors.push(format!("status {}", r.status));
-                            }
-                            Err(e) => {
-                                failed.fetch_add(1, Ordering::Relaxed);
-                                errors.push(e);
-                            }
-                        }
-                        sent.fetch_add(1, Ordering::Relaxed);
-                    }
-                    errors
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            sent,
-            failed,
-            threads,
-        }
-    }
-
-    fn finish(self) -> (u64, u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut errors = Vec::new();
-        for t in self.threads {
-            errors.extend(t.join().expect("load thread"));
-        }
-        (
-            self.sent.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-            errors,
-        )
-    }
-}
-
-/// Every user once, each with a forged bucket header and pin that must not choose.
-fn sweep(envoy: &Envoy) -> BTreeMap<String, String> {
-    let a = agent();
-    let url = envoy.url("/sweep");
-    (0..USERS)
-        .map(|u| {
-            let user = format!("user-{u}");
-            let forged = if u % 2 == 0 { "0" } else { "99" };
-            let r = get(
-                &a,
-                &url,
-                &[
-                    ("host", HOST),
-                    ("x-user-id", &user),
-                    ("x-rollout-bucket", forged),
-                    ("x-rollout-pin", "canary"),
-                    ("x-rollout-version", "canary"),
-                ],
-            )
-            .unwrap_or_else(|e| panic!("{user}: {e}"));
-            assert_eq!(r.status, 200, "{user}: {:?}", r.headers);
-            (user, r.version().to_string())
-        })
-        .collect()
-}
-
-struct Step {
-    state: &'static str,
-    /// The first state of a rollout: monotonic ramp is checked from here on.
-    starts_rollout: bool,
-    /// A rollback: every user must be on stable right after it.
-    abort: bool,
-}
-
 fn run(plugin: &str, steps: &[Step]) {
-    let rollout_id = {
-        let cfg: serde_json::Value = serde_json::from_str(&plugin_config(plugin)).expect("json");
-        cfg["rolloutId"].as_str().expect("rolloutId").to_string()
-    };
-    let states: Vec<&str> = steps.iter().map(|s| s.state).collect();
-    let upstreams = vec![Echo::start("stable"), Echo::start("canary")];
-    let rds = tempfile::tempdir().expect("rds dir");
-    push(rds.path(), steps[0].state);
-    let yaml = bootstrap(
-        rds.path(),
-        &all_clusters(&states),
-        &upstreams,
-        &plugin_config(plugin),
+    rollout_run::run(
+        &Rollout {
+            title: plugin,
+            plugin_config: plugin_config(plugin),
+            host: HOST,
+            fixture: &fixture,
+            // The controller's weights are the `primary` route's (no 0-weight entry, no padding).
+            weights: &|s| primary_weights(&fixture(s)),
+            upstream_of: &upstream_of,
+        },
+        steps,
     );
-    let envoy = Envoy::start_yaml(&yaml, upstreams).unwrap_or_else(|e| panic!("{e}"));
-    assert!(wait_update(&envoy, steps[0].state, 0));
-
-    let load = Load::start(&envoy, 3);
-    let mut table = vec![format!(
-        "{:<28} {:>8} {:>8} {:>8}",
-        "state", "weights", "stable", "canary"
-    )];
-    let mut previous: Option<BTreeMap<String, String>> = None;
-    for (i, step) in steps.iter().enumerate() {
-        if i > 0 {
-            let rejected = rds_stat(&envoy, "update_rejected");
-            push(rds.path(), step.state);
-            assert!(
-                wait_update(&envoy, step.state, rejected),
-                "Envoy rejected {}:\n{}",
-                step.state,
-                envoy.log()
-            );
-        }
-        assert_eq!(rds_stat(&envoy, "update_rejected"), 0, "{}", step.state);
-        let weights = primary_weights(&fixture(step.state));
-        let placed = sweep(&envoy);
-        for (user, got) in &placed {
-            let want = flagd_pick(&rollout_id, user, &weights);
-            assert_eq!(
-                got, want,
-                "{}: {user} on {got}, flagd puts it on {want}",
-                step.state
-            );
-        }
-        if step.abort {
-            assert!(
-                placed.values().all(|v| v == "stable"),
-                "{}: users left on canary after the abort",
-                step.state
-            );
-        }
-        if let (Some(prev), false, false) = (&previous, step.starts_rollout, step.abort) {
-            for (user, was) in prev {
-                assert!(
-                    !(was == "canary" && placed[user] == "stable"),
-                    "{}: {user} went canary -> stable on the way up",
-                    step.state
-                );
-            }
-        }
-        let n = |v: &str| placed.values().filter(|x| *x == v).count();
-        let w: Vec<String> = weights.iter().map(|(u, w)| format!("{}{w}", &u[..1])).collect();
-        table.push(format!(
-            "{:<28} {:>8} {:>8} {:>8}",
-            step.state,
-            w.join("/"),
-            n("stable"),
-            n("canary")
-        ));
-        previous = Some(placed);
-    }
-    let (sent, failed, errors) = load.finish();
-    println!("{}", table.join("\n"));
-    println!(
-        "{sent} requests under load across {} route updates, {failed} failed",
-        steps.len() - 1
-    );
-    assert!(sent > 0, "the load clients sent nothing");
-    assert_eq!(
-        failed,
-        0,
-        "failed requests during route updates: {:?}",
-        &errors[..errors.len().min(5)]
-    );
-    assert_eq!(rds_stat(&envoy, "update_rejected"), 0);
-    assert_eq!(rds_stat(&envoy, "update_success"), steps.len() as u64);
-
-    // What the filter counted per version is what each backend served.
-    for v in ["stable", "canary"] {
-        let served = envoy.upstreams.iter().find(|u| u.name == v).expect("upstream");
-        let served = served.requests.load(Ordering::Relaxed) as f64;
-        let counted = envoy.prom_value("rollout_requests_total", &[("version", v)]);
-        assert_eq!(counted, served, "rollout_requests_total{{version={v}}} vs served");
-    }
-}
-
-fn step(state: &'static str) -> Step {
-    Step {
-        state,
-        starts_rollout: false,
-        abort: false,
-    }
-}
-
-fn start(state: &'static str) -> Step {
-    Step {
-        state,
-        starts_rollout: true,
-        abort: false,
-    }
-}
-
-fn abort(state: &'static str) -> Step {
-    Step {
-        state,
-        starts_rollout: false,
-        abort: true,
-    }
 }
 
 /// istio/rollout.yaml: one rollout promoted, the next aborted at 50 %.
@@ -448,28 +143,38 @@ fn flagger_steers_the_sticky_split_through_promotion_and_rollback() {
 /// that update and keeps the previous routes, so an abort would never reach the gateway.
 #[test]
 fn the_merge_on_a_plain_cluster_route_is_rejected_and_the_guard_avoids_it() {
+    const ROUTE_CONFIG: &str = "http.80";
     let upstreams = vec![Echo::start("stable"), Echo::start("canary")];
     let rds = tempfile::tempdir().expect("rds dir");
     let states = ["argo-3-weight-50", "legacy-guarded-rest", "legacy-unguarded-rest"];
-    push(rds.path(), states[0]);
-    let yaml = bootstrap(
-        rds.path(),
-        &all_clusters(&states),
-        &upstreams,
-        &plugin_config("istio/route-weights/wasmplugin.yaml"),
-    );
+    let port = |c: &str| {
+        upstreams
+            .iter()
+            .find(|u| u.name == upstream_of(c))
+            .expect("upstream")
+            .addr
+            .port()
+    };
+    let clusters: Vec<(String, u16)> = rollout_run::clusters(&states, &fixture)
+        .into_iter()
+        .map(|c| {
+            let p = port(&c);
+            (c, p)
+        })
+        .collect();
+    rollout_run::push(rds.path(), states[0], fixture(states[0]));
+    let config = plugin_config("istio/route-weights/wasmplugin.yaml");
+    let yaml = rollout_run::bootstrap(rds.path(), ROUTE_CONFIG, &clusters, &config);
     let envoy = Envoy::start_yaml(&yaml, upstreams).unwrap_or_else(|e| panic!("{e}"));
-    assert!(wait_update(&envoy, states[0], 0));
+    let wait = |state: &str, rejected: u64| rollout_run::wait_update(&envoy, ROUTE_CONFIG, state, rejected);
+    assert!(wait(states[0], 0));
 
     // The unguarded shape, pushed while canary users are on the canary: rejected, 50/50 stays.
-    push(rds.path(), "legacy-unguarded-rest");
-    assert!(
-        !wait_update(&envoy, "legacy-unguarded-rest", 0),
-        "Envoy took an empty weighted_clusters"
-    );
-    assert_eq!(rds_stat(&envoy, "update_rejected"), 1);
-    assert_eq!(dumped_version(&envoy), states[0]);
-    let placed = sweep(&envoy);
+    rollout_run::push(rds.path(), states[2], fixture(states[2]));
+    assert!(!wait(states[2], 0), "Envoy took an empty weighted_clusters");
+    assert_eq!(rollout_e2e::rds::stat(&envoy, ROUTE_CONFIG, "update_rejected"), 1);
+    assert_eq!(rollout_run::dumped_version(&envoy), states[0]);
+    let placed = rollout_run::sweep(&envoy, HOST);
     assert!(
         placed.values().any(|v| v == "canary"),
         "the abort was not supposed to land"
@@ -477,9 +182,9 @@ fn the_merge_on_a_plain_cluster_route_is_rejected_and_the_guard_avoids_it() {
 
     // The guarded shape (patch not applied): taken; everyone on stable, at random pick order
     // but with a single cluster there is nothing to pick.
-    push(rds.path(), "legacy-guarded-rest");
-    assert!(wait_update(&envoy, "legacy-guarded-rest", 1));
-    assert!(sweep(&envoy).values().all(|v| v == "stable"));
+    rollout_run::push(rds.path(), states[1], fixture(states[1]));
+    assert!(wait(states[1], 1));
+    assert!(rollout_run::sweep(&envoy, HOST).values().all(|v| v == "stable"));
 }
 
 #[test]

@@ -24,12 +24,8 @@ fn main() {
 fn run() -> Result<(), String> {
     let root = workspace_root();
     let log_path = root.join("target/envoy-demo.log");
-    let envoy = rollout_cli::demo_envoy::start(
-        &root.join("envoy-config/envoy.yaml"),
-        &log_path,
-        FRONT,
-        "18000/18101/18102/18900",
-    )?;
+    let envoy =
+        rollout_cli::demo_envoy::start(&root.join("envoy-config/envoy.yaml"), &log_path, FRONT, ADMIN)?;
 
     let rollouts = rollouts_of(&loaded_filter_config()?);
     let ids: Vec<&str> = rollouts.iter().map(|r| r.id.as_str()).collect();

@@ -78,7 +78,7 @@ fn run() -> Result<(), String> {
         &root.join("envoy-config/guard.yaml"),
         &log_path,
         FRONT,
-        "18040/18141/18142/18940",
+        ADMIN,
         &["--component-log-level", "wasm:info"],
     )?;
     set_canary_failing(false)?;

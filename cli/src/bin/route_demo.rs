@@ -42,7 +42,7 @@ fn run() -> Result<(), String> {
     std::fs::write(&cfg, bootstrap).map_err(|e| e.to_string())?;
 
     let log_path = dir.join("envoy.log");
-    let envoy = rollout_cli::demo_envoy::start(&cfg, &log_path, FRONT, "18020/18121/18122/18920")?;
+    let envoy = rollout_cli::demo_envoy::start(&cfg, &log_path, FRONT, ADMIN)?;
 
     println!("Envoy with envoy-config/route-weights.yaml: the route's weighted_clusters pick, the filter writes the bucket");
     let before = drive()?;
