@@ -9,7 +9,8 @@
 #   make deploy-test   manifests strictly valid (incl. typo'd fixtures that must fail), the route
 #                      fixtures up to date with them (tools/istio_routes.py, tools/gateway_routes.py), the OCI image
 #                      unpacked and its layer compared with the .wasm, the Istio-shaped Envoy config
-#                      checked against the WasmPlugin and loaded by `envoy --mode validate`
+#                      checked against the WasmPlugin and loaded by `envoy --mode validate`, every
+#                      shipped filter config through rollout-check-config (`make check-configs`)
 # The hot-reload and Istio-config e2e tests are tests/tests/deploy.rs (`make e2e`).
 
 DEPLOY_PY      := $(VENV)/bin/python
@@ -21,6 +22,7 @@ DEPLOY_OUT     := target/deploy
 CHECK_CONFIG   := target/debug/rollout-check-config
 
 .PHONY: oci deploy-tools deploy-test manifests-test oci-test ecds-test check-config-bin istio-flagd
+.PHONY: check-configs
 
 # Python packages (pinned, with dependencies) into the project venv.
 $(DEPLOY_STAMP): tools/requirements.txt
@@ -36,12 +38,18 @@ $(DEPLOY_NODE): tools/package.json tools/package-lock.json
 deploy-tools: $(DEPLOY_STAMP) $(DEPLOY_NODE)
 
 # istio/flagd/wasmplugin.yaml from the FeatureFlag (istio/flagd/featureflag.yaml): the flag lives once.
-istio-flagd: $(DEPLOY_STAMP)
+istio-flagd: $(DEPLOY_STAMP) ## render istio/flagd/wasmplugin.yaml from istio/flagd/featureflag.yaml
 	$(DEPLOY_PY) tools/render_flagd_wasmplugin.py
 
 # The filter's own config parser, to vet every shipped pluginConfig.
 check-config-bin:
 	cargo build --quiet -p rollout-cli --bin rollout-check-config
+
+# Every shipped filter config through rollout-check-config as a user runs it: each WasmPlugin
+# and EnvoyExtensionPolicy (found by its kind, at any depth), each Envoy config and ECDS resource.
+SHIPPED_PLUGINS = $(shell grep -rlE --include='*.yaml' '^kind: (WasmPlugin|EnvoyExtensionPolicy)' istio envoy-gateway | sort)
+check-configs: check-config-bin ## every shipped WasmPlugin, EnvoyExtensionPolicy, Envoy config, ECDS resource through rollout-check-config
+	$(CHECK_CONFIG) $(SHIPPED_PLUGINS) $(sort $(wildcard envoy-config/*.yaml envoy-config/ecds/*.yaml))
 
 # OCI_URL=oci://REGISTRY/REPO:TAG: the image url the rendered WasmPlugins name (else the shipped one).
 OCI_URL ?=
@@ -82,4 +90,4 @@ ecds-test: build envoy deploy-tools ## the Istio-shaped Envoy config matches the
 	  $(ENVOY) --mode validate -c $$f --log-level error >/dev/null || { echo "INVALID: $$f"; exit 1; }; \
 	  echo "valid: $$f"; done
 
-deploy-test: manifests-test oci-test ecds-test ## manifests-test, oci-test and ecds-test
+deploy-test: manifests-test oci-test ecds-test check-configs ## manifests-test, oci-test, ecds-test and check-configs

@@ -3,6 +3,7 @@
 //! `rollout-demo` (`make run`) and `rollout-demo-guard` (`make run-guard`). The end-to-end tests (`rollout-e2e`) reuse the report,
 //! the Prometheus text reader and the HTTP clients from here.
 
+pub mod check;
 pub mod demo_envoy;
 pub mod exposition;
 pub mod http;

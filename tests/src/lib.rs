@@ -6,10 +6,12 @@
 
 pub mod certs;
 pub mod echo;
+pub mod examples;
 pub mod grpc;
 pub mod prom;
 pub mod rds;
 pub mod rollout_run;
+pub mod shipped;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -255,6 +257,18 @@ impl Envoy {
         workers: u32,
         levels: &str,
     ) -> Result<Envoy, String> {
+        Self::start_yaml_on(yaml, upstreams, workers, levels, "front")
+    }
+
+    /// [`Envoy::start_yaml_with`] for a config without a listener `front`: ready, and
+    /// [`Envoy::listener`], once the listener called `ready` is bound.
+    pub fn start_yaml_on(
+        yaml: &str,
+        upstreams: Vec<Echo>,
+        workers: u32,
+        levels: &str,
+        ready: &str,
+    ) -> Result<Envoy, String> {
         let workers = workers.to_string();
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let cfg_path = dir.path().join("envoy.yaml");
@@ -296,7 +310,7 @@ impl Envoy {
             upstreams,
             grpc_upstreams: Vec::new(),
         };
-        envoy.wait_ready()?;
+        envoy.wait_ready(ready)?;
         Ok(envoy)
     }
 
@@ -304,7 +318,7 @@ impl Envoy {
         std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
     }
 
-    fn wait_ready(&mut self) -> Result<(), String> {
+    fn wait_ready(&mut self, listener: &str) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         let admin_path = self.dir.path().join("admin.txt");
         while Instant::now() < deadline {
@@ -319,7 +333,7 @@ impl Envoy {
                 }
             }
             if self.admin.port() != 0 {
-                if let Some(addr) = self.listener_address() {
+                if let Some(addr) = self.listener_named(listener) {
                     self.listener = addr;
                     return Ok(());
                 }
@@ -327,10 +341,6 @@ impl Envoy {
             std::thread::sleep(Duration::from_millis(50));
         }
         Err(format!("Envoy not ready after 60 s:\n{}", self.log()))
-    }
-
-    fn listener_address(&self) -> Option<SocketAddr> {
-        self.listener_named("front")
     }
 
     /// The bound address of the listener called `name` (for configs with several listeners).
