@@ -229,6 +229,7 @@ fn canonical(c: &Config) -> Map<String, Value> {
             },
             StickyKey::SourceAddress => json!({ "sourceAddress": true }),
             StickyKey::PeerIdentity => json!({ "peerIdentity": true }),
+            StickyKey::Query(q) => json!({ "query": q }),
         })
         .collect();
     let mut ov = Map::new();
