@@ -282,6 +282,7 @@ fn expected(cfg: &Config, req: &Request, peer: Option<&Peer>) -> Decision {
             StickyKey::Cookie(c) => cookie.and_then(|h| keys::cookie(h, c.as_bytes())),
             StickyKey::SourceAddress => req.source.map(keys::source_ip),
             StickyKey::PeerIdentity => peer.and_then(|p| p.identity.as_deref()).map(str::as_bytes),
+            StickyKey::Query(q) => path.and_then(|p| keys::query_param(p, q.as_bytes())),
         }?;
         (!v.is_empty()).then_some(v)
     });
