@@ -566,6 +566,19 @@ pub fn front_bootstrap(
     clusters: &[(&str, u16)],
 ) -> String {
     let clusters: String = clusters.iter().map(|(n, p)| static_cluster_yaml(n, *p)).collect();
+    let filters = http_filters_yaml(&wasm_path(), "FAIL_OPEN", filter_config);
+    front_listener_bootstrap(hcm_extra, routes, &filters, transport, &clusters)
+}
+
+/// [`front_bootstrap`] from its rendered parts: `http_filters` (see [`http_filters_yaml`]) and
+/// `clusters` (items of `clusters:`).
+fn front_listener_bootstrap(
+    hcm_extra: &str,
+    routes: &str,
+    http_filters: &str,
+    transport: &str,
+    clusters: &str,
+) -> String {
     format!(
         r#"{BOOTSTRAP_HEAD}  - name: front
     address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
@@ -576,14 +589,13 @@ pub fn front_bootstrap(
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: front
 {hcm_extra}          route_config:
-            name: front
+            name: rollout
             virtual_hosts:
             - name: app
               domains: ["*"]
               routes:
-{routes}{filters}{transport}  clusters:
-{clusters}"#,
-        filters = http_filters_yaml(&wasm_path(), "FAIL_OPEN", filter_config),
+{routes}{http_filters}{transport}  clusters:
+{clusters}"#
     )
 }
 
@@ -670,23 +682,6 @@ fn render_config(opts: &Options, upstreams: &[Echo], grpc: &[grpc::GrpcServer]) 
         ),
         None => (String::new(), String::new()),
     };
-    format!(
-        r#"{BOOTSTRAP_HEAD}  - name: front
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: front
-{xfcc}          route_config:
-            name: rollout
-            virtual_hosts:
-            - name: app
-              domains: ["*"]
-              routes:
-{routes}{http_filters}{transport}  clusters:
-{clusters}"#,
-        http_filters = http_filters_yaml(&wasm, opts.failure_policy, &opts.filter_config),
-    )
+    let http_filters = http_filters_yaml(&wasm, opts.failure_policy, &opts.filter_config);
+    front_listener_bootstrap(&xfcc, &routes, &http_filters, &transport, &clusters)
 }
