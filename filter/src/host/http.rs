@@ -336,6 +336,78 @@ fn record_decision(cfg: &Config, label: usize, source: decision::Source, diverte
     }
 }
 
+/// The request's W3C trace context as the configuration wants it passed on; what it ignored
+/// is counted.
+fn trace_context(
+    shared: &Shared,
+    m: &RolloutMetrics,
+    cfg: &Config,
+    map: &SerializedMap<'_>,
+    start: Option<[u8; 16]>,
+) -> trace::Propagated {
+    let parents: Vec<&[u8]> = map.get_all("traceparent").collect();
+    let states: Vec<&[u8]> = map.get_all("tracestate").collect();
+    let mut random = [0u8; 24];
+    for chunk in random.chunks_mut(8) {
+        chunk.copy_from_slice(&fastrand::u64(..).to_le_bytes());
+    }
+    let p = trace::propagate_seeded(&parents, &states, &cfg.trace.settings, random, start);
+    for (r, n) in p.rejects.iter() {
+        log::debug!("trace context: {} x{n}", r.as_str());
+        shared.count_n(m, m.reject_slot_trace(r), u64::from(n));
+    }
+    p
+}
+
+/// The `baggage` header after the decision member, the lane member and the removals of other
+/// rollouts' lane members: one pass of the baggage writer, one write. Members the W3C limits
+/// leave no room for are counted.
+fn baggage_change(
+    shared: &Shared,
+    m: &RolloutMetrics,
+    cfg: &Config,
+    label: usize,
+    lane_edit: Option<baggage::Edit<'_>>,
+    bag: &[&[u8]],
+    foreign_lanes: &[baggage::Edit<'_>],
+) -> HeaderChange {
+    let mut edits = [baggage::Edit::Remove { key: "" }; 2];
+    let mut n = 0;
+    if let Some(member) = cfg.trace.baggage_members.get(label).filter(|_| cfg.trace.baggage) {
+        edits[0] = baggage::Edit::Set {
+            key: &cfg.trace.baggage_key,
+            member,
+        };
+        n = 1;
+    }
+    if let Some(e) = lane_edit {
+        if let Some(slot) = edits.get_mut(n) {
+            *slot = e;
+            n += 1;
+        }
+    }
+    if n == 0 && foreign_lanes.is_empty() {
+        return HeaderChange::Keep;
+    }
+    let all;
+    let edits = if foreign_lanes.is_empty() {
+        edits.get(..n).unwrap_or_default()
+    } else {
+        all = [edits.get(..n).unwrap_or_default(), foreign_lanes].concat();
+        &all
+    };
+    let applied = baggage::apply(bag, edits);
+    if applied.not_added() > 0 {
+        log::debug!("baggage member not added: the header is at the W3C limits");
+        shared.count_n(
+            m,
+            m.reject_slot_trace(trace::TraceReject::BaggageFull),
+            u64::from(applied.not_added()),
+        );
+    }
+    applied.header
+}
+
 fn remove_request_header(name: &str) {
     write_request_header(name, None);
 }
@@ -497,61 +569,23 @@ impl HttpContext for Http {
         // before this filter changed the headers (checked on Envoy 1.40; README,
         // "Route-weights mode"). The pick is read at response time instead.
         let label = d.version.unwrap_or(cfg.versions.len());
-        let mut trace_out = None;
-        if cfg.trace.enabled {
-            let map = req.map();
-            let parents: Vec<&[u8]> = map.get_all("traceparent").collect();
-            let states: Vec<&[u8]> = map.get_all("tracestate").collect();
-            let mut random = [0u8; 24];
-            for chunk in random.chunks_mut(8) {
-                chunk.copy_from_slice(&fastrand::u64(..).to_le_bytes());
-            }
+        let trace_out = cfg.trace.enabled.then(|| {
             // A certificate label's traceId starts the trace when the request brings none.
-            let start = peer_ok.and_then(|p| p.trace_id);
-            let p = trace::propagate_seeded(&parents, &states, &cfg.trace.settings, random, start);
-            for (r, n) in p.rejects.iter() {
-                log::debug!("trace context: {} x{n}", r.as_str());
-                shared.count_n(m, m.reject_slot_trace(r), u64::from(n));
-            }
+            let p = trace_context(shared, m, cfg, &req.map(), peer_ok.and_then(|p| p.trace_id));
             if cfg.response_headers.trace_id.is_some() {
                 self.trace_id = Some(p.trace_id_hex());
             }
-            trace_out = Some(p);
-        }
-        // The decision member and the lane member: one pass of the baggage writer, one write.
-        let mut edits = [baggage::Edit::Remove { key: "" }; 2];
-        let mut n = 0;
-        if let Some(member) = cfg.trace.baggage_members.get(label).filter(|_| cfg.trace.baggage) {
-            edits[0] = baggage::Edit::Set {
-                key: &cfg.trace.baggage_key,
-                member,
-            };
-            n = 1;
-        }
-        if let Some(e) = cfg.lane.as_ref().and_then(|l| lane::edit(l, lane_in, d.version)) {
-            edits[n] = e;
-            n += 1;
-        }
-        let mut baggage_out = HeaderChange::Keep;
-        if n > 0 || !foreign_lanes.is_empty() {
-            let all;
-            let edits = if foreign_lanes.is_empty() {
-                edits.get(..n).unwrap_or_default()
-            } else {
-                all = [edits.get(..n).unwrap_or_default(), &foreign_lanes].concat();
-                &all
-            };
-            let applied = baggage::apply(&bag, edits);
-            if applied.not_added() > 0 {
-                log::debug!("baggage member not added: the header is at the W3C limits");
-                shared.count_n(
-                    m,
-                    m.reject_slot_trace(trace::TraceReject::BaggageFull),
-                    u64::from(applied.not_added()),
-                );
-            }
-            baggage_out = applied.header;
-        }
+            p
+        });
+        let baggage_out = baggage_change(
+            shared,
+            m,
+            cfg,
+            label,
+            cfg.lane.as_ref().and_then(|l| lane::edit(l, lane_in, d.version)),
+            &bag,
+            &foreign_lanes,
+        );
 
         // An override from a caller that may not use it never reaches the upstream.
         let strip_header = cfg
