@@ -57,7 +57,8 @@ fn every_line_names_the_version_that_served(filter: &str, routes: &str, label: &
         .unwrap();
         *served.entry(r.version().to_string()).or_default() += 1;
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // Envoy flushes access-log files every 10 s by default.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let lines = loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let lines: Vec<String> = text.lines().map(str::to_string).collect();

@@ -93,12 +93,27 @@ fn wait_for(limit: Duration, what: &str, cond: impl Fn() -> bool) -> Duration {
     start.elapsed()
 }
 
-/// Every user, asked once more, is where flagd puts them (the guard has closed).
+/// Every user, asked once more, is where flagd puts them (the guard has closed). A worker reads
+/// the shared state on its next tick, so the sweep is repeated for a few seconds until it holds.
 fn all_back_where_flagd_puts_them(envoy: &Envoy, weights: [u32; 2]) {
     let a = rollout_e2e::agent();
-    for i in 0..USERS {
-        let r = get(&a, &envoy.url("/"), &[("x-user-id", &user(i))]).unwrap();
-        assert_eq!((r.version(), r.status), (flagd(i, weights), 200), "{}", user(i));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let wrong: Vec<(usize, String, u16)> = (0..USERS)
+            .filter_map(|i| {
+                let r = get(&a, &envoy.url("/"), &[("x-user-id", &user(i))]).unwrap();
+                ((r.version(), r.status) != (flagd(i, weights), 200))
+                    .then(|| (i, r.version().to_string(), r.status))
+            })
+            .collect();
+        if wrong.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "users not where flagd puts them: {wrong:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -169,8 +184,6 @@ fn down_and_back(envoy: &Envoy, canary: &Echo, weights: [u32; 2], label: &str) {
         "{label}: guard closed {} ms after the canary healed",
         closed.as_millis()
     );
-    // Every worker reads the shared state on its next tick (100 ms).
-    std::thread::sleep(Duration::from_millis(300));
     all_back_where_flagd_puts_them(envoy, weights);
 }
 
