@@ -10,7 +10,9 @@ use crate::identity::{parse_oid, LabelOid, PeerPattern};
 pub use crate::lane::{Lane, Side};
 
 mod flagd;
+mod flagd_sync;
 pub use flagd::Flagd;
+pub use flagd_sync::FlagdSync;
 
 /// Most versions one rollout may split between.
 pub const MAX_VERSIONS: usize = 16;

@@ -556,7 +556,7 @@ fn flagd_decision(
         peer,
         issued: None,
     };
-    let out = f.flag.evaluate(&mut ctx);
+    let out = f.flag.get().evaluate(&mut ctx);
     // The guard's probe key: the user's targetingKey, hashed as the split would (read again
     // without issuing one: a rule that held needed none).
     ctx.issue = false;
@@ -1359,7 +1359,7 @@ pub(crate) mod tests {
             (&[("x-user-id", &b""[..]), (":path", b"/?uid=bob")][..], b"bob"),
         ] {
             let d = decide(&cfg, &mut FakeRequest::with(headers), None);
-            let want = f.flag.evaluate(&mut OnlyKey(key));
+            let want = f.flag.get().evaluate(&mut OnlyKey(key));
             assert_eq!((d.version, d.source), (Some(want.version), Source::Flagd));
         }
         // Overrides keep precedence.

@@ -7,6 +7,7 @@
 
 use crate::config::{Config, UNKNOWN_VERSION};
 use crate::decision::Source;
+use crate::flagd::sync::SyncReject;
 use crate::grpc::GrpcCode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +78,9 @@ pub struct Layout {
     /// With a guard: `rollout_guard_tripped` per configured version, then
     /// `rollout_guard_trips_total` per configured version.
     guard_at: Option<usize>,
+    /// With `flagd.sync`: `rollout_flag_sync_connected`, `rollout_flag_sync_updates_total`,
+    /// then `rollout_flag_sync_errors_total` per reason.
+    sync_at: Option<usize>,
 }
 
 impl Layout {
@@ -159,8 +163,21 @@ impl Layout {
             }
             at
         });
+        let sync_at = cfg.flagd.as_ref().and_then(|f| f.sync.as_ref()).map(|_| {
+            let at = names.len();
+            names.push((Kind::Gauge, format!("rollout_flag_sync_connected;rollout={id}")));
+            names.push((Kind::Counter, format!("rollout_flag_sync_updates_total;rollout={id}")));
+            for r in SyncReject::ALL {
+                names.push((
+                    Kind::Counter,
+                    format!("rollout_flag_sync_errors_total;rollout={id};reason={}", r.as_str()),
+                ));
+            }
+            at
+        });
         Layout {
             guard_at,
+            sync_at,
             names,
             versions: labels.count(),
             responses_at,
@@ -210,6 +227,19 @@ impl Layout {
     /// `rollout_guard_trips_total` of configured version `version`.
     pub fn guard_trips_slot(&self, version: usize, versions: usize) -> Option<usize> {
         self.guard_at.map(|at| at + versions + version)
+    }
+
+    /// `rollout_flag_sync_connected` (`flagd.sync` is configured).
+    pub fn sync_connected_slot(&self) -> Option<usize> {
+        self.sync_at
+    }
+
+    pub fn sync_updates_slot(&self) -> Option<usize> {
+        self.sync_at.map(|at| at + 1)
+    }
+
+    pub fn sync_error_slot(&self, r: SyncReject) -> Option<usize> {
+        self.sync_at.map(|at| at + 2 + r as usize)
     }
 
     pub fn versions(&self) -> usize {
@@ -320,6 +350,31 @@ mod tests {
             l.names[l.reject_slot(0)].1,
             "rollout_rejected_total;rollout=r;reason=a"
         );
+    }
+
+    #[test]
+    fn a_synced_flag_has_its_sync_series() {
+        let cfg = Config::from_json(
+            br#"{"flagd": {"flagKey": "f", "variants": {"off": "stable", "on": "canary"},
+                "context": {"targetingKey": {"header": "x-user-id"}}, "sync": {"cluster": "c"}}}"#,
+        )
+        .unwrap();
+        let l = Layout::new(&cfg, &["a"]);
+        let name = |slot: Option<usize>| l.names[slot.unwrap()].clone();
+        assert_eq!(
+            name(l.sync_connected_slot()),
+            (Kind::Gauge, "rollout_flag_sync_connected;rollout=f".to_string())
+        );
+        assert_eq!(
+            name(l.sync_updates_slot()),
+            (Kind::Counter, "rollout_flag_sync_updates_total;rollout=f".to_string())
+        );
+        assert_eq!(
+            name(l.sync_error_slot(SyncReject::RefusedFlag)).1,
+            "rollout_flag_sync_errors_total;rollout=f;reason=refused_flag"
+        );
+        assert_eq!(l.sync_error_slot(SyncReject::RefusedFlag).unwrap() + 1, l.names.len());
+        assert_eq!(Layout::new(&config(), &["a"]).sync_connected_slot(), None);
     }
 
     #[test]

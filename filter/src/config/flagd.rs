@@ -5,14 +5,18 @@
 use serde_json::value::RawValue;
 use serde_json::Number;
 
+use super::flagd_sync::{self, FlagdSync};
 use super::{sticky_key, ConfigError, IssueCookie, RawConfig, RawStickyKey, RawVersion, StickyKey, Version};
-use crate::flagd::{self, Attr, Json, Mode, MAX_ATTRS};
+use crate::flagd::sync::Recipe;
+use crate::flagd::{self, Attr, Json, LiveFlag, Mode, MAX_ATTRS};
 
 /// The section as written. Read with the flag-set document's own JSON reader rather than
 /// serde derive: the flag-set is arbitrary JSON anyway, and one reader keeps the module small.
 pub(super) struct RawFlagd {
     flag_key: String,
-    flag_set: Json,
+    /// Optional with `sync`: until the first snapshot, the first variant's version serves.
+    flag_set: Option<Json>,
+    sync: Option<FlagdSync>,
     /// In document order: the versions follow the variants' order.
     variants: Vec<(String, String)>,
     /// Attribute, its sources, whether they were given as a list.
@@ -20,7 +24,7 @@ pub(super) struct RawFlagd {
     fractional: Option<String>,
 }
 
-const FIELDS: &str = "`flagKey`, `flagSet`, `variants`, `context`, `fractional`";
+const FIELDS: &str = "`flagKey`, `flagSet`, `variants`, `context`, `fractional`, `sync`";
 
 fn string(v: &Json, at: &str) -> Result<String, ConfigError> {
     v.as_str()
@@ -36,6 +40,7 @@ fn object<'j>(v: &'j Json, at: &str) -> Result<&'j [(String, Json)], ConfigError
 fn parse(raw: &RawValue) -> Result<RawFlagd, ConfigError> {
     let j = Json::parse(raw.get().as_bytes()).map_err(|r| err("flagd", r))?;
     let (mut key, mut set, mut variants, mut context, mut fractional) = (None, None, None, Vec::new(), None);
+    let mut sync = None;
     let Json::Obj(members) = j else {
         return Err(err("flagd", "invalid type: expected a map"));
     };
@@ -69,6 +74,7 @@ fn parse(raw: &RawValue) -> Result<RawFlagd, ConfigError> {
                 }
             }
             "fractional" => fractional = Some(string(&v, &at)?),
+            "sync" => sync = Some(flagd_sync::parse(&v)?),
             _ => {
                 return Err(err(
                     at,
@@ -78,9 +84,13 @@ fn parse(raw: &RawValue) -> Result<RawFlagd, ConfigError> {
         }
     }
     let missing = |f: &str| err("flagd", format!("missing field `{f}`"));
+    if set.is_none() && sync.is_none() {
+        return Err(missing("flagSet"));
+    }
     Ok(RawFlagd {
         flag_key: key.ok_or_else(|| missing("flagKey"))?,
-        flag_set: set.ok_or_else(|| missing("flagSet"))?,
+        flag_set: set,
+        sync,
         variants: variants.ok_or_else(|| missing("variants"))?,
         context,
         fractional,
@@ -128,7 +138,11 @@ fn raw_key(j: &Json, at: &str) -> Result<RawStickyKey, ConfigError> {
 /// The compiled flag and where its context comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Flagd {
-    pub flag: flagd::Flag,
+    /// The flag in force: `flagSet`'s, then each good snapshot of `sync`.
+    pub flag: LiveFlag,
+    pub sync: Option<FlagdSync>,
+    /// What a snapshot's flag set is compiled with.
+    pub recipe: Recipe,
     /// Per context attribute (its [`Attr`]): the request sources, the first non-empty wins.
     pub context: Vec<Vec<StickyKey>>,
     /// The `targetingKey` attribute: the one an issued cookie stands in for.
@@ -207,7 +221,8 @@ pub(super) fn build(
     };
     let flag_variants = f
         .flag_set
-        .get("flags")
+        .as_ref()
+        .and_then(|set| set.get("flags"))
         .and_then(|fl| fl.get(&f.flag_key))
         .and_then(|fl| fl.get("variants"));
     let mut variants = Vec::with_capacity(f.variants.len());
@@ -222,24 +237,33 @@ pub(super) fn build(
         variants.push((key.clone(), index));
     }
     let (attrs, context) = context(f.context, issue_cookie)?;
-    let flag = flagd::compile(&flagd::Spec {
-        flag_key: &f.flag_key,
-        flag_set: &f.flag_set,
-        variants: &variants,
-        attrs: &attrs,
+    let recipe = Recipe {
+        flag_key: f.flag_key,
+        variants,
+        attrs,
         mode,
-    })
-    .map_err(|r| {
-        let path = if r.path.is_empty() {
-            "flagd.flagSet".to_string()
-        } else {
-            format!("flagd.flagSet.{}", r.path)
-        };
-        err(super::one_line(&path), super::one_line(&r.reason))
-    })?;
-    let targeting_key = attrs.iter().position(|a| a == "targetingKey").map(|i| i as Attr);
+    };
+    let flag = match &f.flag_set {
+        Some(set) => recipe.compile(set).map_err(|r| {
+            let path = if r.path.is_empty() {
+                "flagd.flagSet".to_string()
+            } else {
+                format!("flagd.flagSet.{}", r.path)
+            };
+            err(super::one_line(&path), super::one_line(&r.reason))
+        })?,
+        // Until the stream's first snapshot: the first variant listed.
+        None => flagd::Flag::fixed(&recipe.flag_key, mode, recipe.variants.first().map_or(0, |v| v.1)),
+    };
+    let targeting_key = recipe
+        .attrs
+        .iter()
+        .position(|a| a == "targetingKey")
+        .map(|i| i as Attr);
     Ok(Flagd {
-        flag,
+        flag: LiveFlag::new(flag),
+        sync: f.sync,
+        recipe,
         context,
         targeting_key,
     })
@@ -355,7 +379,7 @@ mod tests {
         let names: Vec<&str> = c.versions.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(names, ["canary", "stable"]);
         let f = c.flagd.unwrap();
-        assert_eq!(f.flag.default, 1);
+        assert_eq!(f.flag.get().default, 1);
         assert_eq!(
             f.context,
             vec![
@@ -372,7 +396,7 @@ mod tests {
         let ok = Config::from_json(with(r#""fractional": "v3""#, r#""rolloutId": "checkout""#).as_bytes())
             .unwrap();
         assert_eq!(
-            (ok.rollout_id.as_str(), ok.flagd.unwrap().flag.mode),
+            (ok.rollout_id.as_str(), ok.flagd.unwrap().flag.get().mode),
             ("checkout", crate::flagd::Mode::V3)
         );
         let issuing = with("", "").replace(
@@ -409,5 +433,44 @@ mod tests {
         assert_eq!(e.to_string(), "missing field `rolloutId`");
         let e = Config::from_json(br#"{"rolloutId": "r"}"#).unwrap_err();
         assert_eq!(e.to_string(), "missing field `versions`");
+    }
+
+    #[test]
+    fn sync_makes_the_flag_set_optional() {
+        let sync = r#""sync": {"cluster": "flagd-sync", "authority": "flagd.flagd-system",
+            "selector": "flagSetId=shop", "timeoutSeconds": 5}"#;
+        let c = Config::from_json(with(sync, "").as_bytes()).unwrap();
+        let f = c.flagd.unwrap();
+        let s = f.sync.unwrap();
+        assert_eq!(
+            (s.cluster.as_str(), s.authority.as_str(), s.selector.as_str(), s.timeout_ms),
+            ("flagd-sync", "flagd.flagd-system", "flagSetId=shop", 5000)
+        );
+        // flagSet still starts the flag: its default variant, off, is stable.
+        assert_eq!(f.flag.get().default, 1);
+        assert_eq!(f.recipe.variants, vec![("on".to_string(), 0), ("off".to_string(), 1)]);
+        // Without a flagSet: the first variant listed serves until the first snapshot.
+        let bare = r#"{"flagd": {"flagKey": "k", "variants": {"off": "stable", "on": "canary"},
+            "context": {"targetingKey": {"header": "x-user-id"}}, "sync": {"cluster": "c"}}}"#;
+        let c = Config::from_json(bare.as_bytes()).unwrap();
+        let f = c.flagd.unwrap();
+        assert_eq!((f.flag.get().default, f.sync.unwrap().timeout_ms), (0, 5000));
+        let cases: &[(&str, &str)] = &[
+            (r#""sync": {"cluster": ""}"#, "flagd.sync.cluster: must name an Envoy cluster"),
+            (r#""sync": {}"#, "flagd.sync: missing field `cluster`"),
+            (r#""sync": {"cluster": "c", "timeoutSeconds": 0}"#, "flagd.sync.timeoutSeconds: must be more than 0"),
+            (r#""sync": {"cluster": "c", "timeoutSeconds": "5"}"#, "flagd.sync.timeoutSeconds: invalid type"),
+            (r#""sync": {"cluster": "c", "selectr": "x"}"#, "flagd.sync.selectr: unknown field"),
+            (r#""sync": {"cluster": "c", "selector": "a\nb"}"#, "flagd.sync.selector: must not contain control"),
+            (r#""sync": ["c"]"#, "flagd.sync: invalid type: expected a map"),
+            (&format!(r#""sync": {{"cluster": "{}"}}"#, "c".repeat(121)), "flagd.sync: `cluster` and `authority` together"),
+        ];
+        for (field, want) in cases {
+            let got = Config::from_json(with(field, "").as_bytes()).unwrap_err().to_string();
+            assert!(got.starts_with(want), "{field}\n  got:  {got}\n  want: {want}");
+        }
+        let no_set = bare.replace(r#", "sync": {"cluster": "c"}"#, "");
+        let got = Config::from_json(no_set.as_bytes()).unwrap_err().to_string();
+        assert_eq!(got, "flagd: missing field `flagSet`");
     }
 }

@@ -19,11 +19,15 @@ mod document;
 mod eval;
 pub mod hash;
 mod json;
+pub mod sync;
 mod targeting;
 #[cfg(test)]
 mod testbed;
 #[cfg(test)]
 mod tests;
+
+use std::cell::RefCell;
+use std::rc::Rc;
 
 pub use cbor::encode_bucket_value;
 pub use json::Json;
@@ -90,6 +94,41 @@ pub struct Flag {
     root: Option<eval::Node>,
 }
 
+/// The flag in force: the configuration's, until a sync snapshot replaces it. Every clone of
+/// the configuration shares it, so a swap reaches each request that starts after it.
+#[derive(Clone)]
+pub struct LiveFlag(Rc<RefCell<Rc<Flag>>>);
+
+impl LiveFlag {
+    pub fn new(flag: Flag) -> LiveFlag {
+        LiveFlag(Rc::new(RefCell::new(Rc::new(flag))))
+    }
+
+    pub fn get(&self) -> Rc<Flag> {
+        self.0.borrow().clone()
+    }
+
+    pub fn set(&self, flag: Flag) {
+        if let Ok(mut f) = self.0.try_borrow_mut() {
+            *f = Rc::new(flag);
+        }
+    }
+}
+
+impl PartialEq for LiveFlag {
+    fn eq(&self, other: &LiveFlag) -> bool {
+        *self.get() == *other.get()
+    }
+}
+
+impl Eq for LiveFlag {}
+
+impl std::fmt::Debug for LiveFlag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
 /// The request's variant, as a version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
@@ -131,6 +170,16 @@ pub fn compile(spec: &Spec) -> Result<Flag, Refusal> {
 }
 
 impl Flag {
+    /// Always the variant whose version is `default` (before a sync stream's first snapshot).
+    pub fn fixed(flag_key: &str, mode: Mode, default: usize) -> Flag {
+        Flag {
+            flag_key: flag_key.to_string(),
+            mode,
+            default,
+            root: None,
+        }
+    }
+
     /// The request's variant, as its version.
     pub fn evaluate(&self, ctx: &mut impl Context) -> Outcome {
         let leaf = match &self.root {

@@ -8,6 +8,7 @@ mod logger;
 mod metrics;
 mod raw;
 mod root;
+mod sync;
 
 pub fn start() {
     logger::install();

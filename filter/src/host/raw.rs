@@ -82,6 +82,8 @@ extern "C" {
         value_size: usize,
         cas: u32,
     ) -> u32;
+    fn proxy_grpc_send(token: u32, message_data: *const u8, message_size: usize, end_stream: u32) -> u32;
+    fn proxy_grpc_cancel(token: u32) -> u32;
     fn proxy_get_property(
         path_data: *const u8,
         path_size: usize,
@@ -257,4 +259,27 @@ pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), u32> {
 pub fn set_property(path: &[u8], value: &[u8]) -> Result<(), u32> {
     // SAFETY: the host only reads the two buffers during the call.
     status(unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) })
+}
+
+/// Opens a gRPC stream from the root context; the token names it in the stream callbacks.
+/// The one SDK wrapper used: its dispatcher routes a stream's callbacks only to tokens it
+/// registered itself. It panics on a status other than Ok, ParseFailure and InternalFailure;
+/// Envoy's `Context::grpcStream` (source/extensions/common/wasm/context.cc) returns another
+/// (BadArgument) only when it cannot make a client for the service, which for an `envoy_grpc`
+/// service with `skip_cluster_check` it always can.
+pub fn open_grpc_stream(service: &[u8], method: &str, metadata: &[(&str, &[u8])]) -> Result<u32, u32> {
+    // The host takes the service as bytes; the SDK's signature says `&str`.
+    let service = std::str::from_utf8(service).map_err(|_| 0u32)?;
+    proxy_wasm::hostcalls::open_grpc_stream(service, crate::flagd::sync::SERVICE, method, metadata.to_vec())
+        .map_err(|s| s as u32)
+}
+
+pub fn grpc_send(token: u32, message: &[u8], end_stream: bool) -> Result<(), u32> {
+    // SAFETY: the host only reads the buffer during the call.
+    status(unsafe { proxy_grpc_send(token, message.as_ptr(), message.len(), u32::from(end_stream)) })
+}
+
+pub fn grpc_cancel(token: u32) -> Result<(), u32> {
+    // SAFETY: plain values.
+    status(unsafe { proxy_grpc_cancel(token) })
 }

@@ -12,6 +12,7 @@ use super::http::Http;
 use super::logger;
 use super::metrics::{self, RolloutMetrics};
 use super::raw;
+use super::sync::{self, Feed};
 use crate::config::{Config, DEFAULT_CERT_CACHE};
 use crate::decision::{self, Peer};
 use crate::identity::{CertReject, LabelCache, LabelOid, LabelReject, PeerCert, XfccReject};
@@ -48,6 +49,8 @@ pub struct Shared {
     /// The host's clock at the last tick, in ms: what requests judge the guard by (no clock
     /// read per request).
     pub now_ms: Cell<u64>,
+    /// The flagd sync streams the rollouts follow (`flagd.sync`).
+    pub feeds: Vec<Feed>,
 }
 
 type PeerMeaning = Rc<Result<Peer, CertReject>>;
@@ -385,10 +388,41 @@ thread_local! {
     static CONFIGURED_ROOTS: Cell<u32> = const { Cell::new(0) };
 }
 
+impl Root {
+    fn feed_of(&self, token: u32) -> Option<(Rc<Shared>, usize)> {
+        let shared = self.shared.clone()?;
+        let at = shared.feeds.iter().position(|f| f.owns(token))?;
+        Some((shared, at))
+    }
+}
+
 impl Context for Root {
+    fn on_grpc_stream_message(&mut self, token_id: u32, message_size: usize) {
+        let Some((shared, at)) = self.feed_of(token_id) else {
+            return;
+        };
+        let msg = raw::buffer(BufferType::GrpcReceiveBuffer, 0, message_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        if let Some(feed) = shared.feeds.get(at) {
+            shared.on_sync_message(feed, &msg);
+        }
+    }
+
+    fn on_grpc_stream_close(&mut self, token_id: u32, status_code: u32) {
+        if let Some((shared, at)) = self.feed_of(token_id) {
+            let now_ms = raw::now_nanos().unwrap_or(0) / 1_000_000;
+            if let Some(feed) = shared.feeds.get(at) {
+                feed.closed(now_ms, status_code);
+            }
+        }
+    }
+
     fn on_done(&mut self) -> bool {
         if let Some(shared) = self.shared.take() {
             shared.flush();
+            shared.release_feeds();
             let left = CONFIGURED_ROOTS.with(|n| {
                 n.set(n.get().saturating_sub(1));
                 n.get()
@@ -494,6 +528,7 @@ impl Shared {
             memory_at_ns: Cell::new(0),
             peers: RefCell::new(LabelCache::new(peer_cache_size(&filter))),
             cert_group: cert_groups(&filter.rollouts),
+            feeds: sync::feeds(&filter.rollouts),
             filter,
         }
     }
@@ -556,13 +591,26 @@ impl RootContext for Root {
             }
             shared.wanted.borrow_mut().clear();
         }
+        for feed in &shared.feeds {
+            // A snapshot this Envoy already has (before a push, say) serves at once.
+            shared.adopt_published(feed);
+        }
+        let follows_flagd = !shared.feeds.is_empty();
         match self.shared.replace(shared) {
-            Some(old) => old.flush(),
+            Some(old) => {
+                old.flush();
+                old.release_feeds();
+            }
             None => CONFIGURED_ROOTS.with(|n| n.set(n.get().saturating_add(1))),
         }
         if self.shared.as_ref().is_some_and(|s| s.filter.multi) {
             // Names this VM has not defined yet are defined in the background.
             self.on_tick();
+        }
+        if follows_flagd && self.period_ms.get() == 0 {
+            // The stream opens on the first tick: a VM Envoy only tries the config on never
+            // ticks, so it never opens one.
+            self.set_period(FLUSH_PERIOD_MS);
         }
         true
     }
@@ -577,6 +625,7 @@ impl RootContext for Root {
             shared.sync_guards();
             shared.record_memory(now);
         }
+        shared.tick_feeds(now / 1_000_000);
         shared.flush();
         let more = shared.define_some();
         if let Some(end) = raw::now_nanos() {
@@ -592,7 +641,7 @@ impl RootContext for Root {
                 shared.longest_define_us.get()
             );
         }
-        self.set_period(match (more, self.served.get()) {
+        self.set_period(match (more, self.served.get() || !shared.feeds.is_empty()) {
             (true, _) => DEFINE_PERIOD_MS,
             (false, true) => FLUSH_PERIOD_MS,
             (false, false) => 0,
