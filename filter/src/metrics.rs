@@ -166,11 +166,17 @@ impl Layout {
         let sync_at = cfg.flagd.as_ref().and_then(|f| f.sync.as_ref()).map(|_| {
             let at = names.len();
             names.push((Kind::Gauge, format!("rollout_flag_sync_connected;rollout={id}")));
-            names.push((Kind::Counter, format!("rollout_flag_sync_updates_total;rollout={id}")));
+            names.push((
+                Kind::Counter,
+                format!("rollout_flag_sync_updates_total;rollout={id}"),
+            ));
             for r in SyncReject::ALL {
                 names.push((
                     Kind::Counter,
-                    format!("rollout_flag_sync_errors_total;rollout={id};reason={}", r.as_str()),
+                    format!(
+                        "rollout_flag_sync_errors_total;rollout={id};reason={}",
+                        r.as_str()
+                    ),
                 ));
             }
             at
@@ -367,13 +373,19 @@ mod tests {
         );
         assert_eq!(
             name(l.sync_updates_slot()),
-            (Kind::Counter, "rollout_flag_sync_updates_total;rollout=f".to_string())
+            (
+                Kind::Counter,
+                "rollout_flag_sync_updates_total;rollout=f".to_string()
+            )
         );
         assert_eq!(
             name(l.sync_error_slot(SyncReject::RefusedFlag)).1,
             "rollout_flag_sync_errors_total;rollout=f;reason=refused_flag"
         );
-        assert_eq!(l.sync_error_slot(SyncReject::RefusedFlag).unwrap() + 1, l.names.len());
+        assert_eq!(
+            l.sync_error_slot(SyncReject::RefusedFlag).unwrap() + 1,
+            l.names.len()
+        );
         assert_eq!(Layout::new(&config(), &["a"]).sync_connected_slot(), None);
     }
 

@@ -7,6 +7,7 @@
 pub mod certs;
 pub mod echo;
 pub mod examples;
+pub mod flagd;
 pub mod grpc;
 pub mod prom;
 pub mod rds;
@@ -178,6 +179,8 @@ pub struct Options {
     pub grpc: bool,
     /// Envoy's worker threads (`--concurrency`).
     pub workers: u32,
+    /// HTTP/2 clusters besides the versions' (name, port): a flagd sync server, say.
+    pub h2_clusters: Vec<(String, u16)>,
 }
 
 impl Options {
@@ -193,6 +196,7 @@ impl Options {
             failure_policy: "FAIL_OPEN",
             grpc: false,
             workers: 1,
+            h2_clusters: Vec::new(),
         }
     }
 }
@@ -606,6 +610,13 @@ pub fn static_cluster_yaml(name: &str, port: u16) -> String {
     )
 }
 
+/// An HTTP/2 (h2c) cluster `name` with the one endpoint 127.0.0.1:`port`: gRPC upstreams.
+pub fn h2_cluster_yaml(name: &str, port: u16) -> String {
+    format!(
+        "  - name: {name}\n    connect_timeout: 1s\n    type: STATIC\n    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: {{ http2_protocol_options: {{}} }}\n    load_assignment:\n      cluster_name: {name}\n      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }} }}] }}]\n"
+    )
+}
+
 /// An HttpConnectionManager's `http_filters:`: the filter (`wasm`, `failure_policy`, its JSON
 /// config as a StringValue), then the router.
 pub fn http_filters_yaml(wasm: &Path, failure_policy: &str, filter_config: &str) -> String {
@@ -660,11 +671,10 @@ fn render_config(opts: &Options, upstreams: &[Echo], grpc: &[grpc::GrpcServer]) 
         clusters.push_str(&static_cluster_yaml(&format!("v_{}", u.name), u.addr.port()));
     }
     for g in grpc {
-        clusters.push_str(&format!(
-            "  - name: g_{n}\n    connect_timeout: 1s\n    type: STATIC\n    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: {{ http2_protocol_options: {{}} }}\n    load_assignment:\n      cluster_name: g_{n}\n      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {p} }} }} }} }}] }}]\n",
-            n = g.name,
-            p = g.addr.port()
-        ));
+        clusters.push_str(&h2_cluster_yaml(&format!("g_{}", g.name), g.addr.port()));
+    }
+    for (name, port) in &opts.h2_clusters {
+        clusters.push_str(&h2_cluster_yaml(name, *port));
     }
     let (transport, xfcc) = match &opts.tls {
         Some(t) => (

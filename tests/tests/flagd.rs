@@ -3,10 +3,8 @@
 //! from tests/flagd; `make flagd-node` installs it).
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
-use rollout_e2e::{agent, get, read_workspace_file, workspace_root, Envoy, Options};
+use rollout_e2e::{agent, get, read_workspace_file, Envoy, Options};
 use serde_json::{json, Value};
 
 /// One request: its headers and query, and the flagd context they stand for.
@@ -30,42 +28,11 @@ fn config(flag: &str, variants: Value, context: Value) -> String {
 
 /// The variant flagd-core gives each case: `(variant, reason)`.
 fn reference(flag: &str, cases: &[Case]) -> Vec<(Option<String>, String)> {
-    let dir = workspace_root().join("tests/flagd");
-    assert!(
-        dir.join("node_modules/@openfeature/flagd-core").exists(),
-        "run `make flagd-node` (npm ci in tests/flagd) first"
-    );
-    let input = json!({
-        "flagSet": flag_set(),
-        "cases": cases.iter().map(|c| json!({"flag": flag, "context": c.context})).collect::<Vec<_>>(),
-    });
-    let mut child = Command::new("node")
-        .arg("evaluate.cjs")
-        .current_dir(&dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("node");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "node failed");
-    let results: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(results.len(), cases.len());
-    results
+    let cases: Vec<(&str, Value)> = cases
         .iter()
-        .map(|r| {
-            assert!(r["errorCode"].is_null(), "flagd-core error: {r}");
-            (
-                r["variant"].as_str().map(String::from),
-                r["reason"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
+        .map(|c| (flag, Value::Object(c.context.clone())))
+        .collect();
+    rollout_e2e::flagd::evaluate(&flag_set(), &cases)
 }
 
 /// Sends every case through Envoy and compares the version it reached with the version of

@@ -443,12 +443,20 @@ mod tests {
         let f = c.flagd.unwrap();
         let s = f.sync.unwrap();
         assert_eq!(
-            (s.cluster.as_str(), s.authority.as_str(), s.selector.as_str(), s.timeout_ms),
+            (
+                s.cluster.as_str(),
+                s.authority.as_str(),
+                s.selector.as_str(),
+                s.timeout_ms
+            ),
             ("flagd-sync", "flagd.flagd-system", "flagSetId=shop", 5000)
         );
         // flagSet still starts the flag: its default variant, off, is stable.
         assert_eq!(f.flag.get().default, 1);
-        assert_eq!(f.recipe.variants, vec![("on".to_string(), 0), ("off".to_string(), 1)]);
+        assert_eq!(
+            f.recipe.variants,
+            vec![("on".to_string(), 0), ("off".to_string(), 1)]
+        );
         // Without a flagSet: the first variant listed serves until the first snapshot.
         let bare = r#"{"flagd": {"flagKey": "k", "variants": {"off": "stable", "on": "canary"},
             "context": {"targetingKey": {"header": "x-user-id"}}, "sync": {"cluster": "c"}}}"#;
@@ -456,17 +464,37 @@ mod tests {
         let f = c.flagd.unwrap();
         assert_eq!((f.flag.get().default, f.sync.unwrap().timeout_ms), (0, 5000));
         let cases: &[(&str, &str)] = &[
-            (r#""sync": {"cluster": ""}"#, "flagd.sync.cluster: must name an Envoy cluster"),
+            (
+                r#""sync": {"cluster": ""}"#,
+                "flagd.sync.cluster: must name an Envoy cluster",
+            ),
             (r#""sync": {}"#, "flagd.sync: missing field `cluster`"),
-            (r#""sync": {"cluster": "c", "timeoutSeconds": 0}"#, "flagd.sync.timeoutSeconds: must be more than 0"),
-            (r#""sync": {"cluster": "c", "timeoutSeconds": "5"}"#, "flagd.sync.timeoutSeconds: invalid type"),
-            (r#""sync": {"cluster": "c", "selectr": "x"}"#, "flagd.sync.selectr: unknown field"),
-            (r#""sync": {"cluster": "c", "selector": "a\nb"}"#, "flagd.sync.selector: must not contain control"),
+            (
+                r#""sync": {"cluster": "c", "timeoutSeconds": 0}"#,
+                "flagd.sync.timeoutSeconds: must be more than 0",
+            ),
+            (
+                r#""sync": {"cluster": "c", "timeoutSeconds": "5"}"#,
+                "flagd.sync.timeoutSeconds: invalid type",
+            ),
+            (
+                r#""sync": {"cluster": "c", "selectr": "x"}"#,
+                "flagd.sync.selectr: unknown field",
+            ),
+            (
+                r#""sync": {"cluster": "c", "selector": "a\nb"}"#,
+                "flagd.sync.selector: must not contain control",
+            ),
             (r#""sync": ["c"]"#, "flagd.sync: invalid type: expected a map"),
-            (&format!(r#""sync": {{"cluster": "{}"}}"#, "c".repeat(121)), "flagd.sync: `cluster` and `authority` together"),
+            (
+                &format!(r#""sync": {{"cluster": "{}"}}"#, "c".repeat(121)),
+                "flagd.sync: `cluster` and `authority` together",
+            ),
         ];
         for (field, want) in cases {
-            let got = Config::from_json(with(field, "").as_bytes()).unwrap_err().to_string();
+            let got = Config::from_json(with(field, "").as_bytes())
+                .unwrap_err()
+                .to_string();
             assert!(got.starts_with(want), "{field}\n  got:  {got}\n  want: {want}");
         }
         let no_set = bare.replace(r#", "sync": {"cluster": "c"}"#, "");

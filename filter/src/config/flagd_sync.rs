@@ -49,7 +49,12 @@ pub(super) fn parse(v: &Json) -> Result<FlagdSync, ConfigError> {
             "authority" => s.authority = text(v, &at)?,
             "selector" => s.selector = text(v, &at)?,
             "timeoutSeconds" => s.timeout_ms = timeout(v, &at)?,
-            _ => return Err(err(&at, format!("unknown field `{name}`, expected one of {FIELDS}"))),
+            _ => {
+                return Err(err(
+                    &at,
+                    format!("unknown field `{name}`, expected one of {FIELDS}"),
+                ))
+            }
         }
     }
     s.cluster = cluster.ok_or_else(|| err("flagd.sync", "missing field `cluster`"))?;
@@ -67,7 +72,10 @@ pub(super) fn parse(v: &Json) -> Result<FlagdSync, ConfigError> {
     // Both go into gRPC metadata and the request as they are.
     for (field, value) in [("authority", &s.authority), ("selector", &s.selector)] {
         if value.bytes().any(|b| b.is_ascii_control()) {
-            return Err(err(&format!("flagd.sync.{field}"), "must not contain control characters"));
+            return Err(err(
+                &format!("flagd.sync.{field}"),
+                "must not contain control characters",
+            ));
         }
     }
     Ok(s)

@@ -167,7 +167,11 @@ impl Recipe {
             return Err((SyncReject::MissingFlag, format!("no flag {:?}", self.flag_key)));
         }
         self.compile(flag_set).map_err(|r| {
-            let at = if r.path.is_empty() { "flag set".into() } else { r.path };
+            let at = if r.path.is_empty() {
+                "flag set".into()
+            } else {
+                r.path
+            };
             (SyncReject::RefusedFlag, format!("{at}: {}", r.reason))
         })
     }
@@ -186,9 +190,7 @@ pub struct Backoff {
 impl Backoff {
     /// The delay before the next attempt; `random` in 0..=u32::MAX.
     pub fn next_delay_ms(&mut self, random: u32) -> u64 {
-        let ceiling = FIRST_MS
-            .saturating_mul(1u64 << self.failures.min(16))
-            .min(MAX_MS);
+        let ceiling = FIRST_MS.saturating_mul(1u64 << self.failures.min(16)).min(MAX_MS);
         self.failures = self.failures.saturating_add(1);
         let half = ceiling / 2;
         half + (u64::from(random) * (ceiling - half)) / u64::from(u32::MAX)
@@ -313,12 +315,21 @@ mod tests {
             "defaultVariant": "off", "targeting": {"fractional": [["on", 50], ["off", 50]]}}}}"#;
         let set = parse_snapshot(&message(good)).unwrap();
         assert_eq!(recipe().from_snapshot(&set).unwrap().default, 1);
-        assert_eq!(parse_snapshot(&message("{\"flags\": ")), Err(SyncReject::InvalidJson));
+        assert_eq!(
+            parse_snapshot(&message("{\"flags\": ")),
+            Err(SyncReject::InvalidJson)
+        );
         assert_eq!(parse_snapshot(&message("{} x")), Err(SyncReject::InvalidJson));
         assert_eq!(parse_snapshot(&[0x0a, 9]), Err(SyncReject::BadMessage));
         let other = parse_snapshot(&message(&good.replace("\"f\"", "\"g\""))).unwrap();
-        assert_eq!(recipe().from_snapshot(&other).unwrap_err().0, SyncReject::MissingFlag);
-        let refused = good.replace(r#"{"fractional": [["on", 50], ["off", 50]]}"#, r#"{"sem_ver": [1]}"#);
+        assert_eq!(
+            recipe().from_snapshot(&other).unwrap_err().0,
+            SyncReject::MissingFlag
+        );
+        let refused = good.replace(
+            r#"{"fractional": [["on", 50], ["off", 50]]}"#,
+            r#"{"sem_ver": [1]}"#,
+        );
         let (why, detail) = recipe()
             .from_snapshot(&parse_snapshot(&message(&refused)).unwrap())
             .unwrap_err();
@@ -326,7 +337,10 @@ mod tests {
         assert!(detail.contains("sem_ver"), "{detail}");
         let unmapped = good.replace(r#""defaultVariant": "off""#, r#""defaultVariant": "maybe""#);
         let set = parse_snapshot(&message(&unmapped)).unwrap();
-        assert_eq!(recipe().from_snapshot(&set).unwrap_err().0, SyncReject::RefusedFlag);
+        assert_eq!(
+            recipe().from_snapshot(&set).unwrap_err().0,
+            SyncReject::RefusedFlag
+        );
     }
 
     #[test]

@@ -110,7 +110,10 @@ impl Feed {
             let lease_key = self.sub_key("lease");
             if let Ok((Some(b), cas)) = raw::shared_data(&lease_key) {
                 if Lease::decode(&b).is_some_and(|l| l.owner == self.me) {
-                    let gone = Lease { owner: 0, until_ms: 0 };
+                    let gone = Lease {
+                        owner: 0,
+                        until_ms: 0,
+                    };
                     let _ = raw::set_shared_data(&lease_key, &gone.encode(), cas);
                 }
             }
@@ -249,7 +252,11 @@ impl Shared {
         let set = match sync::parse_snapshot(msg) {
             Ok(set) => set,
             Err(why) => {
-                log::warn!("flagd sync {}: snapshot not applied: {}", feed.target.cluster, why.as_str());
+                log::warn!(
+                    "flagd sync {}: snapshot not applied: {}",
+                    feed.target.cluster,
+                    why.as_str()
+                );
                 for &i in &feed.rollouts {
                     self.count_sync(i, |l| l.sync_error_slot(why));
                 }
@@ -290,12 +297,18 @@ impl Shared {
                 if holder {
                     self.count_sync(i, |l| l.sync_updates_slot());
                     if changed {
-                        log::info!("rollout {id}: flag {:?} updated from flagd sync", f.recipe.flag_key);
+                        log::info!(
+                            "rollout {id}: flag {:?} updated from flagd sync",
+                            f.recipe.flag_key
+                        );
                     }
                 }
             }
             Err((why, detail)) if holder => {
-                log::warn!("rollout {id}: flagd sync snapshot not applied ({}): {detail}", why.as_str());
+                log::warn!(
+                    "rollout {id}: flagd sync snapshot not applied ({}): {detail}",
+                    why.as_str()
+                );
                 self.count_sync(i, |l| l.sync_error_slot(why));
             }
             Err(_) => {}
