@@ -5,9 +5,9 @@ Checks, in each committed *.md (git ls-files; a walk of the tree without git):
 - each relative link `[text](path#anchor)` resolves to a file or directory, and its anchor to a
   heading of the target (GitHub's slugs: lowercase, punctuation but `-` and `_` dropped, spaces
   to `-`, a repeated heading suffixed -1, -2, ...);
-- each word of an inline code span that starts with a top-level directory of the repository
-  (`filter/`, `istio/`, ...) is a file or directory that exists. Globs (`*`, `{`), placeholders
-  (`<`, `…`, `...`) and generated `target/` paths are not checked.
+- each word of an inline code span or a fenced code block that starts with a top-level directory
+  of the repository (`filter/`, `istio/`, ...) is a file or directory that exists. Globs (`*`,
+  `{`), placeholders (`<`, `…`, `...`) and generated `target/` paths are not checked.
 
 Usage: tools/check_docs.py [FILE.md ...]   (exit 1 on any broken link or path)
 """
@@ -122,10 +122,29 @@ def path_words(span, tops):
         yield word
 
 
+def code_lines(text):
+    """(line number, line) inside fenced code blocks: commands and listings name paths too."""
+    prose = {n for n, _ in prose_lines(text)}
+    for n, line in enumerate(text.splitlines(), 1):
+        if n not in prose and not FENCE.match(line):
+            yield n, line
+
+
+def check_path(doc, n, word, cited):
+    if word in FOREIGN:
+        cited.add(word)
+        return None
+    if not os.path.exists(os.path.join(ROOT, word)):
+        return f"{doc}:{n}: `{word}`: no such file in the repository"
+    return None
+
+
 def check(doc, tops, cited):
     errors = []
     with open(os.path.join(ROOT, doc), encoding="utf-8") as f:
         text = f.read()
+    for n, line in code_lines(text):
+        errors += filter(None, (check_path(doc, n, w, cited) for w in path_words(line, tops)))
     for n, line in prose_lines(text):
         spans = [m.group(2) for m in CODE_SPAN.finditer(line)]
         bare = CODE_SPAN.sub("", line)
@@ -138,11 +157,7 @@ def check(doc, tops, cited):
             if err:
                 errors.append(f"{doc}:{n}: {err}")
         for span in spans:
-            for word in path_words(span, tops):
-                if word in FOREIGN:
-                    cited.add(word)
-                elif not os.path.exists(os.path.join(ROOT, word)):
-                    errors.append(f"{doc}:{n}: `{word}`: no such file in the repository")
+            errors += filter(None, (check_path(doc, n, w, cited) for w in path_words(span, tops)))
     return errors
 
 
