@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Every relative link, #anchor and repository path the committed Markdown names exists.
 
-Checks, in each committed *.md (git ls-files; a walk of the tree without git):
+Checks, in each *.md git tracks or would track (git ls-files; a walk of the tree without git):
 - each relative link `[text](path#anchor)` resolves to a file or directory, and its anchor to a
   heading of the target (GitHub's slugs: lowercase, punctuation but `-` and `_` dropped, spaces
   to `-`, a repeated heading suffixed -1, -2, ...);
@@ -38,7 +38,8 @@ CODE_SPAN = re.compile(r"(`+)(.+?)\1")
 def markdown_files():
     try:
         out = subprocess.run(
-            ["git", "ls-files", "-z", "--", "*.md"],
+            # new pages count before they are added; ignored files (node_modules, ...) do not
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", "*.md"],
             cwd=ROOT, capture_output=True, check=True,
         ).stdout.decode()
         files = [f for f in out.split("\0") if f]
