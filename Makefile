@@ -8,7 +8,7 @@ ENVOY       ?= $(VENV)/bin/envoy
 export ENVOY
 # The shipped module: the `filter` cargo profile (size) passed through wasm-opt -Oz (under callgrind
 # -Oz costs +0.4 % instructions per request against -O3, and saves 8 KB: BENCHMARKS.md).
-# WASM_PROFILE=release builds it at opt-level 3 instead: larger (README, "Cost per request"), and a
+# WASM_PROFILE=release builds it at opt-level 3 instead: larger (docs/cost.md), and a
 # little less CPU per request (BENCHMARKS.md, rows (c) and (c-o3)).
 WASM_PROFILE ?= filter
 WASM        := target/rollout-filter.wasm
@@ -64,7 +64,7 @@ $(WASM): $(shell find filter/src -name '*.rs') filter/Cargo.toml Cargo.toml Carg
 build: $(WASM) ## build the filter: target/rollout-filter.wasm (WASM_PROFILE=release: the speed build)
 
 # The module size budget (issue 7: 400 KB; 410 KB since the canary guard and the flagd
-# evaluator, README "Cost per request"): the shipped .wasm stays within it.
+# evaluator, docs/cost.md): the shipped .wasm stays within it.
 WASM_MAX_BYTES := 410000
 wasm-size: build ## fail if the shipped module is over its size budget
 	@n=$$(stat -c %s $(WASM)); if [ $$n -gt $(WASM_MAX_BYTES) ]; then \

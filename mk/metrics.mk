@@ -1,5 +1,5 @@
 # Metrics (issue 5): `make report` and the Prometheus e2e. Included from the main Makefile, which
-# defines the `build` and `envoy` targets. the README's "Metrics" section explains the metrics and the report.
+# defines the `build` and `envoy` targets. docs/metrics.md explains the metrics and the report.
 #
 #   make report                         per-version table + verdict from the demo Envoy (127.0.0.1:18900)
 #   make report REPORT_ARGS="--min-success 99 --max-p99-ms 250 --min-requests 500 --window 60s"

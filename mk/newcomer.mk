@@ -1,9 +1,9 @@
 # The first hour (issue 29): what a newcomer meets first keeps telling the truth. Included by the
-# Makefile. The e2e side is tests/tests/first_hour.rs (demos beside other Envoys, the README's
-# Envoy commands side by side, `make report`'s exit) and tests/tests/readme_figures.rs (the
-# README's figures against the code and a real Envoy), both in `make e2e`.
+# Makefile. The e2e side is tests/tests/first_hour.rs (demos beside other Envoys, the Envoy
+# commands of the README and docs/ side by side, `make report`'s exit) and
+# tests/tests/readme_figures.rs (their figures against the code and a real Envoy), both in `make e2e`.
 
-.PHONY: writes-check
+.PHONY: writes-check docs-check
 
 WRITES_OUT := target/writes-check
 
@@ -25,5 +25,9 @@ writes-check: build ## make oci OCI_URL=… and the hot-reload tools write under
 	  echo "writes-check: tracked files changed:"; git status --porcelain --untracked-files=no; exit 1; fi; \
 	echo "writes-check: $$got manifests rendered with $$url, no placeholder; ECDS and RDS updates under target/; no tracked file changed"
 
+# The docs are split over README.md and docs/: a moved section must not leave a dead link behind.
+docs-check: ## every link, #anchor and repository path named in the committed Markdown exists
+	@python3 tools/check_docs.py
+
 # `make help` lists every user-facing target.
-test: help-check writes-check
+test: help-check writes-check docs-check

@@ -6,7 +6,7 @@ Flagger canaries, with istio/route-weights/envoyfilter.yaml merged in as istiod 
     istio_routes.py --check DIR    exit 1 if DIR differs from what the manifests give now
 
 No Kubernetes API server or istiod runs here, so each step is reproduced from their source (the
-commits the README names), reading the shipped manifests:
+commits docs/deploying.md names), reading the shipped manifests:
 - what the controller writes into the VirtualService: Argo Rollouts rollout/trafficrouting.go
   reconcileTrafficRouting and rollout/trafficrouting/istio/istio.go (weights rewritten in place,
   managed routes first); Flagger pkg/router/istio.go SetRoutes (the whole route list replaced by

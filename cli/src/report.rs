@@ -404,7 +404,7 @@ impl VersionStats {
 }
 
 /// Whether a `grpc_code` label value fails the success rate: the filter's one rule
-/// (`GrpcCode::is_failure`, README "gRPC"), which the shipped queries spell as a regex.
+/// (`GrpcCode::is_failure`, docs/grpc.md), which the shipped queries spell as a regex.
 fn grpc_failure(code: &str) -> bool {
     GrpcCode::ALL.iter().any(|c| c.as_str() == code && c.is_failure())
 }

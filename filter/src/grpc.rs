@@ -3,7 +3,7 @@
 //! module says which requests are gRPC, what their final code is, and which codes are
 //! failures for the SLO. Pure: the host glue feeds it the header values it read.
 //!
-//! The failure rule (README, "gRPC"): the codes a server is to blame for, as
+//! The failure rule (docs/grpc.md): the codes a server is to blame for, as
 //! OpenTelemetry's semantic conventions mark gRPC server spans as errors and as Envoy maps
 //! gRPC codes to 5xx (`Grpc::Utility::grpcToHttpStatus`): UNKNOWN, DEADLINE_EXCEEDED,
 //! UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS; plus a call without a status

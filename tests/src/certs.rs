@@ -14,7 +14,7 @@ use crate::ServerTls;
 pub const LABEL_OID: &str = "1.3.6.1.4.1.55555.1.1";
 const LABEL_OID_ARCS: [u64; 9] = [1, 3, 6, 1, 4, 1, 55555, 1, 1];
 
-/// Standard base64 of `text`, one line, by `openssl base64 -A` (as the README mints labels).
+/// Standard base64 of `text`, one line, by `openssl base64 -A` (as docs/configuration.md mints labels).
 pub fn openssl_base64(text: &str) -> String {
     use std::io::Write;
     let mut child = std::process::Command::new("openssl")
@@ -88,7 +88,7 @@ impl Ca {
         }
     }
 
-    /// A client certificate minted by the `openssl` CLI exactly as the README shows:
+    /// A client certificate minted by the `openssl` CLI exactly as docs/configuration.md shows:
     /// `openssl req -new … -addext "subjectAltName=<san>"`, then `openssl x509 -req
     /// -CA … -copy_extensions copyall`, signed with this CA's key. `san` is openssl's
     /// syntax, e.g. `URI:…,otherName:<OID>;UTF8:<base64>`.

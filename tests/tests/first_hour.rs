@@ -1,7 +1,8 @@
 //! The first hour (issue 29): the commands a newcomer runs tell the truth with other Envoys on
-//! the machine. `make run` beside a README Envoy on its ports fails naming the port and that
-//! Envoy; beside one holding base id 0 it prints its own table. The README's Envoy commands run
-//! side by side. `make report` exits 0 exactly when `rollout-report` does and prints its code.
+//! the machine. `make run` beside a documented Envoy on its ports fails naming the port and that
+//! Envoy; beside one holding base id 0 it prints its own table. The Envoy commands of the README
+//! and of its pages under docs/ run side by side. `make report` exits 0 exactly when
+//! `rollout-report` does and prints its code.
 //!
 //! These tests use the shipped configs' fixed ports, so they take turns (`FIXED_PORTS`).
 
@@ -20,7 +21,7 @@ fn fixed_ports() -> MutexGuard<'static, ()> {
     FIXED_PORTS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// An Envoy started from the repository root with `args`, as a README command does; killed on drop.
+/// An Envoy started from the repository root with `args`, as a documented command does; killed on drop.
 struct Other {
     child: Child,
     log: PathBuf,
@@ -99,18 +100,20 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// The README's "Plain Envoy" command as it was before issue 29: base id 0 and the demo's ports.
+/// The "Plain Envoy" command (docs/deploying.md) as it was before issue 29: base id 0 and the demo's ports.
 /// If base id 0 is taken already (another Envoy on this machine), it runs on a dynamic one: the
 /// ports are what this test is about.
 #[test]
-fn make_run_beside_a_readme_envoy_on_its_ports_fails_naming_port_and_envoy() {
+fn make_run_beside_a_documented_envoy_on_its_ports_fails_naming_port_and_envoy() {
     let _turn = fixed_ports();
     let plain = ["-c", "envoy-config/envoy.yaml", "--concurrency", "1"];
     let mut other = Other::start(&plain);
     if let Err(log) = other.server_info("127.0.0.1:18900") {
         assert!(log.contains("unable to bind domain socket"), "{log}");
         other = Other::start(&[&plain[..], &["--use-dynamic-base-id"]].concat());
-        other.server_info("127.0.0.1:18900").expect("the README Envoy");
+        other
+            .server_info("127.0.0.1:18900")
+            .expect("the documented Envoy");
     }
     let a = agent();
     for _ in 0..3 {
@@ -139,10 +142,10 @@ fn make_run_beside_a_readme_envoy_on_its_ports_fails_naming_port_and_envoy() {
     );
 }
 
-/// The README's Istio-shaped Envoy as it was before issue 29 holds base id 0 (or something else
+/// The Istio-shaped Envoy of docs/deploying.md as it was before issue 29 holds base id 0 (or something else
 /// does); `make run` still starts its own Envoy and prints its own numbers, none of the other's.
 #[test]
-fn make_run_beside_a_readme_envoy_holding_base_id_0_prints_its_own_table() {
+fn make_run_beside_a_documented_envoy_holding_base_id_0_prints_its_own_table() {
     let _turn = fixed_ports();
     let mut other = Other::start(&["-c", "envoy-config/istio-ecds.yaml", "--concurrency", "1"]);
     match other.server_info("127.0.0.1:18910") {
@@ -181,23 +184,41 @@ fn make_run_beside_a_readme_envoy_holding_base_id_0_prints_its_own_table() {
     );
 }
 
-/// An Envoy command of the README: its arguments (without the binary), its config and admin
+/// An Envoy command of the docs: its arguments (without the binary), its config and admin
 /// port, and the `python3 tools/…` lines its sh block runs before it.
-struct ReadmeCommand {
+struct DocCommand {
     setup: Vec<String>,
     args: Vec<String>,
     config: String,
     admin_port: u16,
 }
 
-/// The Envoy commands of the README's sh blocks.
-fn readme_envoy_commands() -> Vec<ReadmeCommand> {
+/// The README and every page of docs/: where a newcomer finds Envoy commands to copy.
+fn docs() -> Vec<(String, String)> {
     let root = workspace_root();
-    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let mut pages: Vec<PathBuf> = std::fs::read_dir(root.join("docs"))
+        .expect("docs/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    pages.sort();
+    pages.insert(0, root.join("README.md"));
+    pages
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).expect("a page of the docs");
+            (p.strip_prefix(&root).unwrap().display().to_string(), text)
+        })
+        .collect()
+}
+
+/// The Envoy commands of the docs' sh blocks.
+fn documented_envoy_commands() -> Vec<DocCommand> {
     let mut out = Vec::new();
     let mut setup = Vec::new();
     let mut in_sh = false;
-    for line in readme.lines() {
+    let docs = docs();
+    for (page, line) in docs.iter().flat_map(|(p, t)| t.lines().map(move |l| (p, l))) {
         let l = line.trim();
         if l.starts_with("```") {
             in_sh = l == "```sh";
@@ -215,12 +236,12 @@ fn readme_envoy_commands() -> Vec<ReadmeCommand> {
             continue;
         }
         if cmd.starts_with("func-e run ") {
-            assert!(cmd.contains("--use-dynamic-base-id"), "README: {cmd}");
+            assert!(cmd.contains("--use-dynamic-base-id"), "{page}: {cmd}");
         }
         if let Some(rest) = cmd.strip_prefix(".venv/bin/envoy ") {
             let args: Vec<String> = rest.split_whitespace().map(String::from).collect();
             let config = args[args.iter().position(|a| a == "-c").expect("-c") + 1].clone();
-            out.push(ReadmeCommand {
+            out.push(DocCommand {
                 setup: setup.clone(),
                 args,
                 config,
@@ -240,7 +261,7 @@ fn admin_port(config: &str) -> u16 {
 }
 
 /// Run the command's setup lines, then learn its admin port (from the config they may write).
-fn prepare(c: &mut ReadmeCommand) {
+fn prepare(c: &mut DocCommand) {
     for cmd in &c.setup {
         let ok = Command::new("sh")
             .arg("-c")
@@ -254,12 +275,16 @@ fn prepare(c: &mut ReadmeCommand) {
 }
 
 #[test]
-fn readme_envoy_commands_run_side_by_side() {
+fn documented_envoy_commands_run_side_by_side() {
     let _turn = fixed_ports();
-    let commands = readme_envoy_commands();
-    assert!(commands.len() >= 2, "README Envoy commands: {}", commands.len());
+    let commands = documented_envoy_commands();
+    assert!(
+        commands.len() >= 2,
+        "documented Envoy commands: {}",
+        commands.len()
+    );
     // Commands on the same ports are the same Envoy shape: one of each runs at a time.
-    let mut rounds: Vec<Vec<ReadmeCommand>> = Vec::new();
+    let mut rounds: Vec<Vec<DocCommand>> = Vec::new();
     for mut c in commands {
         assert!(
             c.args.iter().any(|a| a == "--use-dynamic-base-id"),
@@ -281,7 +306,7 @@ fn readme_envoy_commands_run_side_by_side() {
 }
 
 /// Every command of `round` started at once; each one's admin answers with its config.
-fn side_by_side(round: &[ReadmeCommand]) {
+fn side_by_side(round: &[DocCommand]) {
     let mut running: Vec<Other> = round
         .iter()
         .map(|c| Other::start(&c.args.iter().map(String::as_str).collect::<Vec<_>>()))
@@ -333,7 +358,7 @@ fn assert_make_follows(code: u8, out: &Output, want: u8) {
     }
 }
 
-/// The README's report example on the guard demo's Envoy: no traffic yet (hold), healthy users
+/// The report example of docs/metrics.md on the guard demo's Envoy: no traffic yet (hold), healthy users
 /// (promote), the canary failing (abort), and no Envoy (no report).
 #[test]
 fn make_report_exits_as_rollout_report_does() {

@@ -1,5 +1,5 @@
 //! Issue: certificate labels in the design's own encoding — `canaryWeight` and `traceId` —
-//! in client certificates minted by the `openssl` CLI as the README shows.
+//! in client certificates minted by the `openssl` CLI as docs/configuration.md shows.
 
 use rollout_e2e::certs::{openssl_base64, Ca, Identity, LABEL_OID};
 use rollout_e2e::{get, mtls_agent, Envoy, Options};

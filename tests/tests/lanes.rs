@@ -216,7 +216,7 @@ fn the_edge_lane_is_followed_down_the_chain() {
     // Both listeners are OUTBOUND (detected from listener_direction): nothing is stripped.
     assert_eq!(reject("shop", "untrusted_lane"), 0);
     assert_eq!(reject("payments", "untrusted_lane"), 0);
-    // The same in Prometheus form: lane consistency per hop, as the README's query reads it.
+    // The same in Prometheus form: lane consistency per hop, as the query in docs/metrics.md reads it.
     let followed = envoy.prom_value(
         "rollout_requests_total",
         &[("rollout", "payments"), ("source", "lane")],

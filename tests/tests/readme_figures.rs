@@ -1,6 +1,7 @@
-//! The README's figures that the code determines, checked against the code and a real Envoy so
-//! they cannot drift: the shipped module's size, the metric table, the number of `stats_tags`,
-//! the series per rollout and the rejection reasons (counted on `/stats/prometheus`).
+//! The figures of the README and its pages under docs/ that the code determines, checked against
+//! the code and a real Envoy so they cannot drift: the shipped module's size (README, docs/cost.md),
+//! the metric table, the number of `stats_tags`, the series per rollout and the rejection reasons
+//! (docs/metrics.md, counted on `/stats/prometheus`), and the README's minimal configuration.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -12,13 +13,12 @@ use rollout_e2e::{parse_prometheus, read_workspace_file, wasm_path, workspace_ro
 /// How far "about N KB shipped" may be from the built module.
 const SIZE_TOLERANCE: f64 = 0.03;
 
-fn readme() -> String {
-    read_workspace_file("README.md")
-}
+/// The page of the docs that holds the metrics' figures.
+const METRICS: &str = "docs/metrics.md";
 
-/// The README with every run of whitespace one space: a phrase may wrap anywhere.
-fn readme_flat() -> String {
-    readme().split_whitespace().collect::<Vec<_>>().join(" ")
+/// `text` with every run of whitespace one space: a phrase may wrap anywhere.
+fn flat(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The word just before each `marker` (brackets, backticks and `*` trimmed).
@@ -58,29 +58,53 @@ fn number(word: &str) -> u64 {
     })
 }
 
-/// The one figure before `marker` in the README.
-fn figure(readme: &str, marker: &str) -> u64 {
-    let words = before(readme, marker);
-    assert_eq!(words.len(), 1, "README: `{marker}` once, found {}", words.len());
+/// The one figure before `marker` in `text`.
+fn figure(text: &str, marker: &str) -> u64 {
+    let words = before(text, marker);
+    assert_eq!(
+        words.len(),
+        1,
+        "{METRICS}: `{marker}` once, found {}",
+        words.len()
+    );
     number(&words[0])
 }
 
 #[test]
-fn module_size_is_what_the_readme_says() {
+fn module_size_is_what_the_docs_say() {
     let size = std::fs::metadata(wasm_path()).expect("make build").len() as f64;
-    let figures = before(&readme_flat(), " KB shipped");
-    assert!(figures.len() >= 2, "README: the module size, twice: {figures:?}");
-    for kb in figures {
-        let said = number(&kb) as f64 * 1000.0;
-        println!(
-            "README: about {kb} KB shipped; {} is {size} bytes",
-            wasm_path().display()
-        );
-        assert!(
-            (said - size).abs() <= size * SIZE_TOLERANCE,
-            "README says about {kb} KB shipped, the module is {size} bytes: write about {:.0} KB",
-            size / 1000.0
-        );
+    // The README's first paragraphs and the cost page's module size each name it.
+    for doc in ["README.md", "docs/cost.md"] {
+        let figures = before(&flat(&read_workspace_file(doc)), " KB shipped");
+        assert!(!figures.is_empty(), "{doc}: the module size: {figures:?}");
+        for kb in figures {
+            let said = number(&kb) as f64 * 1000.0;
+            println!(
+                "{doc}: about {kb} KB shipped; {} is {size} bytes",
+                wasm_path().display()
+            );
+            assert!(
+                (said - size).abs() <= size * SIZE_TOLERANCE,
+                "{doc} says about {kb} KB shipped, the module is {size} bytes: write about {:.0} KB",
+                size / 1000.0
+            );
+        }
+    }
+}
+
+/// Every ```json block of the README is a whole configuration the filter accepts, with no warning.
+#[test]
+fn the_readme_configuration_is_one_the_filter_accepts() {
+    let readme = read_workspace_file("README.md");
+    let blocks: Vec<&str> = readme
+        .split("```json\n")
+        .skip(1)
+        .map(|b| &b[..b.find("```").expect("the block's end")])
+        .collect();
+    assert!(!blocks.is_empty(), "README: a json configuration");
+    for block in blocks {
+        let verdict = rollout_cli::check::verdict("", block.as_bytes());
+        assert_eq!(verdict, Ok(vec![]), "README's configuration:\n{block}");
     }
 }
 
@@ -104,11 +128,11 @@ fn metric_names_in(dir: &Path, out: &mut BTreeSet<String>) {
 }
 
 #[test]
-fn every_metric_the_filter_defines_is_in_the_readme_table() {
+fn every_metric_the_filter_defines_is_in_the_metrics_table() {
     let mut defined = BTreeSet::new();
     metric_names_in(&workspace_root().join("filter/src"), &mut defined);
-    let readme = readme();
-    let table = &readme[readme
+    let doc = read_workspace_file(METRICS);
+    let table = &doc[doc
         .find("| metric (on `/stats/prometheus`)")
         .expect("metrics table")..];
     let table: BTreeSet<String> = table
@@ -120,40 +144,40 @@ fn every_metric_the_filter_defines_is_in_the_readme_table() {
     println!("filter defines {} metrics: {defined:?}", defined.len());
     assert_eq!(
         table, defined,
-        "the README's metrics table against the filter's metric names"
+        "{METRICS}'s metrics table against the filter's metric names"
     );
 }
 
 #[test]
-fn stats_tags_count_is_what_the_readme_says() {
+fn stats_tags_count_is_what_the_docs_say() {
     let tags = |text: &str| {
         text.lines()
             .filter(|l| l.trim_start().starts_with("- { tag_name:"))
             .count()
     };
     let shipped = tags(&read_workspace_file("envoy-config/envoy.yaml")) as u64;
-    let readme = readme();
-    let block = &readme[readme
+    let doc = read_workspace_file(METRICS);
+    let block = &doc[doc
         .find("stats_config:\n  stats_tags:")
-        .expect("the README's block")..];
+        .expect("the stats_tags block")..];
     let shown = tags(&block[..block.find("```").unwrap_or(block.len())]) as u64;
     assert_eq!(
         shown, shipped,
-        "the README's stats_tags block against envoy-config/envoy.yaml"
+        "{METRICS}'s stats_tags block against envoy-config/envoy.yaml"
     );
     for marker in [" `stats_config.stats_tags`", " regexes above"] {
-        assert_eq!(figure(&readme_flat(), marker), shipped, "README: `…{marker}`");
+        assert_eq!(figure(&flat(&doc), marker), shipped, "{METRICS}: `…{marker}`");
     }
-    println!("{shipped} stats_tags in envoy-config/envoy.yaml, as the README says");
+    println!("{shipped} stats_tags in envoy-config/envoy.yaml, as {METRICS} says");
 }
 
-/// The README's series figures: (per-version series, rejection reasons, series for two
+/// The metrics page's series figures: (per-version series, rejection reasons, series for two
 /// versions, what route-weights mode adds, the count with a guard).
-fn readme_series() -> (u64, u64, u64, u64, u64) {
-    let readme = readme_flat();
+fn documented_series() -> (u64, u64, u64, u64, u64) {
+    let doc = flat(&read_workspace_file(METRICS));
     let head = "Series per rollout with V versions:";
-    let start = readme.find(head).expect("the series paragraph") + head.len();
-    let formula = &readme[start..start + readme[start..].find("+ one per rejection").expect("formula")];
+    let start = doc.find(head).expect("the series paragraph") + head.len();
+    let formula = &doc[start..start + doc[start..].find("+ one per rejection").expect("formula")];
     // "8V requests … + V local replies + 22V histogram": each `nV` term.
     let per_version: u64 = formula
         .split_whitespace()
@@ -161,23 +185,27 @@ fn readme_series() -> (u64, u64, u64, u64, u64) {
         .filter(|n| n.chars().all(|c| c.is_ascii_digit()))
         .map(|n| if n.is_empty() { 1 } else { number(n) })
         .sum();
-    let reasons = figure(&readme, " today)");
-    let two = figure(&readme, " for two versions");
-    let unknown = figure(&readme, " more; a `guard`");
-    let guard = after(&readme, "2V more:");
-    assert_eq!(guard.len(), 1, "README: `2V more:` once");
+    let reasons = figure(&doc, " today)");
+    let two = figure(&doc, " for two versions");
+    let unknown = figure(&doc, " more; a `guard`");
+    let guard = after(&doc, "2V more:");
+    assert_eq!(guard.len(), 1, "{METRICS}: `2V more:` once");
     (per_version, reasons, two, unknown, number(&guard[0]))
 }
 
 #[test]
 fn series_and_rejection_reasons_are_what_envoy_shows() {
-    let (per_version, reasons, two, unknown, guard) = readme_series();
-    assert_eq!(two, 2 * per_version + reasons, "README: {two} for two versions");
+    let (per_version, reasons, two, unknown, guard) = documented_series();
+    assert_eq!(
+        two,
+        2 * per_version + reasons,
+        "{METRICS}: {two} for two versions"
+    );
     assert_eq!(
         unknown, per_version,
-        "README: route-weights mode adds one version"
+        "{METRICS}: route-weights mode adds one version"
     );
-    assert_eq!(guard, two + 4, "README: a guard adds 2V");
+    assert_eq!(guard, two + 4, "{METRICS}: a guard adds 2V");
 
     let (series, seen_reasons) = measure("guard.yaml", 18040, 18940);
     println!("envoy-config/guard.yaml: {series} series, {seen_reasons} rejection reasons");

@@ -25,7 +25,7 @@ enum Route {
     /// `weighted_clusters` stable, canary (istiod: two non-zero destinations).
     Weighted(u32, u32),
     /// A plain `cluster: stable`: a control plane that collapses a one-cluster split (istiod
-    /// before 1.19; since then istiod keeps `weighted_clusters`, README "Istio").
+    /// before 1.19; since then istiod keeps `weighted_clusters`, docs/deploying.md, "Istio").
     PlainStable,
 }
 
@@ -453,7 +453,7 @@ fn route_weights_ramp_and_abort_keep_users_sticky_and_flagd_identical() {
     println!("served: stable {stable}, canary {canary}; counted the same");
 }
 
-/// The request phase cannot learn Envoy's pick (README, "Route-weights mode"): the baggage
+/// The request phase cannot learn Envoy's pick (docs/route-weights.md): the baggage
 /// member says `unknown` there, the debug response header names the served version.
 #[test]
 fn the_pick_is_named_at_response_time_and_a_client_bucket_never_chooses() {

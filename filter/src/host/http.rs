@@ -234,7 +234,7 @@ fn xfcc_pem(
 }
 
 /// A request no rollout matches: no decision and no header of ours, and every routing input
-/// any rollout uses removed (README, "Security model"), so a client cannot pre-route itself
+/// any rollout uses removed (docs/configuration.md, "What a client cannot do"), so a client cannot pre-route itself
 /// for a later hop.
 fn unmatched(shared: &Shared, req: &HostRequest) {
     let map = req.map();
@@ -566,8 +566,8 @@ impl HttpContext for Http {
             .map(|v| v.name.as_bytes());
         // Else its label is `unknown`: `xds.cluster_name` cannot tell yet. Until the router
         // re-resolves the route, it still names the cluster of the route Envoy resolved
-        // before this filter changed the headers (checked on Envoy 1.40; README,
-        // "Route-weights mode"). The pick is read at response time instead.
+        // before this filter changed the headers (checked on Envoy 1.40;
+        // docs/route-weights.md). The pick is read at response time instead.
         let label = d.version.unwrap_or(cfg.versions.len());
         let trace_out = cfg.trace.enabled.then(|| {
             // A certificate label's traceId starts the trace when the request brings none.
