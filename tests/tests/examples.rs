@@ -336,13 +336,34 @@ fn run_listener(envoy: &Envoy, l: &Value) -> Result<(usize, usize), String> {
     Ok((fc.rollouts.len(), sent))
 }
 
+/// The clusters of `doc` that speak HTTP/2 only (the echo upstreams speak HTTP/1.1).
+fn h2_clusters(doc: &Value) -> Vec<String> {
+    let opts = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+    let clusters = doc["static_resources"]["clusters"].as_array();
+    clusters
+        .into_iter()
+        .flatten()
+        .filter(|c| {
+            let o = &c["typed_extension_protocol_options"][opts]["explicit_http_config"];
+            o.get("http2_protocol_options").is_some()
+        })
+        .filter_map(|c| c["name"].as_str().map(String::from))
+        .collect()
+}
+
 /// A shipped Envoy config, runnable: (listeners, rollouts, requests sent).
 fn run_envoy_config(file: &str) -> Result<(usize, usize, usize), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut doc = read_yaml(&workspace_root().join(file))?;
+    let h2 = h2_clusters(&doc);
     let mut echoes = Vec::new();
     shipped::runnable(&mut doc, dir.path(), &mut |cluster| {
-        let e = Echo::start(cluster);
+        // An HTTP/2 cluster is a gRPC peer (flagd's sync port): nothing listens, as when flagd is down.
+        let e = if h2.iter().any(|c| c == cluster) {
+            Echo::dead(cluster)
+        } else {
+            Echo::start(cluster)
+        };
         let port = e.addr.port();
         echoes.push(e);
         port
