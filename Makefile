@@ -64,8 +64,8 @@ $(WASM): $(shell find filter/src -name '*.rs') filter/Cargo.toml Cargo.toml Carg
 build: $(WASM) ## build the filter: target/rollout-filter.wasm (WASM_PROFILE=release: the speed build)
 
 # The module size budget (issue 7: 400 KB; 410 KB since the canary guard and the flagd
-# evaluator, docs/cost.md): the shipped .wasm stays within it.
-WASM_MAX_BYTES := 410000
+# evaluator; 420 KB since the flagd sync stream, docs/cost.md): the shipped .wasm stays within it.
+WASM_MAX_BYTES := 420000
 wasm-size: build ## fail if the shipped module is over its size budget
 	@n=$$(stat -c %s $(WASM)); if [ $$n -gt $(WASM_MAX_BYTES) ]; then \
 	  echo "$(WASM) is $$n bytes, over the $(WASM_MAX_BYTES)-byte budget"; exit 1; fi; \
