@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rollout_e2e::flagd::{evaluate, SyncServer};
+use rollout_e2e::flagd::{fractional_flag_set, placements, SyncServer};
 use rollout_e2e::{get, Envoy, Options, Traffic};
 use serde_json::{json, Value};
 
@@ -14,12 +14,7 @@ const OTHER: &str = "flagSetId=other";
 const USERS: usize = 120;
 
 fn flag_set(canary_percent: u32) -> Value {
-    json!({"flags": {"checkout": {
-        "state": "ENABLED",
-        "variants": {"on": true, "off": false},
-        "defaultVariant": "off",
-        "targeting": {"fractional": [["on", canary_percent], ["off", 100 - canary_percent]]}
-    }}})
+    fractional_flag_set("checkout", canary_percent)
 }
 
 fn config(port_cluster: &str) -> String {
@@ -42,17 +37,9 @@ fn user(i: usize) -> String {
 }
 
 /// The version flagd-core puts each user on at `canary_percent`.
-fn placements(canary_percent: u32) -> Vec<String> {
-    let cases: Vec<(&str, Value)> = (0..USERS)
-        .map(|i| ("checkout", json!({"targetingKey": user(i)})))
-        .collect();
-    evaluate(&flag_set(canary_percent), &cases)
-        .into_iter()
-        .map(|(variant, _)| match variant.as_deref() {
-            Some("on") => "canary".to_string(),
-            _ => "stable".to_string(),
-        })
-        .collect()
+fn placements_at(canary_percent: u32) -> Vec<String> {
+    let users: Vec<String> = (0..USERS).map(user).collect();
+    placements("checkout", canary_percent, &users)
 }
 
 /// Users whose request reached another version than `want` says; each on a fresh connection,
@@ -139,7 +126,7 @@ fn start() -> Run {
     opts.workers = 2;
     opts.h2_clusters = vec![("flagd-sync".into(), server.port)];
     let envoy = Envoy::start(&opts).unwrap_or_else(|e| panic!("{e}"));
-    let (at10, at50) = (placements(10), placements(50));
+    let (at10, at50) = (placements_at(10), placements_at(50));
     assert_ne!(at10, at50);
     Run {
         envoy,
