@@ -6,7 +6,7 @@
 # The seed corpus (fuzz/corpus/<target>/) and the regression inputs (fuzz/regressions/<target>/)
 # are only read; what the fuzzer finds goes to FUZZ_WORK (gitignored), crashes to fuzz/artifacts/.
 
-FUZZ_TARGETS       ?= config trace certificate keys headers decision lane rollouts
+FUZZ_TARGETS       ?= config trace certificate keys headers decision lane rollouts sync
 FUZZ_SECONDS       ?= 120
 FUZZ_SMOKE_SECONDS ?= 5
 FUZZ_TOOLCHAIN     ?= nightly

@@ -50,6 +50,30 @@ pub fn evaluate(flag_set: &Value, cases: &[(&str, Value)]) -> Vec<(Option<String
         .collect()
 }
 
+/// A flag set with one boolean flag `key` ("on" / "off", default "off") whose targeting puts
+/// `on_percent` % of targetingKeys on "on".
+pub fn fractional_flag_set(key: &str, on_percent: u32) -> Value {
+    json!({"flags": {key: {
+        "state": "ENABLED",
+        "variants": {"on": true, "off": false},
+        "defaultVariant": "off",
+        "targeting": {"fractional": [["on", on_percent], ["off", 100 - on_percent]]}
+    }}})
+}
+
+/// Where flagd-core puts each targetingKey under [`fractional_flag_set`] at `on_percent`, as
+/// the version mapped to "on" (`canary`) or "off" (`stable`).
+pub fn placements(key: &str, on_percent: u32, users: &[String]) -> Vec<String> {
+    let cases: Vec<(&str, Value)> = users.iter().map(|u| (key, json!({"targetingKey": u}))).collect();
+    evaluate(&fractional_flag_set(key, on_percent), &cases)
+        .into_iter()
+        .map(|(variant, _)| match variant.as_deref() {
+            Some("on") => "canary".to_string(),
+            _ => "stable".to_string(),
+        })
+        .collect()
+}
+
 /// `tests/flagd/sync_server.py`, driven over its stdin. Killed on drop.
 pub struct SyncServer {
     child: Child,

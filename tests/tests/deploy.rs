@@ -6,9 +6,10 @@
 //! filter's stats tags. The tests load the shipped files, changing only ports and paths, so a
 //! change to their shape that breaks Envoy or the filter fails here.
 
+use rollout_e2e::flagd::{fractional_flag_set, placements, SyncServer};
 use rollout_e2e::{
-    agent, get, noop_wasm_path, read_workspace_file, replace_once, wasm_path, write_atomically, Echo, Envoy,
-    Traffic,
+    agent, get, h2_cluster_yaml, noop_wasm_path, read_workspace_file, replace_once, wasm_path,
+    write_atomically, Echo, Envoy, Traffic,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -104,10 +105,16 @@ impl IstioEnvoy {
     }
 
     fn start_with(wasm: &Path, workers: u32, config: &str) -> IstioEnvoy {
+        Self::start_with_clusters(wasm, workers, config, "")
+    }
+
+    /// With `clusters` (items of `clusters:`) added to the shipped ones.
+    fn start_with_clusters(wasm: &Path, workers: u32, config: &str, clusters: &str) -> IstioEnvoy {
         let ecds_dir = tempfile::tempdir().expect("tempdir");
         write_atomically(ecds_dir.path(), ECDS_NAME, &ecds_of(wasm, 1, config));
         let (stable, canary) = (Echo::start("stable"), Echo::start("canary"));
         let yaml = bootstrap(ecds_dir.path(), &stable, &canary);
+        let yaml = replace_once(&yaml, "\n  clusters:\n", &format!("\n  clusters:\n{clusters}"));
         let envoy = Envoy::start_yaml_with(&yaml, vec![stable, canary], workers, "wasm:info")
             .unwrap_or_else(|e| panic!("{e}"));
         IstioEnvoy {
@@ -500,5 +507,57 @@ fn config_pushes_grow_envoy_no_more_than_a_no_op_filter() {
     assert!(
         filter <= noop + 1024.0,
         "the filter grows Envoy by {filter:.0} B per push, the no-op filter by {noop:.0} B"
+    );
+}
+
+/// A flagd flag followed from flagd's sync stream keeps the flag flagd sent across a config
+/// push: the new configuration starts from the snapshot this Envoy has, not from its `flagSet`.
+#[test]
+fn a_config_push_keeps_the_flag_flagd_sent() {
+    const KEYS: usize = 60;
+    let mut server = SyncServer::start();
+    server.push("flagSetId=shop", &fractional_flag_set("checkout", 50).to_string());
+    let config = |filter_state: bool| {
+        serde_json::json!({
+            "flagd": {
+                "flagKey": "checkout",
+                "flagSet": fractional_flag_set("checkout", 0),
+                "variants": {"on": "canary", "off": "stable"},
+                "context": {"targetingKey": {"header": "x-user-id"}},
+                "sync": {"cluster": "flagd-sync", "selector": "flagSetId=shop"}
+            },
+            "routeHeader": "x-rollout-version",
+            "filterState": filter_state
+        })
+        .to_string()
+    };
+    let clusters = h2_cluster_yaml("flagd-sync", server.port);
+    let ie = IstioEnvoy::start_with_clusters(&wasm_path(), 2, &config(false), &clusters);
+    let users: Vec<String> = (0..KEYS).map(key).collect();
+    let at50 = placements("checkout", 50, &users);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ie.sweep(KEYS) != at50 {
+        assert!(Instant::now() < deadline, "the first snapshot never routed");
+    }
+    let traffic = start_traffic(ie.envoy.url("/"), KEYS);
+    ie.update(2, &config(true));
+    ie.wait_stat("update_success", 2);
+    // At once, and on every worker: the flag flagd sent, not `flagSet` (0 %).
+    assert_eq!(ie.sweep(KEYS), at50);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(ie.sweep(KEYS), at50);
+    let samples = traffic.finish();
+    assert_all_served_by_the_filter(&samples);
+    let stray: Vec<&Sample> = samples.iter().filter(|s| s.version != at50[s.key]).collect();
+    assert!(
+        stray.is_empty(),
+        "{} of {} requests left flagd's flag, e.g. {:?}",
+        stray.len(),
+        samples.len(),
+        &stray[..stray.len().min(3)]
+    );
+    println!(
+        "{} requests across the push, every one where flagd's flag puts it",
+        samples.len()
     );
 }

@@ -26,8 +26,7 @@ mod testbed;
 #[cfg(test)]
 mod tests;
 
-use std::cell::RefCell;
-use std::rc::Rc;
+use std::sync::{Arc, RwLock};
 
 pub use cbor::encode_bucket_value;
 pub use json::Json;
@@ -96,21 +95,27 @@ pub struct Flag {
 
 /// The flag in force: the configuration's, until a sync snapshot replaces it. Every clone of
 /// the configuration shares it, so a swap reaches each request that starts after it.
+/// (`Arc` and a lock, so a configuration stays `Send + Sync` for the host-side tools; in the
+/// single-threaded VM the lock is never contended.)
 #[derive(Clone)]
-pub struct LiveFlag(Rc<RefCell<Rc<Flag>>>);
+pub struct LiveFlag(Arc<RwLock<Arc<Flag>>>);
 
 impl LiveFlag {
     pub fn new(flag: Flag) -> LiveFlag {
-        LiveFlag(Rc::new(RefCell::new(Rc::new(flag))))
+        LiveFlag(Arc::new(RwLock::new(Arc::new(flag))))
     }
 
-    pub fn get(&self) -> Rc<Flag> {
-        self.0.borrow().clone()
+    pub fn get(&self) -> Arc<Flag> {
+        match self.0.read() {
+            Ok(f) => f.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     pub fn set(&self, flag: Flag) {
-        if let Ok(mut f) = self.0.try_borrow_mut() {
-            *f = Rc::new(flag);
+        match self.0.write() {
+            Ok(mut f) => *f = Arc::new(flag),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(flag),
         }
     }
 }

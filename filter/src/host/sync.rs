@@ -79,6 +79,11 @@ impl Feed {
         }
     }
 
+    /// The cluster and the selector, for log lines.
+    fn name(&self) -> String {
+        format!("{} {:?}", self.target.cluster, self.target.selector)
+    }
+
     fn sub_key(&self, part: &str) -> String {
         format!("{}/{part}", self.key)
     }
@@ -154,7 +159,7 @@ impl Feed {
         self.connected.set(false);
         log::warn!(
             "flagd sync {}: {why}; the last good flag stays, retrying in {delay} ms",
-            self.target.cluster
+            self.name()
         );
     }
 
