@@ -37,8 +37,8 @@ $(DEPLOY_NODE): tools/package.json tools/package-lock.json
 
 deploy-tools: $(DEPLOY_STAMP) $(DEPLOY_NODE)
 
-# istio/flagd/wasmplugin.yaml from the FeatureFlag (istio/flagd/featureflag.yaml): the flag lives once.
-istio-flagd: $(DEPLOY_STAMP) ## render istio/flagd/wasmplugin.yaml from istio/flagd/featureflag.yaml
+# istio/flagd/wasmplugin.yaml and sync.yaml from the FeatureFlag (istio/flagd/featureflag.yaml): the flag lives once.
+istio-flagd: $(DEPLOY_STAMP) ## render istio/flagd/wasmplugin.yaml and sync.yaml from istio/flagd/featureflag.yaml
 	$(DEPLOY_PY) tools/render_flagd_wasmplugin.py
 
 # The filter's own config parser, to vet every shipped pluginConfig.
@@ -64,7 +64,7 @@ manifests-test: deploy-tools check-config-bin ## every Istio manifest strictly v
 	  istio/gateway-api/ istio/gateway-api/argo/ istio/gateway-api/flagger/ \
 	  envoy-gateway/ envoy-gateway/argo/ envoy-gateway/flagger/ \
 	  tools/testdata/valid/
-	@echo "--- istio/flagd/wasmplugin.yaml carries istio/flagd/featureflag.yaml's flagSpec:"
+	@echo "--- istio/flagd/wasmplugin.yaml and sync.yaml carry istio/flagd/featureflag.yaml's flagSpec:"
 	$(DEPLOY_PY) tools/render_flagd_wasmplugin.py --check
 	@echo "--- the gateway routes istiod renders for them (tests/tests/istio_rollout.rs loads these):"
 	$(DEPLOY_PY) tools/istio_routes.py --check tests/fixtures/istio-routes
