@@ -6,6 +6,8 @@
 //! - Each Envoy config in envoy-config/: as shipped, with ports 0, its backend stand-ins
 //!   replaced by echo upstreams, files copied or made absolute (`rollout_e2e::shipped`).
 //! - Each ECDS resource in envoy-config/ecds/: delivered by ECDS to a minimal Envoy config.
+//! - envoy-config/flagd-sync.yaml once more, its sync cluster at a flagd sync server: snapshots
+//!   reroute. (Above, like every HTTP/2 cluster, it points where nothing listens.)
 //!
 //! Every rollout gets a request per host it declares and per version it can pick, with a sticky
 //! key whose flagd placement `rollout_filter::split` computes; the version that served it and
@@ -17,11 +19,12 @@ use std::time::{Duration, Instant};
 
 use rollout_cli::check::{self, Source};
 use rollout_e2e::examples::{probes, version_of, Probe, RouteSplit};
+use rollout_e2e::flagd::SyncServer;
 use rollout_e2e::shipped::{self, clusters, ecds_filters_yaml, even_split, harness_yaml, read_yaml};
 use rollout_e2e::{agent, get, http_filters_yaml, mtls_agent, wasm_path, workspace_root, Echo, Envoy, Reply};
 use rollout_filter::config::Config;
 use rollout_filter::rollouts::FilterConfig;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// The demo client certificate presented to an mTLS listener: an identity, no rollout label.
 const DEMO_CLIENT: &str = "client-qa";
@@ -441,4 +444,76 @@ fn every_shipped_ecds_resource_loads_by_ecds_and_routes_each_rollout() {
     }
     assert!(!ran.is_empty() || !failures.is_empty(), "no ECDS resource found");
     conclude("ECDS resources", &ran, &[], &failures);
+}
+
+/// Whether every one of 20 users reaches `version` (each on a new connection, so both workers
+/// answer), trying until 10 s have passed.
+fn all_reach(envoy: &Envoy, base: &str, version: &str) -> Result<(), String> {
+    let a = ureq::AgentBuilder::new().max_idle_connections(0).build();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut off = Vec::new();
+        for i in 0..20 {
+            let r = get(&a, &format!("{base}/"), &[("x-user-id", &format!("user-{i}"))])?;
+            if r.version() != version {
+                off.push(format!("user-{i}: {}", r.version()));
+            }
+        }
+        if off.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("not on {version}: {off:?}\n{}", envoy.log()));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// envoy-config/flagd-sync.yaml as shipped, its `flagd-sync` cluster at a flagd sync server
+/// (flagd.sync.v1 on OpenFeature's generated code): its start-up flagSet is the flag file its
+/// flagd serves, and a snapshot pushed for its selector reroutes both workers.
+#[test]
+fn shipped_flagd_sync_config_follows_the_sync_stream() {
+    let file = "envoy-config/flagd-sync.yaml";
+    let mut doc = read_yaml(&workspace_root().join(file)).unwrap();
+    let listener = doc["static_resources"]["listeners"][0].clone();
+    let Some((_, Source::Json(json))) = check::filters_in(&listener).into_iter().next() else {
+        panic!("{file}: no inline filter config");
+    };
+    let cfg: Value = serde_json::from_slice(&json).unwrap();
+    let flags = read_yaml(&workspace_root().join("envoy-config/flagd/flags.json")).unwrap();
+    assert_eq!(
+        cfg["flagd"]["flagSet"], flags,
+        "{file}: flagSet is envoy-config/flagd/flags.json"
+    );
+    let selector = cfg["flagd"]["sync"]["selector"].as_str().unwrap().to_string();
+
+    // The first snapshot waits at the server: the stream brings it at once, well within
+    // timeoutSeconds however slowly Envoy starts.
+    let mut server = SyncServer::start();
+    let mut flag = flags.clone();
+    let mut push = |server: &mut SyncServer, on: u32| {
+        flag["flags"]["checkout-v2"]["targeting"] = json!({"fractional": [["on", on], ["off", 1 - on]]});
+        server.push(&selector, &flag.to_string());
+    };
+    push(&mut server, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut echoes = Vec::new();
+    shipped::runnable(&mut doc, dir.path(), &mut |cluster| {
+        if cluster == "flagd-sync" {
+            return server.port;
+        }
+        let e = Echo::start(cluster);
+        let port = e.addr.port();
+        echoes.push(e);
+        port
+    })
+    .unwrap();
+    let envoy = Envoy::start_yaml_on(&doc.to_string(), echoes, 2, "wasm:info", "front").unwrap();
+    let base = format!("http://{}", address(&envoy, "front").unwrap());
+    all_reach(&envoy, &base, "canary").unwrap();
+    println!("{file}: snapshot with 100 % on: every user on canary");
+    push(&mut server, 0);
+    all_reach(&envoy, &base, "stable").unwrap();
+    println!("{file}: snapshot with 0 % on: every user on stable");
 }
