@@ -8,7 +8,8 @@
 #   make metrics-test                   every shipped PromQL query (istio/analysis.yaml,
 #                                       istio/flagger-metrics.yaml, istio/grafana-dashboard.json)
 #                                       against a real Prometheus scraping a real Envoy, and the
-#                                       report against a failing and a healthy canary
+#                                       report against a failing and a healthy canary, and
+#                                       `--prometheus` over two Envoys (report_fleet)
 #
 # `make report` needs a running Envoy: `make run` stops its own at the end, so for a standing one
 # run `.venv/bin/envoy -c envoy-config/envoy.yaml --concurrency 1 --use-dynamic-base-id` from the
@@ -39,4 +40,4 @@ prometheus-check:
 	@"$(PROMETHEUS)" --version 2>&1 | head -1
 
 metrics-test: build envoy prometheus-check ## every shipped PromQL query against a real Prometheus scraping a real Envoy
-	cargo test -p rollout-e2e --test prometheus --test report -- --test-threads 2
+	cargo test -p rollout-e2e --test prometheus --test report --test report_fleet -- --test-threads 2
