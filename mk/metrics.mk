@@ -23,7 +23,10 @@ PROMETHEUS   ?= /usr/bin/prometheus
 # rollout-demo (`make run`) passes REPORT_ARGS to the report it prints; the tests read PROMETHEUS.
 export REPORT_ARGS PROMETHEUS
 
-.PHONY: report metrics-test prometheus-check
+WATCH_ADDR   ?= 127.0.0.1:8080
+export WATCH_ADDR
+
+.PHONY: report watch metrics-test prometheus-check
 
 report: ## per-version table and verdict from an Envoy admin (REPORT_ADMIN, REPORT_ARGS)
 	@cargo build --quiet -p rollout-cli --bin rollout-report
@@ -32,6 +35,11 @@ report: ## per-version table and verdict from an Envoy admin (REPORT_ADMIN, REPO
 	  echo "rollout-report exit code $$rc ($$v); make reports any failure as its exit 2:" \
 	    "to gate on the code, run target/debug/rollout-report $(strip --admin $(REPORT_ADMIN) $(REPORT_ARGS))" >&2; \
 	  exit $$rc
+
+# The demo Envoy, steady demo traffic and the report's page on it (docs/watching.md); Ctrl-C
+# stops Envoy, the traffic and the page together.
+watch: build envoy ## the demo Envoy with steady traffic and the report's page (WATCH_ADDR, REPORT_ARGS); Ctrl-C stops
+	cargo run --quiet -p rollout-cli --bin rollout-watch
 
 # Debian's Prometheus server (.ci/run installs the package; it never starts itself).
 prometheus-check:

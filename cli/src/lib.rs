@@ -6,6 +6,7 @@
 pub mod check;
 pub mod demo_envoy;
 pub mod exposition;
+pub mod filter_config;
 pub mod http;
 pub mod report;
 

@@ -5,6 +5,7 @@
 //! canary guard is tripped (or tripped during the period judged) is an abort, whatever
 //! the other figures.
 //!
+//! `--serve HOST:PORT` shows it as a page refreshing every 2 s, with charts ([`serve`]).
 //! With `--prometheus URL` the same table comes from a Prometheus that scrapes every Envoy of
 //! the fleet ([`prom`]): the figures are summed over every sidecar and gateway.
 //!
@@ -12,6 +13,7 @@
 //! unreachable, no filter metrics).
 
 mod prom;
+mod serve;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -47,6 +49,9 @@ struct Cli {
     /// with --prometheus: judge as of this time (Unix seconds) instead of now
     #[arg(long, value_name = "UNIX_SECONDS", requires = "prometheus", value_parser = non_negative)]
     at: Option<f64>,
+    /// serve the report as a page refreshing every 2 s (and /api/rollouts as JSON) instead of printing it
+    #[arg(long, value_name = "HOST:PORT")]
+    serve: Option<String>,
     /// only this rolloutId [default: every rollout]
     #[arg(long, value_name = "ID")]
     rollout: Option<String>,
@@ -73,6 +78,7 @@ struct Args {
     admin: String,
     prometheus: Option<String>,
     at: Option<f64>,
+    serve: Option<String>,
     rollout: Option<String>,
     baseline: String,
     thresholds: Thresholds,
@@ -93,6 +99,7 @@ impl Default for Args {
             admin: "127.0.0.1:18900".into(),
             prometheus: None,
             at: None,
+            serve: None,
             rollout: None,
             baseline: "stable".into(),
             thresholds: Thresholds {
@@ -116,6 +123,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, St
         admin: cli.admin,
         prometheus: cli.prometheus,
         at: cli.at,
+        serve: cli.serve,
         rollout: cli.rollout,
         baseline: cli.baseline,
         thresholds: Thresholds {
@@ -807,6 +815,9 @@ pub fn main(argv: impl IntoIterator<Item = String>, out: &mut dyn Write, err: &m
             return 3;
         }
     };
+    if args.serve.is_some() {
+        return serve_forever(args, out, err);
+    }
     match run(&args) {
         Ok((text, verdict)) => {
             let _ = write!(out, "{text}");
@@ -817,6 +828,36 @@ pub fn main(argv: impl IntoIterator<Item = String>, out: &mut dyn Write, err: &m
             3
         }
     }
+}
+
+/// `--serve`: the page until the process is stopped; exit code 3 when it cannot start.
+fn serve_forever(args: Args, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    match serve::start(args) {
+        Ok(addr) => {
+            let _ = writeln!(
+                out,
+                "rollout-report: the page is at http://{addr}/ (JSON: /api/rollouts)"
+            );
+            let _ = out.flush();
+            loop {
+                std::thread::park();
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(err, "rollout-report: {e}");
+            3
+        }
+    }
+}
+
+/// Start the page of `rollout-report ARGV` (which must hold `--serve HOST:PORT`) on background
+/// threads; its address (`--serve 127.0.0.1:0` takes a free port).
+pub fn serve_background(argv: impl IntoIterator<Item = String>) -> Result<std::net::SocketAddr, String> {
+    let args = parse_args(argv)?.ok_or("--help is no page")?;
+    if args.serve.is_none() {
+        return Err("no --serve HOST:PORT".into());
+    }
+    serve::start(args)
 }
 
 #[cfg(test)]
