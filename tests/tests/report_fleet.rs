@@ -2,7 +2,8 @@
 //! real Envoys with the filter, a real Prometheus scraping both admins every second; once it has
 //! their final counts, the report's figures are the sums of both admins' counters, and its
 //! verdict the one those sums give. The canary fails only behind the first Envoy, so one
-//! Envoy's figures alone give other numbers and the opposite verdict.
+//! Envoy's figures alone give other numbers and the opposite verdict. `--serve` on the same
+//! Prometheus answers the same sums at `/api/rollouts`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -236,6 +237,31 @@ fn the_fleet_report_is_the_sum_of_every_envoy() {
     assert_eq!(code, exit_code(expected), "{text}");
 
     window_figures_are_increases(&prom);
+    the_page_has_the_sums(&prom, &sum);
+}
+
+/// `--serve` on `--prometheus`: `/api/rollouts` has the same sums.
+fn the_page_has_the_sums(prom: &Prometheus, sum: &BTreeMap<String, Counts>) {
+    let argv = ["--prometheus", &prom.url(), "--serve", "127.0.0.1:0"].map(str::to_string);
+    let page = rollout_cli::report::serve_background(argv).unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("http://{page}/api/rollouts");
+    let r = rollout_cli::http::get(&agent(), &url, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(
+        json["source"].as_str().unwrap().starts_with("Prometheus"),
+        "{json}"
+    );
+    let versions = json["rollouts"][0]["versions"].as_array().unwrap();
+    for (version, c) in sum {
+        let v = versions
+            .iter()
+            .find(|v| v["name"] == version.as_str())
+            .expect(version);
+        assert_eq!(v["requests"], c.requests, "{version}: {v}");
+        assert_eq!(v["responses"], c.responses, "{version}: {v}");
+        assert_eq!(v["fivexx"], c.fivexx, "{version}: {v}");
+        assert_eq!(v["weight"], serde_json::Value::Null, "no weights from Prometheus");
+    }
 }
 
 /// The verdict the report's rule gives for `c` (p99 limit 300 ms, at least 50 requests).
