@@ -47,7 +47,7 @@ struct Cli {
     #[arg(long, value_name = "URL", conflicts_with = "admin")]
     prometheus: Option<String>,
     /// with --prometheus: judge as of this time (Unix seconds) instead of now
-    #[arg(long, value_name = "UNIX_SECONDS", requires = "prometheus", value_parser = non_negative)]
+    #[arg(long, value_name = "UNIX_SECONDS", requires = "prometheus", conflicts_with = "serve", value_parser = non_negative)]
     at: Option<f64>,
     /// serve the report as a page refreshing every 2 s (and /api/rollouts as JSON) instead of printing it
     #[arg(long, value_name = "HOST:PORT")]
@@ -908,6 +908,22 @@ mod tests {
         assert!(args(&["--frobnicate"]).is_err());
         assert!(args(&["--window", "0s"]).is_err());
         assert!(args(&["--window", "5d"]).is_err());
+        let fleet = args(&[
+            "--prometheus",
+            "http://p:9090",
+            "--at",
+            "1700000000.5",
+            "--window",
+            "2m",
+        ]);
+        let fleet = fleet.unwrap().unwrap();
+        assert_eq!(fleet.prometheus.as_deref(), Some("http://p:9090"));
+        assert_eq!(fleet.at, Some(1_700_000_000.5));
+        assert!(args(&["--at", "1700000000"]).is_err(), "--at needs --prometheus");
+        assert!(args(&["--prometheus", "http://p:9090", "--admin", "h:1"]).is_err());
+        assert!(args(&["--prometheus", "http://p", "--serve", "h:1", "--at", "1"]).is_err());
+        let served = args(&["--serve", "127.0.0.1:0"]).unwrap().unwrap();
+        assert_eq!(served.serve.as_deref(), Some("127.0.0.1:0"));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));

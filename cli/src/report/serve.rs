@@ -103,11 +103,11 @@ fn poll(page: &Page) {
             while w.snapshots.front().is_some_and(|(s, _)| *s < t - keep_secs(args)) {
                 w.snapshots.pop_front();
             }
-            let (table, scope) = match window {
-                Some(r) => r.unwrap_or_else(|e| (Stats::new(), e)),
-                None => table_of(&w.snapshots, args.window, scope),
-            };
-            (w.table, w.scope) = (table, scope);
+            match window {
+                Some(Ok(figures)) => (w.table, w.scope) = figures,
+                Some(Err(e)) => w.error = Some(e),
+                None => (w.table, w.scope) = table_of(&w.snapshots, args.window, scope),
+            }
         }
         Err(e) => w.error = Some(e),
     }
