@@ -5,6 +5,8 @@
 #   make report REPORT_ARGS="--min-success 99 --max-p99-ms 250 --min-requests 500 --window 60s"
 #   make report REPORT_ADMIN=127.0.0.1:15000   any other Envoy admin, e.g. an Istio gateway pod's
 #                                       through `kubectl -n istio-system port-forward <pod> 15000`
+#   make watch                          the demo Envoy, steady traffic and the report's page
+#                                       (rollout-report --serve) at WATCH_ADDR; docs/watching.md
 #   make metrics-test                   every shipped PromQL query (istio/analysis.yaml,
 #                                       istio/flagger-metrics.yaml, istio/grafana-dashboard.json)
 #                                       against a real Prometheus scraping a real Envoy, and the
