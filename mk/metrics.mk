@@ -5,10 +5,13 @@
 #   make report REPORT_ARGS="--min-success 99 --max-p99-ms 250 --min-requests 500 --window 60s"
 #   make report REPORT_ADMIN=127.0.0.1:15000   any other Envoy admin, e.g. an Istio gateway pod's
 #                                       through `kubectl -n istio-system port-forward <pod> 15000`
+#   make watch                          the demo Envoy, steady traffic and the report's page
+#                                       (rollout-report --serve) at WATCH_ADDR; docs/watching.md
 #   make metrics-test                   every shipped PromQL query (istio/analysis.yaml,
 #                                       istio/flagger-metrics.yaml, istio/grafana-dashboard.json)
 #                                       against a real Prometheus scraping a real Envoy, and the
-#                                       report against a failing and a healthy canary
+#                                       report against a failing and a healthy canary, and
+#                                       `--prometheus` over two Envoys (report_fleet)
 #
 # `make report` needs a running Envoy: `make run` stops its own at the end, so for a standing one
 # run `.venv/bin/envoy -c envoy-config/envoy.yaml --concurrency 1 --use-dynamic-base-id` from the
@@ -22,7 +25,10 @@ PROMETHEUS   ?= /usr/bin/prometheus
 # rollout-demo (`make run`) passes REPORT_ARGS to the report it prints; the tests read PROMETHEUS.
 export REPORT_ARGS PROMETHEUS
 
-.PHONY: report metrics-test prometheus-check
+WATCH_ADDR   ?= 127.0.0.1:8080
+export WATCH_ADDR
+
+.PHONY: report watch metrics-test prometheus-check
 
 report: ## per-version table and verdict from an Envoy admin (REPORT_ADMIN, REPORT_ARGS)
 	@cargo build --quiet -p rollout-cli --bin rollout-report
@@ -32,6 +38,11 @@ report: ## per-version table and verdict from an Envoy admin (REPORT_ADMIN, REPO
 	    "to gate on the code, run target/debug/rollout-report $(strip --admin $(REPORT_ADMIN) $(REPORT_ARGS))" >&2; \
 	  exit $$rc
 
+# The demo Envoy, steady demo traffic and the report's page on it (docs/watching.md); Ctrl-C
+# stops Envoy, the traffic and the page together.
+watch: build envoy ## the demo Envoy with steady traffic and the report's page (WATCH_ADDR, REPORT_ARGS); Ctrl-C stops
+	cargo run --quiet -p rollout-cli --bin rollout-watch
+
 # Debian's Prometheus server (.ci/run installs the package; it never starts itself).
 prometheus-check:
 	@test -x "$(PROMETHEUS)" || { echo "no Prometheus at $(PROMETHEUS): apt-get install -y prometheus" \
@@ -39,4 +50,4 @@ prometheus-check:
 	@"$(PROMETHEUS)" --version 2>&1 | head -1
 
 metrics-test: build envoy prometheus-check ## every shipped PromQL query against a real Prometheus scraping a real Envoy
-	cargo test -p rollout-e2e --test prometheus --test report -- --test-threads 2
+	cargo test -p rollout-e2e --test prometheus --test report --test report_fleet -- --test-threads 2

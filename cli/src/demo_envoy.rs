@@ -7,17 +7,26 @@
 //! checked free before the start, listeners with `enable_reuse_port: false` in the shipped
 //! configs, and the admin asked whether it is ours (its `admin_address_path` is a per-run file).
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::http::{agent, get};
 use crate::{envoy_bin, workspace_root};
 
 /// A running Envoy, killed when dropped.
 pub struct Running {
     child: Child,
     marker: PathBuf,
+}
+
+impl Running {
+    /// Whether Envoy is still running (it exits by itself on SIGINT, e.g. a terminal's Ctrl-C).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
 }
 
 impl Drop for Running {
@@ -241,6 +250,53 @@ pub fn cause(log: &str) -> String {
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Send `n` requests to `front` (4 client threads) with `host` as the Host header (else the URL's), keyed
+/// by `key(i)`; count which backend answered.
+pub fn drive(
+    front: &str,
+    n: u32,
+    host: Option<&str>,
+    key: impl Fn(u32) -> String + Sync,
+) -> Result<BTreeMap<String, u64>, String> {
+    let threads = 4;
+    let results: Vec<Result<BTreeMap<String, u64>, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let key = &key;
+                s.spawn(move || {
+                    let agent = agent();
+                    let mut counts = BTreeMap::new();
+                    for i in (t..n).step_by(threads as usize) {
+                        let user = key(i);
+                        let mut headers = vec![("x-user-id", user.as_str())];
+                        if let Some(h) = host {
+                            headers.push(("host", h));
+                        }
+                        let r = get(&agent, &format!("{front}/"), &headers)?;
+                        if r.status != 200 {
+                            return Err(format!("status {} from the demo", r.status));
+                        }
+                        let v = r.header("x-served-by").unwrap_or("none").to_string();
+                        *counts.entry(v).or_insert(0) += 1;
+                    }
+                    Ok(counts)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("client thread died".into())))
+            .collect()
+    });
+    let mut total = BTreeMap::new();
+    for r in results {
+        for (k, v) in r? {
+            *total.entry(k).or_insert(0) += v;
+        }
+    }
+    Ok(total)
 }
 
 #[cfg(test)]

@@ -1,11 +1,13 @@
-//! The rollout tools: `rollout-report` (per-version SLO verdict from an Envoy admin),
-//! `rollout-check-config` (a filter config through the filter's own parser),
-//! `rollout-demo` (`make run`) and `rollout-demo-guard` (`make run-guard`). The end-to-end tests (`rollout-e2e`) reuse the report,
-//! the Prometheus text reader and the HTTP clients from here.
+//! The rollout tools: `rollout-report` (per-version SLO verdict from an Envoy admin or a
+//! Prometheus, printed or served as a page), `rollout-check-config` (a filter config through the
+//! filter's own parser), `rollout-demo` (`make run`), `rollout-demo-guard` (`make run-guard`) and
+//! `rollout-watch` (`make watch`). The end-to-end tests (`rollout-e2e`) reuse the report, the
+//! Prometheus text reader and the HTTP clients from here.
 
 pub mod check;
 pub mod demo_envoy;
 pub mod exposition;
+pub mod filter_config;
 pub mod http;
 pub mod report;
 

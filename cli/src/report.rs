@@ -5,8 +5,15 @@
 //! canary guard is tripped (or tripped during the period judged) is an abort, whatever
 //! the other figures.
 //!
+//! `--serve HOST:PORT` shows it as a page refreshing every 2 s, with charts ([`serve`]).
+//! With `--prometheus URL` the same table comes from a Prometheus that scrapes every Envoy of
+//! the fleet ([`prom`]): the figures are summed over every sidecar and gateway.
+//!
 //! Exit code: 0 promote, 1 hold, 2 abort, 3 no report (bad arguments, Envoy
 //! unreachable, no filter metrics).
+
+mod prom;
+mod serve;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -26,7 +33,8 @@ reset, gRPC calls not UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL,
 UNAVAILABLE, DATA_LOSS, missing or reset), p50/p99 latency
 (estimated from the histogram buckets), and a verdict for every version except
 the baseline. A tripped canary guard (rollout_guard_tripped 1, or a trip counted in
-the period judged) makes the verdict abort.";
+the period judged) makes the verdict abort. With --prometheus the figures are those
+of every Envoy that Prometheus scrapes, summed.";
 
 /// The command line; [`Args`] is what the report runs with.
 #[derive(Debug, Parser)]
@@ -35,6 +43,15 @@ struct Cli {
     /// Envoy admin address
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:18900")]
     admin: String,
+    /// read the whole fleet from this Prometheus instead of one Envoy admin (e.g. http://prometheus:9090)
+    #[arg(long, value_name = "URL", conflicts_with = "admin")]
+    prometheus: Option<String>,
+    /// with --prometheus: judge as of this time (Unix seconds) instead of now
+    #[arg(long, value_name = "UNIX_SECONDS", requires = "prometheus", conflicts_with = "serve", value_parser = non_negative)]
+    at: Option<f64>,
+    /// serve the report as a page refreshing every 2 s (and /api/rollouts as JSON) instead of printing it
+    #[arg(long, value_name = "HOST:PORT")]
+    serve: Option<String>,
     /// only this rolloutId [default: every rollout]
     #[arg(long, value_name = "ID")]
     rollout: Option<String>,
@@ -50,7 +67,8 @@ struct Cli {
     /// hold while a version has fewer
     #[arg(long, value_name = "N", default_value_t = 100)]
     min_requests: u64,
-    /// judge only what happens during DURATION (e.g. 30s, 2m) instead of everything since Envoy started
+    /// judge only what happens during DURATION (e.g. 30s, 2m) instead of everything since Envoy
+    /// started; with --prometheus the range of increase() up to now, else a wait of DURATION
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     window: Option<Duration>,
 }
@@ -58,6 +76,9 @@ struct Cli {
 #[derive(Debug, Clone, PartialEq)]
 struct Args {
     admin: String,
+    prometheus: Option<String>,
+    at: Option<f64>,
+    serve: Option<String>,
     rollout: Option<String>,
     baseline: String,
     thresholds: Thresholds,
@@ -76,6 +97,9 @@ impl Default for Args {
     fn default() -> Self {
         Args {
             admin: "127.0.0.1:18900".into(),
+            prometheus: None,
+            at: None,
+            serve: None,
             rollout: None,
             baseline: "stable".into(),
             thresholds: Thresholds {
@@ -97,6 +121,9 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, St
     };
     Ok(Some(Args {
         admin: cli.admin,
+        prometheus: cli.prometheus,
+        at: cli.at,
+        serve: cli.serve,
         rollout: cli.rollout,
         baseline: cli.baseline,
         thresholds: Thresholds {
@@ -379,12 +406,12 @@ impl VersionStats {
     /// Why its guard aborts it: tripped now, or tripped during the period judged (it failed
     /// then, even if the guard has closed since).
     fn guard_abort(&self) -> Option<String> {
-        let trips = self.guard_trips;
+        let trips = fmt_count(self.guard_trips);
         if self.guard_is_tripped() {
             Some(format!(
                 "guard tripped (trips {trips}): the filter sends its split users to the guard's baseline"
             ))
-        } else if trips > 0.0 {
+        } else if self.guard_trips > 0.0 {
             Some(format!("guard tripped {trips} time(s) in the period judged"))
         } else {
             None
@@ -399,7 +426,10 @@ impl VersionStats {
         } else {
             "closed"
         };
-        Some(format!("guard {name}: {state} (trips {})", self.guard_trips))
+        Some(format!(
+            "guard {name}: {state} (trips {})",
+            fmt_count(self.guard_trips)
+        ))
     }
 }
 
@@ -459,7 +489,11 @@ fn judge_slo(v: &VersionStats, t: &Thresholds) -> (Verdict, Vec<String>) {
     if requests < t.min_requests as f64 {
         return (
             Verdict::Hold,
-            vec![format!("{requests} requests < --min-requests {}", t.min_requests)],
+            vec![format!(
+                "{} requests < --min-requests {}",
+                fmt_count(requests),
+                t.min_requests
+            )],
         );
     }
     let mut verdict = Verdict::Promote;
@@ -470,18 +504,19 @@ fn judge_slo(v: &VersionStats, t: &Thresholds) -> (Verdict, Vec<String>) {
             let grpc = v.grpc_failures();
             why.push(if grpc > 0.0 {
                 format!(
-                    "success {s:.2}% < {}% ({} of {} responses failed: {} 5xx or reset, {grpc} gRPC calls with a failing code)",
+                    "success {s:.2}% < {}% ({} of {} responses failed: {} 5xx or reset, {} gRPC calls with a failing code)",
                     t.min_success,
-                    v.failures(),
-                    v.responses_total(),
-                    v.http_failures(),
+                    fmt_count(v.failures()),
+                    fmt_count(v.responses_total()),
+                    fmt_count(v.http_failures()),
+                    fmt_count(grpc),
                 )
             } else {
                 format!(
                     "success {s:.2}% < {}% ({} of {} responses 5xx or reset)",
                     t.min_success,
-                    v.failures(),
-                    v.responses_total()
+                    fmt_count(v.failures()),
+                    fmt_count(v.responses_total())
                 )
             });
         }
@@ -509,6 +544,15 @@ fn fmt_opt(v: Option<f64>, decimals: usize, suffix: &str) -> String {
     match v {
         Some(x) => format!("{x:.decimals$}{suffix}"),
         None => "-".into(),
+    }
+}
+
+/// A count: whole as Envoy counts it, one decimal when Prometheus's increase() extrapolated it.
+fn fmt_count(n: f64) -> String {
+    if (n - n.round()).abs() < 1e-6 {
+        format!("{n:.0}")
+    } else {
+        format!("{n:.1}")
     }
 }
 
@@ -560,13 +604,13 @@ fn render_rollout(id: &str, r: &RolloutStats, baseline: &str, t: &Thresholds, ou
             "{:<12} {:<9} {:>9} {:>8} {:>9} {:>9} {:>7} {:>6} {:>6} {:>8} {:>8}  {}",
             name,
             if is_base { "baseline" } else { "candidate" },
-            requests,
+            fmt_count(requests),
             fmt_opt(share, 2, "%"),
-            v.responses_total(),
+            fmt_count(v.responses_total()),
             fmt_opt(v.success_pct(), 2, "%"),
-            v.responses.get("5xx").copied().unwrap_or(0.0),
-            v.responses.get("reset").copied().unwrap_or(0.0),
-            v.local_replies,
+            fmt_count(v.responses.get("5xx").copied().unwrap_or(0.0)),
+            fmt_count(v.responses.get("reset").copied().unwrap_or(0.0)),
+            fmt_count(v.local_replies),
             fmt_opt(v.quantile(0.5), 2, ""),
             fmt_opt(v.quantile(0.99), 2, ""),
             verdict.map_or("-", Verdict::as_str),
@@ -590,7 +634,7 @@ fn render_rollout(id: &str, r: &RolloutStats, baseline: &str, t: &Thresholds, ou
         }
         items
             .iter()
-            .map(|(k, v)| format!("{k} {v}"))
+            .map(|(k, v)| format!("{k} {}", fmt_count(*v)))
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -648,7 +692,10 @@ fn render(
     }
     let t = &args.thresholds;
     let mut out = String::new();
-    let _ = writeln!(out, "Envoy admin {}: {scope}", args.admin);
+    let _ = match &args.prometheus {
+        Some(url) => writeln!(out, "Prometheus {url}, every Envoy it scrapes: {scope}"),
+        None => writeln!(out, "Envoy admin {}: {scope}", args.admin),
+    };
     let mut verdict = Verdict::Promote;
     for (id, r) in selected {
         let _ = writeln!(out);
@@ -735,6 +782,10 @@ fn fetch(admin: &str) -> Result<Vec<Sample>, String> {
 }
 
 fn run(args: &Args) -> Result<(String, Verdict), String> {
+    if let Some(url) = &args.prometheus {
+        let (stats, scope) = prom::stats(url, args.window, args.at)?;
+        return render(&stats, args, &scope);
+    }
     let first = collect(&fetch(&args.admin)?);
     match args.window {
         None => render(&first, args, "counters since Envoy started"),
@@ -764,6 +815,9 @@ pub fn main(argv: impl IntoIterator<Item = String>, out: &mut dyn Write, err: &m
             return 3;
         }
     };
+    if args.serve.is_some() {
+        return serve_forever(args, out, err);
+    }
     match run(&args) {
         Ok((text, verdict)) => {
             let _ = write!(out, "{text}");
@@ -774,6 +828,36 @@ pub fn main(argv: impl IntoIterator<Item = String>, out: &mut dyn Write, err: &m
             3
         }
     }
+}
+
+/// `--serve`: the page until the process is stopped; exit code 3 when it cannot start.
+fn serve_forever(args: Args, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    match serve::start(args) {
+        Ok(addr) => {
+            let _ = writeln!(
+                out,
+                "rollout-report: the page is at http://{addr}/ (JSON: /api/rollouts)"
+            );
+            let _ = out.flush();
+            loop {
+                std::thread::park();
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(err, "rollout-report: {e}");
+            3
+        }
+    }
+}
+
+/// Start the page of `rollout-report ARGV` (which must hold `--serve HOST:PORT`) on background
+/// threads; its address (`--serve 127.0.0.1:0` takes a free port).
+pub fn serve_background(argv: impl IntoIterator<Item = String>) -> Result<std::net::SocketAddr, String> {
+    let args = parse_args(argv)?.ok_or("--help is no page")?;
+    if args.serve.is_none() {
+        return Err("no --serve HOST:PORT".into());
+    }
+    serve::start(args)
 }
 
 #[cfg(test)]
@@ -824,6 +908,22 @@ mod tests {
         assert!(args(&["--frobnicate"]).is_err());
         assert!(args(&["--window", "0s"]).is_err());
         assert!(args(&["--window", "5d"]).is_err());
+        let fleet = args(&[
+            "--prometheus",
+            "http://p:9090",
+            "--at",
+            "1700000000.5",
+            "--window",
+            "2m",
+        ]);
+        let fleet = fleet.unwrap().unwrap();
+        assert_eq!(fleet.prometheus.as_deref(), Some("http://p:9090"));
+        assert_eq!(fleet.at, Some(1_700_000_000.5));
+        assert!(args(&["--at", "1700000000"]).is_err(), "--at needs --prometheus");
+        assert!(args(&["--prometheus", "http://p:9090", "--admin", "h:1"]).is_err());
+        assert!(args(&["--prometheus", "http://p", "--serve", "h:1", "--at", "1"]).is_err());
+        let served = args(&["--serve", "127.0.0.1:0"]).unwrap().unwrap();
+        assert_eq!(served.serve.as_deref(), Some("127.0.0.1:0"));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));

@@ -124,12 +124,23 @@ impl Prometheus {
     /// An instant query at the current time against `base` (e.g. the address a shipped
     /// AnalysisTemplate names after its args are filled in), through `/api/v1/query`.
     pub fn query_at(base: &str, promql: &str) -> Result<QueryResult, String> {
+        Self::query_when(base, promql, None)
+    }
+
+    /// An instant query evaluated at `time` (Unix seconds), e.g. the time a report was made for.
+    pub fn query_at_time(&self, promql: &str, time: f64) -> Result<QueryResult, String> {
+        Self::query_when(&self.url(), promql, Some(time))
+    }
+
+    fn query_when(base: &str, promql: &str, time: Option<f64>) -> Result<QueryResult, String> {
         let url = format!("{}/api/v1/query", base.trim_end_matches('/'));
-        let body: serde_json::Value = match ureq::get(&url)
+        let mut req = ureq::get(&url)
             .timeout(Duration::from_secs(10))
-            .query("query", promql)
-            .call()
-        {
+            .query("query", promql);
+        if let Some(t) = time {
+            req = req.query("time", &format!("{t:.3}"));
+        }
+        let body: serde_json::Value = match req.call() {
             Ok(r) => r.into_json().map_err(|e| e.to_string())?,
             // Prometheus answers 400/422 with a JSON error body.
             Err(ureq::Error::Status(code, r)) => {

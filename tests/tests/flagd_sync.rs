@@ -238,3 +238,29 @@ fn the_filter_follows_flagds_sync_stream() {
         println!("{line}");
     }
 }
+
+/// No flagd at all (a cluster Envoy does not have, and one whose server is down): the
+/// start-up flag routes, nothing fails, the gauge says so, and the filter keeps retrying.
+#[test]
+fn without_flagd_the_start_up_flag_routes_and_the_filter_retries() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    for cluster in ["no-such-cluster", "flagd-down"] {
+        let cfg = config(cluster).replace(&flag_set(0).to_string(), &flag_set(10).to_string());
+        let mut opts = Options::new(cfg, &["stable", "canary"]);
+        opts.workers = 2;
+        opts.h2_clusters = vec![("flagd-down".into(), dead_port)];
+        let envoy = Envoy::start(&opts).unwrap_or_else(|e| panic!("{e}"));
+        assert!(misplaced(&envoy, &placements_at(10)).is_empty(), "{cluster}");
+        // Retries after 0.25-0.5, 0.5-1, 1-2 s: three attempts or more in 2.5 s.
+        std::thread::sleep(Duration::from_millis(2500));
+        assert_eq!(sync_metric(&envoy, "rollout_flag_sync_connected", None), 0.0);
+        assert_eq!(sync_metric(&envoy, "rollout_flag_sync_updates_total", None), 0.0);
+        let log = envoy.log();
+        let retries = log.matches("the last good flag stays, retrying in").count();
+        println!("{cluster}: {retries} retries logged in 2.5 s");
+        assert!(retries >= 3, "{cluster}: {retries} retries\n{log}");
+        assert!(misplaced(&envoy, &placements_at(10)).is_empty(), "{cluster}");
+    }
+}

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use rollout_cli::http::{agent, get, mtls_agent};
+use rollout_cli::demo_envoy::drive;
+use rollout_cli::filter_config::{loaded_filter_config, rollouts_of};
+use rollout_cli::http::{get, mtls_agent};
 use rollout_cli::{settle, workspace_root};
 
 const FRONT: &str = "http://127.0.0.1:18000";
@@ -27,7 +29,7 @@ fn run() -> Result<(), String> {
     let envoy =
         rollout_cli::demo_envoy::start(&root.join("envoy-config/envoy.yaml"), &log_path, FRONT, ADMIN)?;
 
-    let rollouts = rollouts_of(&loaded_filter_config()?);
+    let rollouts = rollouts_of(&loaded_filter_config(ADMIN)?);
     let ids: Vec<&str> = rollouts.iter().map(|r| r.id.as_str()).collect();
     println!(
         "Envoy {} with envoy-config/envoy.yaml, rollouts {}",
@@ -42,11 +44,11 @@ fn run() -> Result<(), String> {
     let mut results = Vec::new();
     for r in &rollouts {
         let host = r.host.as_deref();
-        let distinct = drive(DISTINCT_USERS, host, |i| format!("user-{i}"))?;
+        let distinct = drive(FRONT, DISTINCT_USERS, host, |i| format!("user-{i}"))?;
         let mut sticky_ok = 0;
         let mut repeat_total: BTreeMap<String, u64> = BTreeMap::new();
         for user in REPEATED_USERS {
-            let seen = drive(REPEATS, host, |_| user.to_string())?;
+            let seen = drive(FRONT, REPEATS, host, |_| user.to_string())?;
             if seen.len() == 1 {
                 sticky_ok += 1;
             }
@@ -190,123 +192,6 @@ fn mtls_callers(root: &std::path::Path) -> Result<Vec<(String, u64)>, String> {
         out.push((label.to_string(), canary));
     }
     Ok(out)
-}
-
-/// Send `n` requests (4 client threads) with `host` as the Host header (else the URL's), keyed
-/// by `key(i)`; count which backend answered.
-fn drive(
-    n: u32,
-    host: Option<&str>,
-    key: impl Fn(u32) -> String + Sync,
-) -> Result<BTreeMap<String, u64>, String> {
-    let threads = 4;
-    let results: Vec<Result<BTreeMap<String, u64>, String>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let key = &key;
-                s.spawn(move || {
-                    let agent = agent();
-                    let mut counts = BTreeMap::new();
-                    for i in (t..n).step_by(threads as usize) {
-                        let user = key(i);
-                        let mut headers = vec![("x-user-id", user.as_str())];
-                        if let Some(h) = host {
-                            headers.push(("host", h));
-                        }
-                        let r = get(&agent, &format!("{FRONT}/"), &headers)?;
-                        if r.status != 200 {
-                            return Err(format!("status {} from the demo", r.status));
-                        }
-                        let v = r.header("x-served-by").unwrap_or("none").to_string();
-                        *counts.entry(v).or_insert(0) += 1;
-                    }
-                    Ok(counts)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("client thread died".into())))
-            .collect()
-    });
-    let mut total = BTreeMap::new();
-    for r in results {
-        for (k, v) in r? {
-            *total.entry(k).or_insert(0) += v;
-        }
-    }
-    Ok(total)
-}
-
-/// One rollout of the front listener's filter: its id, a Host its entry matches (None: the
-/// entry matches any host) and its versions with their weights.
-struct Rollout {
-    id: String,
-    host: Option<String>,
-    versions: Vec<(String, u64)>,
-}
-
-/// The rollouts of a filter config, either form; an entry's unset `versions` is the top level's.
-fn rollouts_of(cfg: &serde_json::Value) -> Vec<Rollout> {
-    let versions_of = |v: &serde_json::Value| {
-        v.as_array().map(|vs| {
-            vs.iter()
-                .map(|v| {
-                    (
-                        v["name"].as_str().unwrap_or("?").to_string(),
-                        v["weight"].as_u64().unwrap_or(0),
-                    )
-                })
-                .collect::<Vec<_>>()
-        })
-    };
-    let one = |e: &serde_json::Value| Rollout {
-        id: e["rolloutId"].as_str().unwrap_or("?").to_string(),
-        // A wildcard entry `*.SUFFIX` is sent as `demo.SUFFIX`.
-        host: e["match"]["hosts"][0]
-            .as_str()
-            .map(|h| match h.strip_prefix('*') {
-                Some(suffix) => format!("demo{suffix}"),
-                None => h.to_string(),
-            }),
-        versions: versions_of(&e["versions"])
-            .or_else(|| versions_of(&cfg["versions"]))
-            .unwrap_or_default(),
-    };
-    match cfg["rollouts"].as_array() {
-        Some(list) => list.iter().map(one).collect(),
-        None => vec![one(cfg)],
-    }
-}
-
-/// The front listener's filter configuration as Envoy loaded it, from the admin config dump.
-fn loaded_filter_config() -> Result<serde_json::Value, String> {
-    let dump: serde_json::Value = ureq::get(&format!("{ADMIN}/config_dump"))
-        .call()
-        .map_err(|e| e.to_string())?
-        .into_json()
-        .map_err(|e| format!("cannot read the admin config dump: {e}"))?;
-    find_filter_config(&dump).ok_or_else(|| "no rollout-filter configuration in the config dump".into())
-}
-
-fn find_filter_config(v: &serde_json::Value) -> Option<serde_json::Value> {
-    match v {
-        serde_json::Value::Object(m) => {
-            if let Some(cfg) = m.get("configuration") {
-                if let Some(s) = cfg.get("value").and_then(|s| s.as_str()) {
-                    if let Ok(parsed) = serde_json::from_str::<serde_json::Value>(s) {
-                        // The front listener's config is the one with `rollouts`.
-                        if parsed.get("rollouts").is_some() {
-                            return Some(parsed);
-                        }
-                    }
-                }
-            }
-            m.values().find_map(find_filter_config)
-        }
-        serde_json::Value::Array(a) => a.iter().find_map(find_filter_config),
-        _ => None,
-    }
 }
 
 fn envoy_version() -> String {
