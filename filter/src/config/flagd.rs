@@ -252,9 +252,18 @@ pub(super) fn build(
             };
             err(super::one_line(&path), super::one_line(&r.reason))
         })?,
-        // Until the stream's first snapshot: the first variant listed.
-        None => flagd::Flag::fixed(&recipe.flag_key, mode, recipe.variants.first().map_or(0, |v| v.1)),
+        None => flagd::Flag::fixed(
+            &recipe.flag_key,
+            mode,
+            start_up_version(&recipe, f.sync.as_ref())?,
+        ),
     };
+    if f.flag_set.is_some() && f.sync.as_ref().is_some_and(|s| s.default_variant.is_some()) {
+        return Err(err(
+            "flagd.sync.defaultVariant",
+            "only without flagd.flagSet (the flag set's defaultVariant serves until the first snapshot)",
+        ));
+    }
     let targeting_key = recipe
         .attrs
         .iter()
@@ -267,6 +276,26 @@ pub(super) fn build(
         context,
         targeting_key,
     })
+}
+
+/// Without `flagSet`, the version served until the stream's first snapshot: `defaultVariant`'s,
+/// else the first variant listed (an Istio `pluginConfig` is a protobuf Struct: its keys may
+/// arrive in another order, so name it there).
+fn start_up_version(recipe: &Recipe, sync: Option<&FlagdSync>) -> Result<usize, ConfigError> {
+    match sync.and_then(|s| s.default_variant.as_deref()) {
+        Some(key) => recipe
+            .variants
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| {
+                err(
+                    "flagd.sync.defaultVariant",
+                    format!("{key:?} is not one of flagd.variants"),
+                )
+            }),
+        None => Ok(recipe.variants.first().map_or(0, |v| v.1)),
+    }
 }
 
 /// The attribute names and, for each, its request sources.
@@ -497,6 +526,32 @@ mod tests {
                 .to_string();
             assert!(got.starts_with(want), "{field}\n  got:  {got}\n  want: {want}");
         }
+        let named = bare.replace(r#""cluster": "c""#, r#""cluster": "c", "defaultVariant": "on""#);
+        assert_eq!(
+            Config::from_json(named.as_bytes())
+                .unwrap()
+                .flagd
+                .unwrap()
+                .flag
+                .get()
+                .default,
+            1
+        );
+        let unknown = bare.replace(
+            r#""cluster": "c""#,
+            r#""cluster": "c", "defaultVariant": "maybe""#,
+        );
+        let got = Config::from_json(unknown.as_bytes()).unwrap_err().to_string();
+        assert_eq!(
+            got,
+            "flagd.sync.defaultVariant: \"maybe\" is not one of flagd.variants"
+        );
+        let both = with(r#""sync": {"cluster": "c", "defaultVariant": "on"}"#, "");
+        let got = Config::from_json(both.as_bytes()).unwrap_err().to_string();
+        assert!(
+            got.starts_with("flagd.sync.defaultVariant: only without flagd.flagSet"),
+            "{got}"
+        );
         let no_set = bare.replace(r#", "sync": {"cluster": "c"}"#, "");
         let got = Config::from_json(no_set.as_bytes()).unwrap_err().to_string();
         assert_eq!(got, "flagd: missing field `flagSet`");

@@ -14,9 +14,11 @@ pub struct FlagdSync {
     pub selector: String,
     /// How long an attempt may take to bring its first snapshot before it is retried.
     pub timeout_ms: u64,
+    /// Without `flagSet`: the variant served until the first snapshot.
+    pub default_variant: Option<String>,
 }
 
-const FIELDS: &str = "`cluster`, `authority`, `selector`, `timeoutSeconds`";
+const FIELDS: &str = "`cluster`, `authority`, `selector`, `timeoutSeconds`, `defaultVariant`";
 const DEFAULT_TIMEOUT_MS: u64 = 5_000;
 const MAX_TARGET: usize = 120;
 
@@ -40,6 +42,7 @@ pub(super) fn parse(v: &Json) -> Result<FlagdSync, ConfigError> {
         authority: String::new(),
         selector: String::new(),
         timeout_ms: DEFAULT_TIMEOUT_MS,
+        default_variant: None,
     };
     let mut cluster = None;
     for (name, v) in members {
@@ -49,6 +52,7 @@ pub(super) fn parse(v: &Json) -> Result<FlagdSync, ConfigError> {
             "authority" => s.authority = text(v, &at)?,
             "selector" => s.selector = text(v, &at)?,
             "timeoutSeconds" => s.timeout_ms = timeout(v, &at)?,
+            "defaultVariant" => s.default_variant = Some(text(v, &at)?),
             _ => {
                 return Err(err(
                     &at,
