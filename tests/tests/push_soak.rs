@@ -24,8 +24,8 @@ const RESOURCE: &str = "rollout-filter";
 const ECDS_FILE: &str = "rollout-filter.yaml";
 /// Where wrk's requests go once the rollout traffic is over (no rollout matches it).
 const DRAIN_HOST: &str = "drain.example.org";
-/// Seconds of drain traffic before wrk stops.
-const DRAIN_SECONDS: u64 = 3;
+/// Drain traffic before wrk stops: far longer than any request takes (wrk times one out at 2 s).
+const DRAIN: Duration = Duration::from_secs(3);
 const WRK_SCRIPT: &str = include_str!("push_soak.wrk.lua");
 const WRK_THREADS: &str = "2";
 const WRK_CONNECTIONS: &str = "32";
@@ -140,7 +140,8 @@ impl Soak {
         self.stats_matching(&key).get(&key).copied().unwrap_or(0)
     }
 
-    /// Waits until Envoy has accepted `n` configurations (the first load included).
+    /// Waits until Envoy has accepted `n` configurations (the first load included). Polls
+    /// gently: every `/stats` query walks Envoy's 70,000 stats on the thread that applies pushes.
     fn wait_accepted(&self, n: u64) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.ecds_stat("update_success") < n {
@@ -150,7 +151,7 @@ impl Soak {
                 "update_success stayed at {} (< {n})",
                 self.ecds_stat("update_success")
             );
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }
@@ -252,20 +253,39 @@ fn wrk_summary(stdout: &str) -> BTreeMap<String, u64> {
         .collect()
 }
 
-/// Starts wrk on `url` for the soak plus the drain, with the script written to `dir`.
+/// wrk on `url`, with the script written to `dir`: rollout traffic until [`stop_wrk`].
 fn start_wrk(dir: &Path, url: &str, seconds: u64) -> std::process::Child {
     let script = dir.join("push_soak.lua");
     std::fs::write(&script, WRK_SCRIPT).expect("write wrk script");
+    let stop_file = dir.join("stop");
     Command::new("wrk")
         .args(["-t", WRK_THREADS, "-c", WRK_CONNECTIONS])
-        .arg(format!("-d{}s", seconds + DRAIN_SECONDS))
+        // Only a cap: the test stops wrk itself.
+        .arg(format!("-d{}s", 4 * seconds + 120))
         .arg("-s")
         .arg(&script)
         .arg(url)
-        .args(["--", &ROLLOUTS.to_string(), &seconds.to_string(), DRAIN_HOST])
+        .arg("--")
+        .arg(ROLLOUTS.to_string())
+        .arg(&stop_file)
+        .arg(DRAIN_HOST)
         .stdout(Stdio::piped())
         .spawn()
         .expect("wrk (apt-get install wrk)")
+}
+
+/// Ends the rollout traffic (the script sees the stop file), lets the requests in flight
+/// finish during the drain, then stops wrk as Ctrl-C does: its stdout, summary included.
+fn stop_wrk(wrk: std::process::Child, dir: &Path) -> String {
+    std::fs::write(dir.join("stop"), "").expect("stop file");
+    std::thread::sleep(DRAIN);
+    let status = Command::new("kill")
+        .args(["-INT", &wrk.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -INT wrk");
+    let out = wrk.wait_with_output().expect("wrk");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Waits until each worker's VM has defined every rollout's metrics (they log it), then
@@ -280,20 +300,24 @@ fn wait_defined(soak: &Soak) {
     std::thread::sleep(Duration::from_millis(1_200)); // the gauge is refreshed once a second
 }
 
-/// Pushes B, A, B, … once a second for `seconds` (half a second in, so every push lands in
-/// the rollout traffic), each accepted before the next; the memory after each.
-fn push_every_second(soak: &Soak, seconds: u64) -> Vec<Memory> {
+/// Pushes B, A, B, … once a second, `seconds` times, each accepted before the next (a late
+/// one is not made up for); the memory after each, and the longest wait for an acceptance.
+fn push_every_second(soak: &Soak, seconds: u64) -> (Vec<Memory>, Duration) {
     let started = Instant::now();
-    let mut samples = Vec::new();
+    let (mut samples, mut slowest) = (Vec::new(), Duration::ZERO);
     for k in 1..=seconds {
         let at = started + Duration::from_millis(500 + 1000 * (k - 1));
         std::thread::sleep(at.saturating_duration_since(Instant::now()));
         let version = u32::try_from(k + 1).expect("pushes");
+        let pushed = Instant::now();
         soak.push(version);
         soak.wait_accepted(u64::from(version));
+        slowest = slowest.max(pushed.elapsed());
         samples.push(memory(soak));
     }
-    samples
+    // The last configuration serves a while too.
+    std::thread::sleep(Duration::from_secs(1));
+    (samples, slowest)
 }
 
 /// The counters once they equal what was served (they reach Envoy every 100 ms), or as they
@@ -318,10 +342,15 @@ fn config_pushes_under_load_fail_nothing_and_count_exactly() {
     warm_up(&soak);
     wait_defined(&soak);
     let before = memory(&soak);
+    let started = Instant::now();
     let wrk = start_wrk(soak.ecds_dir.path(), &soak.envoy.url("/"), seconds);
-    let during = push_every_second(&soak, seconds);
-    let out = wrk.wait_with_output().expect("wrk");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (during, slowest) = push_every_second(&soak, seconds);
+    println!(
+        "push soak: {seconds} pushes in {:.1} s of rollout traffic; slowest acceptance {} ms",
+        started.elapsed().as_secs_f64(),
+        slowest.as_millis()
+    );
+    let stdout = stop_wrk(wrk, soak.ecds_dir.path());
     println!("{stdout}");
     let wrk = wrk_summary(&stdout);
     let served = served(&soak.envoy);

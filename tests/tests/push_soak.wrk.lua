@@ -1,8 +1,8 @@
 -- wrk script of the push soak (tests/tests/push_soak.rs).
--- Arguments: <rollouts> <seconds of rollout traffic> <unmatched host>.
+-- Arguments: <rollouts> <stop file> <unmatched host>.
 -- Each request goes to the next rollout's host (svc-<i>.example.com, or the wildcard's), with
--- a sticky user on two requests in three and none (a random split) on the third. After the
--- given seconds every request goes to a host no rollout matches: wrk cuts the requests in
+-- a sticky user on two requests in three and none (a random split) on the third. Once the
+-- stop file exists, every request goes to a host no rollout matches: wrk cuts the requests in
 -- flight when it stops, and those are then no rollout's, so per-rollout counts stay exact.
 local threads = {}
 
@@ -13,7 +13,8 @@ end
 
 function init(args)
   rollouts = tonumber(args[1])
-  stop_at = os.time() + tonumber(args[2])
+  stop_file = args[2]
+  draining = false
   unmatched = args[3]
   i = first
   bad = 0
@@ -22,7 +23,15 @@ end
 function request()
   i = i + 1
   local host
-  if os.time() >= stop_at then
+  -- The file is looked for every 64 requests, not on each.
+  if not draining and i % 64 == 0 then
+    local f = io.open(stop_file)
+    if f then
+      f:close()
+      draining = true
+    end
+  end
+  if draining then
     host = unmatched
   elseif i % 50 == 0 then
     host = "w" .. i .. ".wild.example.com"
