@@ -8,10 +8,10 @@
 //! next hop with only `baggage` and `traceparent` (what an OpenTelemetry-instrumented app
 //! propagates by itself), and the next hop's reply is reported as [`Seen::next`].
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
@@ -90,7 +90,12 @@ impl Echo {
         let requests = Arc::new(AtomicU64::new(0));
         let hosts: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
         let fail_every = Arc::new(AtomicU64::new(fail_every));
-        let (n, r, h, f) = (name.to_string(), requests.clone(), hosts.clone(), fail_every.clone());
+        let (n, r, h, f) = (
+            name.to_string(),
+            requests.clone(),
+            hosts.clone(),
+            fail_every.clone(),
+        );
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
                 let (n, r, h, f, next) = (n.clone(), r.clone(), h.clone(), f.clone(), next.clone());
@@ -186,7 +191,8 @@ fn serve(
             return;
         }
         let nth = count.fetch_add(1, Ordering::Relaxed) + 1;
-        if let (Ok(mut by_host), Some((_, host))) = (hosts.lock(), headers.iter().find(|(k, _)| k == "host")) {
+        if let (Ok(mut by_host), Some((_, host))) = (hosts.lock(), headers.iter().find(|(k, _)| k == "host"))
+        {
             *by_host.entry(host.clone()).or_default() += 1;
         }
         let fail_every = fail_every.load(Ordering::Relaxed);
