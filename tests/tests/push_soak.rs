@@ -8,6 +8,7 @@
 //! a minute of load is no part of `make test`). docs/soak.md has the figures.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -277,12 +278,22 @@ fn wrk_summary(stdout: &str) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// A running wrk, stopped if the test ends early.
+struct Wrk(std::process::Child);
+
+impl Drop for Wrk {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// wrk on `url`, with the script written to `dir`: rollout traffic until [`stop_wrk`].
-fn start_wrk(dir: &Path, url: &str, seconds: u64) -> std::process::Child {
+fn start_wrk(dir: &Path, url: &str, seconds: u64) -> Wrk {
     let script = dir.join("push_soak.lua");
     std::fs::write(&script, WRK_SCRIPT).expect("write wrk script");
     let stop_file = dir.join("stop");
-    Command::new("wrk")
+    let child = Command::new("wrk")
         .args(["-t", WRK_THREADS, "-c", WRK_CONNECTIONS])
         // Only a cap: the test stops wrk itself.
         .arg(format!("-d{}s", 4 * seconds + 120))
@@ -295,21 +306,25 @@ fn start_wrk(dir: &Path, url: &str, seconds: u64) -> std::process::Child {
         .arg(DRAIN_HOST)
         .stdout(Stdio::piped())
         .spawn()
-        .expect("wrk (apt-get install wrk)")
+        .expect("wrk (apt-get install wrk)");
+    Wrk(child)
 }
 
 /// Ends the rollout traffic (the script sees the stop file), lets the requests in flight
 /// finish during the drain, then stops wrk as Ctrl-C does: its stdout, summary included.
-fn stop_wrk(wrk: std::process::Child, dir: &Path) -> String {
+fn stop_wrk(mut wrk: Wrk, dir: &Path) -> String {
     std::fs::write(dir.join("stop"), "").expect("stop file");
     std::thread::sleep(DRAIN);
     let status = Command::new("kill")
-        .args(["-INT", &wrk.id().to_string()])
+        .args(["-INT", &wrk.0.id().to_string()])
         .status()
         .expect("kill");
     assert!(status.success(), "kill -INT wrk");
-    let out = wrk.wait_with_output().expect("wrk");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let mut out = String::new();
+    if let Some(mut stdout) = wrk.0.stdout.take() {
+        stdout.read_to_string(&mut out).expect("wrk's output");
+    }
+    out
 }
 
 /// Waits until each worker's VM has defined every rollout's metrics (they log it), then
@@ -466,9 +481,10 @@ fn report(
 
 /// Growth allowed from the first push to the end, for the VMs' linear memory and for
 /// Envoy's heap alike. The first push raises both once (old and new configuration live side
-/// by side: about 15 MiB per VM for 1,000 rollouts); after it, measured: +2.9 MiB of VM memory
-/// over 60 pushes, none after the 65th of 150 (the allocator's high-water mark settling), and
-/// +2.7 MiB of Envoy heap. One configuration kept per push would be far more (docs/soak.md).
+/// by side: about 15 MiB per VM for 1,000 rollouts); after it, measured: +2.9 to +3.5 MiB of
+/// VM memory over 60 pushes, none after the 65th of 150 (the allocator's high-water mark
+/// settling), and at most +2.7 MiB of Envoy heap. One configuration kept per push would be
+/// far more (docs/soak.md).
 const GROWTH_AFTER_FIRST_PUSH: u64 = 8 << 20;
 
 fn assert_memory_flat(before: Memory, during: &[Memory], after: Memory) {
