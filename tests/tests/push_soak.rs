@@ -327,12 +327,12 @@ fn stop_wrk(mut wrk: Wrk, dir: &Path) -> String {
     out
 }
 
-/// Waits until each worker's VM has defined every rollout's metrics (they log it), then
-/// for a refresh of the memory gauge.
+/// Waits until every VM (the main thread's and the two workers') has defined every rollout's
+/// metrics (each logs it), then for a refresh of the memory gauge.
 fn wait_defined(soak: &Soak) {
     let line = format!("metrics of {ROLLOUTS} rollouts defined");
     let deadline = Instant::now() + Duration::from_secs(120);
-    while soak.envoy.log().matches(&line).count() < 2 {
+    while soak.envoy.log().matches(&line).count() < 3 {
         assert!(
             Instant::now() < deadline,
             "metrics never all defined:\n{}",
