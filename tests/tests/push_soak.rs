@@ -151,7 +151,8 @@ impl Soak {
     }
 
     /// Waits until Envoy has accepted `n` configurations (the first load included). Polls
-    /// gently: every `/stats` query walks Envoy's 70,000 stats on the thread that applies pushes.
+    /// gently: every `/stats` query walks Envoy's 100,000-odd stats on the thread that
+    /// applies pushes.
     fn wait_accepted(&self, n: u64) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.ecds_stat("update_success") < n {
@@ -483,8 +484,8 @@ fn report(
 /// Envoy's heap alike. The first push raises both once (old and new configuration live side
 /// by side: about 15 MiB per VM for 1,000 rollouts); after it, measured: +2.9 to +3.5 MiB of
 /// VM memory over 60 pushes, none after the 65th of 150 (the allocator's high-water mark
-/// settling), and at most +2.7 MiB of Envoy heap. One configuration kept per push would be
-/// far more (docs/soak.md).
+/// settling), and +0.3 to +0.9 MiB of Envoy heap (+1.3 MiB over 150). One configuration kept
+/// per push would be far more (docs/soak.md).
 const GROWTH_AFTER_FIRST_PUSH: u64 = 8 << 20;
 
 fn assert_memory_flat(before: Memory, during: &[Memory], after: Memory) {
