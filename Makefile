@@ -152,9 +152,11 @@ flagd-sync-server: $(SYNC_PY) ## flagd's sync protocol server for the e2e tests 
 e2e: build build-trap envoy noop-wasm flagd-node flagd-sync-server ## the end-to-end tests inside a real Envoy
 	cargo test -p rollout-e2e -- --test-threads 2
 
-# The load test at full size: 100,000 requests at concurrency 64.
-soak: build envoy ## the load test at full size (100,000 requests, concurrency 64)
+# The load test at full size (100,000 requests at concurrency 64), then the push soak: a
+# 1,000-rollout config replaced by ECDS once a second under wrk (SOAK_SECONDS, default 60).
+soak: build envoy ## the load test at full size, then 60 s of config pushes under wrk (docs/soak.md)
 	LOAD_REQUESTS=100000 LOAD_CONCURRENCY=64 cargo test --release -p rollout-e2e --test load -- --nocapture
+	cargo test --release -p rollout-e2e --test push_soak -- --ignored --nocapture
 
 test: fmt-check lint unit wasm-test wasm-size validate deploy-test e2e ## everything: fmt, clippy, unit (host, wasm32), size, validate, deploy, e2e, bench and fuzz smoke
 

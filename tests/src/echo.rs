@@ -2,15 +2,17 @@
 //! listing the request line and headers it received, so tests see exactly what
 //! left Envoy. A request header `x-echo-status: NNN` sets the response status, and
 //! `x-echo-set-cookies: N` adds N `Set-Cookie` headers (`up0=v0; Path=/`, `up1=v1; Path=/`, …).
+//! It counts what it served per `Host` header too ([`Echo::served_by_host`]).
 //!
 //! [`Echo::start_forwarding`] makes it an app in a call chain: each request is first passed to the
 //! next hop with only `baggage` and `traceparent` (what an OpenTelemetry-instrumented app
 //! propagates by itself), and the next hop's reply is reported as [`Seen::next`].
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +48,8 @@ pub struct Echo {
     pub name: String,
     pub addr: SocketAddr,
     pub requests: Arc<AtomicU64>,
+    /// Requests served, by `Host` header as received.
+    hosts: Arc<Mutex<BTreeMap<String, u64>>>,
     /// Every n-th request gets a 503 (0: none, 1: all); a test may change it at any time.
     pub fail_every: Arc<AtomicU64>,
 }
@@ -64,6 +68,7 @@ impl Echo {
             name: name.to_string(),
             addr,
             requests: Arc::new(AtomicU64::new(0)),
+            hosts: Arc::default(),
             fail_every: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -83,20 +88,32 @@ impl Echo {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind echo upstream");
         let addr = listener.local_addr().expect("echo address");
         let requests = Arc::new(AtomicU64::new(0));
+        let hosts: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
         let fail_every = Arc::new(AtomicU64::new(fail_every));
-        let (n, r, f) = (name.to_string(), requests.clone(), fail_every.clone());
+        let (n, r, h, f) = (
+            name.to_string(),
+            requests.clone(),
+            hosts.clone(),
+            fail_every.clone(),
+        );
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (n, r, f, next) = (n.clone(), r.clone(), f.clone(), next.clone());
-                std::thread::spawn(move || serve(conn, &n, &r, &f, next.as_deref()));
+                let (n, r, h, f, next) = (n.clone(), r.clone(), h.clone(), f.clone(), next.clone());
+                std::thread::spawn(move || serve(conn, &n, (&r, &h), &f, next.as_deref()));
             }
         });
         Echo {
             name: name.to_string(),
             addr,
             requests,
+            hosts,
             fail_every,
         }
+    }
+
+    /// Requests served so far, by `Host` header (as received, port included).
+    pub fn served_by_host(&self) -> BTreeMap<String, u64> {
+        self.hosts.lock().map(|h| h.clone()).unwrap_or_default()
     }
 }
 
@@ -116,10 +133,13 @@ fn forward(next: &OnceLock<SocketAddr>, path: &str, headers: &[(String, String)]
     serde_json::from_str(&body).ok().map(Box::new)
 }
 
+/// What an echo counts: every request, and requests by `Host`.
+type Counts<'a> = (&'a AtomicU64, &'a Mutex<BTreeMap<String, u64>>);
+
 fn serve(
     conn: TcpStream,
     name: &str,
-    count: &AtomicU64,
+    (count, hosts): Counts,
     fail_every: &AtomicU64,
     next: Option<&OnceLock<SocketAddr>>,
 ) {
@@ -171,6 +191,10 @@ fn serve(
             return;
         }
         let nth = count.fetch_add(1, Ordering::Relaxed) + 1;
+        if let (Ok(mut by_host), Some((_, host))) = (hosts.lock(), headers.iter().find(|(k, _)| k == "host"))
+        {
+            *by_host.entry(host.clone()).or_default() += 1;
+        }
         let fail_every = fail_every.load(Ordering::Relaxed);
         if fail_every > 0 && nth.is_multiple_of(fail_every) {
             status = 503;

@@ -576,7 +576,7 @@ pub fn front_bootstrap(
 
 /// [`front_bootstrap`] from its rendered parts: `http_filters` (see [`http_filters_yaml`]) and
 /// `clusters` (items of `clusters:`).
-fn front_listener_bootstrap(
+pub fn front_listener_bootstrap(
     hcm_extra: &str,
     routes: &str,
     http_filters: &str,
