@@ -361,8 +361,9 @@ const MEMORY_PERIOD_NS: u64 = 1_000_000_000;
 /// Envoy keeps a timer for every root context that ever set a tick, for the VM's life, and
 /// re-arms it even after the context is gone (its `Wasm::setTimerPeriod` and `tickHandler`
 /// never erase an entry): so a root context ticks only once it has work (metrics to define,
-/// or traffic to count), and stops its timer when it is done. The main thread's VM, which
-/// serves no request, then never ticks, and a config push leaves a stopped timer per worker.
+/// traffic to count, a flagd stream to follow), and stops its timer when it is done. The main
+/// thread's VM, which serves no request, ticks only while it defines a `rollouts[]` config's
+/// metrics or follows flagd, and a config push leaves a stopped timer per worker.
 #[derive(Default)]
 pub struct Root {
     shared: Option<Rc<Shared>>,
