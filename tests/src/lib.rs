@@ -13,6 +13,7 @@ pub mod rds;
 pub mod rollout_run;
 pub mod shipped;
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::SocketAddr;
@@ -27,6 +28,58 @@ pub use echo::{Echo, Seen};
 pub use rollout_cli::exposition::{parse_prometheus, Sample};
 pub use rollout_cli::http::{agent, mtls_agent};
 pub use rollout_cli::{envoy_bin, settle, workspace_root};
+
+/// The worker counts (`--concurrency`) the counting suites run with: each worker has its own
+/// copy of the filter's VM, so a count is right only if the workers' counts add up.
+pub const WORKER_COUNTS: [u32; 2] = [1, 2];
+
+/// `#[test]`s `NAME::one_worker` and `NAME::two_workers`, each calling `NAME(workers)`.
+#[macro_export]
+macro_rules! on_one_and_two_workers {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn one_worker() {
+                super::$name($crate::WORKER_COUNTS[0])
+            }
+            #[test]
+            fn two_workers() {
+                super::$name($crate::WORKER_COUNTS[1])
+            }
+        }
+    )*};
+}
+
+/// Clients on [`Spread::CONNECTIONS`] keep-alive connections, taken in turn: Envoy balances
+/// connections, not requests, so one connection would keep every request on one worker.
+pub struct Spread {
+    agents: Vec<ureq::Agent>,
+    next: Cell<usize>,
+}
+
+impl Spread {
+    pub const CONNECTIONS: usize = 4;
+
+    pub fn new() -> Spread {
+        Spread {
+            agents: (0..Self::CONNECTIONS).map(|_| agent()).collect(),
+            next: Cell::new(0),
+        }
+    }
+
+    /// The next connection's client.
+    pub fn next(&self) -> &ureq::Agent {
+        let i = self.next.get();
+        self.next.set((i + 1) % self.agents.len());
+        &self.agents[i]
+    }
+}
+
+impl Default for Spread {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// The test-only build whose VM traps on request (`make build-trap`).
 pub fn trap_wasm_path() -> PathBuf {
@@ -409,6 +462,34 @@ impl Envoy {
             .collect()
     }
 
+    /// Connections the listener `front` accepted, per worker (its `worker_<n>.downstream_cx_total`;
+    /// the harness's bootstraps name its stats `front`).
+    pub fn connections_per_worker(&self) -> Vec<u64> {
+        let prefix = "listener.front.worker_";
+        self.stats_now()
+            .iter()
+            .filter_map(|(k, v)| {
+                let rest = k.strip_prefix(prefix)?;
+                rest.ends_with(".downstream_cx_total").then_some(*v)
+            })
+            .collect()
+    }
+
+    /// Panics unless each of the `workers` workers accepted a connection: with one idle, a test
+    /// proves nothing about counts summed across workers.
+    pub fn assert_every_worker_served(&self, workers: u32) {
+        let per_worker = self.connections_per_worker();
+        assert_eq!(
+            per_worker.len(),
+            workers as usize,
+            "workers' listener stats: {per_worker:?}"
+        );
+        assert!(
+            per_worker.iter().all(|n| *n > 0),
+            "a worker accepted no connection (per worker: {per_worker:?})"
+        );
+    }
+
     /// A filter metric (`wasmcustom.` + `name`), 0 when absent.
     pub fn metric(&self, name: &str) -> u64 {
         self.stats()
@@ -567,7 +648,7 @@ pub fn front_bootstrap(
 ) -> String {
     let clusters: String = clusters.iter().map(|(n, p)| static_cluster_yaml(n, *p)).collect();
     let filters = http_filters_yaml(&wasm_path(), "FAIL_OPEN", filter_config);
-    front_listener_bootstrap(hcm_extra, routes, &filters, transport, &clusters)
+    front_listener_bootstrap(hcm_extra, routes, &filters, transport, &clusters, 1)
 }
 
 /// [`front_bootstrap`] from its rendered parts: `http_filters` (see [`http_filters_yaml`]) and
@@ -578,11 +659,20 @@ fn front_listener_bootstrap(
     http_filters: &str,
     transport: &str,
     clusters: &str,
+    workers: u32,
 ) -> String {
+    // With several workers, each new connection goes to the one with the fewest (the kernel's
+    // SO_REUSEPORT hash could put a test's few connections all on one).
+    let balance = if workers > 1 {
+        "    connection_balance_config: { exact_balance: {} }\n"
+    } else {
+        ""
+    };
     format!(
         r#"{BOOTSTRAP_HEAD}  - name: front
     address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
+    stat_prefix: front
+{balance}    filter_chains:
     - filters:
       - name: envoy.filters.network.http_connection_manager
         typed_config:
@@ -683,5 +773,5 @@ fn render_config(opts: &Options, upstreams: &[Echo], grpc: &[grpc::GrpcServer]) 
         None => (String::new(), String::new()),
     };
     let http_filters = http_filters_yaml(&wasm, opts.failure_policy, &opts.filter_config);
-    front_listener_bootstrap(&xfcc, &routes, &http_filters, &transport, &clusters)
+    front_listener_bootstrap(&xfcc, &routes, &http_filters, &transport, &clusters, opts.workers)
 }
