@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod prom;
 pub mod rds;
 pub mod rollout_run;
+pub mod settle;
 pub mod shipped;
 
 use std::cell::Cell;
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 pub use echo::{Echo, Seen};
 pub use rollout_cli::exposition::{parse_prometheus, Sample};
 pub use rollout_cli::http::{agent, mtls_agent};
-pub use rollout_cli::{envoy_bin, settle, workspace_root};
+pub use rollout_cli::{envoy_bin, workspace_root};
 
 /// The worker counts (`--concurrency`) the counting suites run with: each worker has its own
 /// copy of the filter's VM, so a count is right only if the workers' counts add up.
@@ -427,15 +428,20 @@ impl Envoy {
             .map_err(|e| e.to_string())
     }
 
-    /// Every counter and gauge from `/stats`, by full name. Waits first for the filter's
-    /// counters, which reach Envoy every 100 ms.
+    /// Every counter and gauge from `/stats`, by full name, once the filter's values have
+    /// settled ([`settle::settled_at`]: unchanged for 250 ms, which spans every VM's flush).
     pub fn stats(&self) -> BTreeMap<String, u64> {
-        settle();
-        self.stats_now()
+        settle::settled_at(&self.admin.to_string(), settle::QUIET)
     }
 
-    /// `/stats` once `done` holds for it (polled), or as it is after `timeout`: for counts
-    /// that reach Envoy after the filter has defined their metrics, which it does a few per tick.
+    /// [`Envoy::stats`] quiet for `quiet`, e.g. [`settle::MEMORY_QUIET`] for the memory gauge.
+    pub fn stats_quiet_for(&self, quiet: Duration) -> BTreeMap<String, u64> {
+        settle::settled_at(&self.admin.to_string(), quiet)
+    }
+
+    /// `/stats` once `done` holds for it and still holds once settled (a count passing through
+    /// its expected value on its way to a wrong one does not pass), or as it is after
+    /// `timeout`: for counts that reach Envoy after the filter has defined their metrics.
     pub fn stats_when(
         &self,
         timeout: Duration,
@@ -443,23 +449,23 @@ impl Envoy {
     ) -> BTreeMap<String, u64> {
         let deadline = Instant::now() + timeout;
         loop {
-            let stats = self.stats();
-            if done(&stats) || Instant::now() >= deadline {
-                return stats;
+            let now = self.stats_now();
+            if done(&now) {
+                let settled = self.stats();
+                if done(&settled) {
+                    return settled;
+                }
             }
+            if Instant::now() >= deadline {
+                return self.stats();
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     /// `/stats` as it is now, for Envoy's own stats (the filter's may lag 100 ms).
     pub fn stats_now(&self) -> BTreeMap<String, u64> {
-        // Every stat, zeros included (`usedonly` with any value lists only the used ones).
-        let body = self.admin_get("/stats").unwrap_or_default();
-        body.lines()
-            .filter_map(|l| {
-                let (k, v) = l.rsplit_once(": ")?;
-                Some((k.to_string(), v.trim().parse().ok()?))
-            })
-            .collect()
+        settle::stats_at(&self.admin.to_string())
     }
 
     /// Connections the listener `front` accepted, per worker (its `worker_<n>.downstream_cx_total`;
@@ -500,7 +506,7 @@ impl Envoy {
 
     /// `/stats/prometheus` samples as (name, labels, value).
     pub fn prometheus(&self) -> Vec<Sample> {
-        settle();
+        self.stats();
         parse_prometheus(&self.admin_get("/stats/prometheus").unwrap_or_default())
     }
 

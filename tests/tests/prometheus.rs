@@ -1393,11 +1393,14 @@ fn wait_for_gauge(prom: &Prometheus, version: &str, want: f64, requests: f64) {
 fn wait_for_trip(envoy: &Envoy, timeout: Duration) -> Instant {
     let deadline = Instant::now() + timeout;
     loop {
-        let tripped = envoy.prom_value(
-            "rollout_guard_tripped",
-            &[("rollout", ROLLOUT), ("version", "canary")],
-        );
-        if tripped == 1.0 {
+        // Read as it is now: under continuous traffic the counters never settle.
+        let tripped = envoy
+            .stats_now()
+            .get(&format!(
+                "wasmcustom.rollout_guard_tripped;rollout={ROLLOUT};version=canary"
+            ))
+            .copied();
+        if tripped == Some(1) {
             return Instant::now();
         }
         assert!(
@@ -1405,6 +1408,7 @@ fn wait_for_trip(envoy: &Envoy, timeout: Duration) -> Instant {
             "the guard did not trip in {timeout:?}:\n{}",
             envoy.log()
         );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
