@@ -439,9 +439,11 @@ impl Envoy {
         settle::settled_at(&self.admin.to_string(), quiet)
     }
 
-    /// `/stats` once `done` holds for it and still holds once settled (a count passing through
-    /// its expected value on its way to a wrong one does not pass), or as it is after
-    /// `timeout`: for counts that reach Envoy after the filter has defined their metrics.
+    /// `/stats` once `done` holds for it and still holds [`settle::QUIET`] later, after every
+    /// VM has flushed again (a count passing through its expected value on its way to a wrong
+    /// one does not pass), or as it is after `timeout`: for counts that reach Envoy after the
+    /// filter has defined their metrics. Only what `done` reads need settle, not the metrics
+    /// of idle rollouts still being defined.
     pub fn stats_when(
         &self,
         timeout: Duration,
@@ -449,15 +451,15 @@ impl Envoy {
     ) -> BTreeMap<String, u64> {
         let deadline = Instant::now() + timeout;
         loop {
-            let now = self.stats_now();
-            if done(&now) {
-                let settled = self.stats();
-                if done(&settled) {
-                    return settled;
+            if done(&self.stats_now()) {
+                std::thread::sleep(settle::QUIET);
+                let again = self.stats_now();
+                if done(&again) {
+                    return again;
                 }
             }
             if Instant::now() >= deadline {
-                return self.stats();
+                return self.stats_now();
             }
             std::thread::sleep(Duration::from_millis(50));
         }
