@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Regenerates the committed seed corpus, fuzz/corpus/<target>/ (small, hand-made
-inputs in each target's input format; see the doc comment of each target).
+inputs in each target's input format; see the doc comment of each target), and the
+boundary regression seeds of the targets that have no found-bug input of their own
+(fuzz/regressions/<target>/, see the end of this file).
 
 Run from anywhere: `python3 fuzz/seeds.py`. Deterministic; existing seed files
 with the same names are overwritten, nothing else is touched.
@@ -16,8 +18,8 @@ ROOT = os.path.dirname(HERE)
 TESTDATA = os.path.join(ROOT, "filter", "testdata")
 
 
-def write(target, name, data):
-    d = os.path.join(HERE, "corpus", target)
+def write(target, name, data, kind="corpus"):
+    d = os.path.join(HERE, kind, target)
     os.makedirs(d, exist_ok=True)
     if isinstance(data, str):
         data = data.encode()
@@ -220,3 +222,29 @@ lanes = {
 }
 for name, data in lanes.items():
     write("lane", name, data)
+
+
+# ---- regressions --------------------------------------------------------------------------
+# One seed for each target that no found bug gave one: an input on a boundary of the target's
+# model, where a change to the code or to the model is most likely to break. `make
+# fuzz-regressions` replays them (and every fuzz/artifacts/<target>/ file) on every smoke run.
+SPAN = TP[:-3]  # traceparent without its flags
+regressions = {
+    # Version 00 is exactly 55 chars: a suffix makes it invalid (a future version may have one).
+    ("trace", "version-00-with-suffix"): trace_seed(0, [b"p" + SPAN.encode() + b"-01-extra", b"sa=1"]),
+    # Two tracestate headers with a key in both: the first header's member is the one kept.
+    ("trace", "key-in-two-tracestate-headers"): trace_seed(1, [b"p" + TP.encode(), b"sa=1,b=2", b"sa=3,c=4"]),
+    # A cookie whose name ends with the wanted one comes first: `uid` is `good`, not `evil`.
+    ("keys", "cookie-name-suffix-first"): keys_seed(b"uid", b"xuid=evil; uid=good"),
+    # A parameter whose name starts with the wanted one; the name again after the fragment.
+    ("keys", "query-name-prefix-first"): keys_seed(b"v", b"/p?vv=1&v=2&v=3#v=4"),
+    # The map's last NUL cut off: it reads as the pairs before the last one.
+    ("headers", "missing-last-nul"): serialize(req)[:-1],
+    # DARK: the uid cookie is there but empty, so the next key, the peer's identity, decides.
+    ("decision", "empty-cookie-falls-to-peer-identity"): decision_seed(
+        0b10101000, 3, [b"", b"", b"", b"uid=", b"", b"spiffe://cluster.local/ns/prod/sa/web", b""]),
+    # A trusted lane twice: the first member (no version here) is the lane, passed on unchanged.
+    ("lane", "first-lane-member-wins"): lane_seed(0b001111, 2, [b"rollout-lane=blue, rollout-lane=canary"]),
+}
+for (target, name), data in regressions.items():
+    write(target, name, data, kind="regressions")

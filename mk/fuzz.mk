@@ -2,6 +2,8 @@
 #   make fuzz         every target for FUZZ_SECONDS (default 120) each; prints executions per target
 #   make fuzz-smoke   every target for FUZZ_SMOKE_SECONDS (default 5) each; part of `make test`
 #   make fuzz-cmin    shrink the grown corpus (FUZZ_WORK/corpus) to the inputs that add coverage
+#   make fuzz-regressions  every file of fuzz/regressions/<target>/ and fuzz/artifacts/<target>/
+#                     run once through its target; part of fuzz-smoke
 # One target only: make fuzz FUZZ_TARGETS=trace FUZZ_SECONDS=600
 # The seed corpus (fuzz/corpus/<target>/) and the regression inputs (fuzz/regressions/<target>/)
 # are only read; what the fuzzer finds goes to FUZZ_WORK (gitignored), crashes to fuzz/artifacts/.
@@ -9,7 +11,9 @@
 FUZZ_TARGETS       ?= config trace certificate keys headers decision lane rollouts sync
 FUZZ_SECONDS       ?= 120
 FUZZ_SMOKE_SECONDS ?= 5
-FUZZ_TOOLCHAIN     ?= nightly
+# The pinned nightly (cargo-fuzz needs one): a dated toolchain, so a new nightly cannot break
+# the build or change what the targets find. Move it forward here, and only here.
+FUZZ_TOOLCHAIN     ?= nightly-2026-05-20
 # Safe Rust: no sanitizer (2-3x the executions of ASan); debug assertions keep overflow checks on.
 FUZZ_SANITIZER     ?= none
 FUZZ_BUILD_FLAGS   := --sanitizer $(FUZZ_SANITIZER) --debug-assertions
@@ -18,10 +22,10 @@ FUZZ_WORK          ?= fuzz/work
 FUZZ_ARGS          ?=
 FUZZ_CARGO         := cargo +$(FUZZ_TOOLCHAIN) fuzz
 
-.PHONY: fuzz fuzz-smoke fuzz-cmin fuzz-build fuzz-tools
+.PHONY: fuzz fuzz-smoke fuzz-cmin fuzz-build fuzz-tools fuzz-regressions
 
 fuzz-tools:
-	@rustup toolchain list | grep -q '^$(FUZZ_TOOLCHAIN)' || rustup toolchain install $(FUZZ_TOOLCHAIN) --profile minimal
+	@rustup toolchain list | grep -q '^$(FUZZ_TOOLCHAIN)-' || rustup toolchain install $(FUZZ_TOOLCHAIN) --profile minimal
 	@cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 
 fuzz-build: fuzz-tools
@@ -57,9 +61,28 @@ endef
 fuzz: fuzz-build ## each fuzz target for FUZZ_SECONDS (default 120); FUZZ_TARGETS=... picks some
 	$(call fuzz-run,$(FUZZ_SECONDS),$(FUZZ_WORK)/corpus,tally)
 
-# A fresh corpus each time: the seeds and regressions replayed, then a few seconds of fuzzing,
-# so `make test` takes the same time however big the grown corpus is.
-fuzz-smoke: fuzz-build ## each fuzz target for a few seconds (part of make test)
+# Each target runs the files given by name once and exits; the first that fails stops it. A
+# target with no regression seed fails too: each keeps one (fuzz/README.md).
+fuzz-regressions: fuzz-build ## replay each fuzz target's regression seeds and saved crashes
+	@mkdir -p $(FUZZ_WORK)/logs; failed=; \
+	for t in $(FUZZ_TARGETS); do \
+	  log=$(FUZZ_WORK)/logs/$$t.replay.log; \
+	  seeds=$$(find fuzz/regressions/$$t -type f 2>/dev/null | sort); \
+	  crashes=$$(find fuzz/artifacts/$$t -type f 2>/dev/null | sort); \
+	  if [ -z "$$seeds" ]; then echo "fuzz-regressions $$t: no seed in fuzz/regressions/$$t"; failed="$$failed $$t"; continue; fi; \
+	  $(FUZZ_CARGO) run $(FUZZ_BUILD_FLAGS) $$t $$seeds $$crashes -- -runs=1 >$$log 2>&1; rc=$$?; \
+	  ran=$$(grep -c '^Executed ' $$log); \
+	  if [ $$rc -eq 0 ]; then status=ok; else status="FAILED (exit $$rc, see $$log)"; failed="$$failed $$t"; fi; \
+	  printf 'fuzz-regressions %-12s %2s seeds, %2s saved crashes, %2s run: %s\n' $$t \
+	    $$(echo $$seeds | wc -w) $$(echo $$crashes | wc -w) $$ran "$$status"; \
+	  [ $$rc -eq 0 ] || grep -E 'Running: |panicked at|  left:|  right:|SUMMARY' $$log | head -8 | sed 's/^/    /'; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz-regressions: failed:$$failed"; exit 1; fi
+
+# A fresh corpus each time: the regressions and saved crashes replayed one by one, the seeds
+# and regressions as the starting corpus, then a few seconds of fuzzing, so `make test` takes
+# the same time however big the grown corpus is.
+fuzz-smoke: fuzz-regressions ## each fuzz target for a few seconds, after the replay (part of make test)
 	@rm -rf $(FUZZ_WORK)/smoke
 	$(call fuzz-run,$(FUZZ_SMOKE_SECONDS),$(FUZZ_WORK)/smoke)
 

@@ -30,8 +30,20 @@ fn within(part: &[u8], whole: &[u8]) -> bool {
     part.is_empty() || (p >= w && p + part.len() <= w + whole.len())
 }
 
+/// A plain model of `cookie`: the first `;`-separated pair whose name, trimmed, is exactly
+/// `name` (not one ending or starting with it); its value trimmed, one pair of quotes removed.
+fn cookie_model<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    header.split(|b| *b == b';').find_map(|pair| {
+        let eq = pair.iter().position(|b| *b == b'=')?;
+        let v = pair[eq + 1..].trim_ascii();
+        let quoted = v.len() >= 2 && v[0] == b'"' && v[v.len() - 1] == b'"';
+        (pair[..eq].trim_ascii() == name).then(|| if quoted { &v[1..v.len() - 1] } else { v })
+    })
+}
+
 fn cookies(header: &[u8], name: &[u8]) {
     let got = cookie(header, name);
+    assert_eq!(got, cookie_model(header, name));
     if let Some(v) = got {
         assert!(within(v, header));
         assert!(!v.contains(&b';'));

@@ -1,7 +1,8 @@
 //! An HTTP/1.1 echo upstream: answers every request with JSON naming itself and
 //! listing the request line and headers it received, so tests see exactly what
 //! left Envoy. A request header `x-echo-status: NNN` sets the response status, and
-//! `x-echo-set-cookies: N` adds N `Set-Cookie` headers (`up0=v0; Path=/`, `up1=v1; Path=/`, …).
+//! `x-echo-set-cookies: N` adds N `Set-Cookie` headers (`up0=v0; Path=/`, `up1=v1; Path=/`, …),
+//! and `x-echo-delay-ms: N` holds the answer back N ms (at most 1 s), for a known latency.
 //! It counts what it served per `Host` header too ([`Echo::served_by_host`]).
 //!
 //! [`Echo::start_forwarding`] makes it an app in a call chain: each request is first passed to the
@@ -164,6 +165,7 @@ fn serve(
         let mut close = false;
         let mut status = 200u16;
         let mut set_cookies = 0usize;
+        let mut delay_ms = 0u64;
         loop {
             let mut h = Vec::new();
             if rd.read_until(b'\n', &mut h).unwrap_or(0) == 0 {
@@ -182,6 +184,7 @@ fn serve(
                 "connection" if v.eq_ignore_ascii_case("close") => close = true,
                 "x-echo-status" => status = v.parse().unwrap_or(200),
                 "x-echo-set-cookies" => set_cookies = v.parse().unwrap_or(0).min(16),
+                "x-echo-delay-ms" => delay_ms = v.parse().unwrap_or(0).min(1000),
                 _ => {}
             }
             headers.push((k, v));
@@ -215,6 +218,7 @@ fn serve(
             json.len(),
             if close { "connection: close\r\n" } else { "" }
         );
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         if out.write_all(head.as_bytes()).is_err() || out.write_all(&json).is_err() || close {
             return;
         }

@@ -12,8 +12,10 @@ pub mod grpc;
 pub mod prom;
 pub mod rds;
 pub mod rollout_run;
+pub mod settle;
 pub mod shipped;
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::SocketAddr;
@@ -27,7 +29,59 @@ use std::time::{Duration, Instant};
 pub use echo::{Echo, Seen};
 pub use rollout_cli::exposition::{parse_prometheus, Sample};
 pub use rollout_cli::http::{agent, mtls_agent};
-pub use rollout_cli::{envoy_bin, settle, workspace_root};
+pub use rollout_cli::{envoy_bin, workspace_root};
+
+/// The worker counts (`--concurrency`) the counting suites run with: each worker has its own
+/// copy of the filter's VM, so a count is right only if the workers' counts add up.
+pub const WORKER_COUNTS: [u32; 2] = [1, 2];
+
+/// `#[test]`s `NAME::one_worker` and `NAME::two_workers`, each calling `NAME(workers)`.
+#[macro_export]
+macro_rules! on_one_and_two_workers {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn one_worker() {
+                super::$name($crate::WORKER_COUNTS[0])
+            }
+            #[test]
+            fn two_workers() {
+                super::$name($crate::WORKER_COUNTS[1])
+            }
+        }
+    )*};
+}
+
+/// Clients on [`Spread::CONNECTIONS`] keep-alive connections, taken in turn: Envoy balances
+/// connections, not requests, so one connection would keep every request on one worker.
+pub struct Spread {
+    agents: Vec<ureq::Agent>,
+    next: Cell<usize>,
+}
+
+impl Spread {
+    pub const CONNECTIONS: usize = 4;
+
+    pub fn new() -> Spread {
+        Spread {
+            agents: (0..Self::CONNECTIONS).map(|_| agent()).collect(),
+            next: Cell::new(0),
+        }
+    }
+
+    /// The next connection's client.
+    pub fn next(&self) -> &ureq::Agent {
+        let i = self.next.get();
+        self.next.set((i + 1) % self.agents.len());
+        &self.agents[i]
+    }
+}
+
+impl Default for Spread {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// The test-only build whose VM traps on request (`make build-trap`).
 pub fn trap_wasm_path() -> PathBuf {
@@ -378,15 +432,22 @@ impl Envoy {
             .map_err(|e| e.to_string())
     }
 
-    /// Every counter and gauge from `/stats`, by full name. Waits first for the filter's
-    /// counters, which reach Envoy every 100 ms.
+    /// Every counter and gauge from `/stats`, by full name, once the filter's values have
+    /// settled ([`settle::settled_at`]: unchanged for 250 ms, which spans every VM's flush).
     pub fn stats(&self) -> BTreeMap<String, u64> {
-        settle();
-        self.stats_now()
+        settle::settled_at(&self.admin.to_string(), settle::QUIET)
     }
 
-    /// `/stats` once `done` holds for it (polled), or as it is after `timeout`: for counts
-    /// that reach Envoy after the filter has defined their metrics, which it does a few per tick.
+    /// [`Envoy::stats`] quiet for `quiet`, e.g. [`settle::MEMORY_QUIET`] for the memory gauge.
+    pub fn stats_quiet_for(&self, quiet: Duration) -> BTreeMap<String, u64> {
+        settle::settled_at(&self.admin.to_string(), quiet)
+    }
+
+    /// `/stats` once `done` holds for it and still holds [`settle::QUIET`] later, after every
+    /// VM has flushed again (a count passing through its expected value on its way to a wrong
+    /// one does not pass), or as it is after `timeout`: for counts that reach Envoy after the
+    /// filter has defined their metrics. Only what `done` reads need settle, not the metrics
+    /// of idle rollouts still being defined.
     pub fn stats_when(
         &self,
         timeout: Duration,
@@ -394,23 +455,51 @@ impl Envoy {
     ) -> BTreeMap<String, u64> {
         let deadline = Instant::now() + timeout;
         loop {
-            let stats = self.stats();
-            if done(&stats) || Instant::now() >= deadline {
-                return stats;
+            if done(&self.stats_now()) {
+                std::thread::sleep(settle::QUIET);
+                let again = self.stats_now();
+                if done(&again) {
+                    return again;
+                }
             }
+            if Instant::now() >= deadline {
+                return self.stats_now();
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     /// `/stats` as it is now, for Envoy's own stats (the filter's may lag 100 ms).
     pub fn stats_now(&self) -> BTreeMap<String, u64> {
-        // Every stat, zeros included (`usedonly` with any value lists only the used ones).
-        let body = self.admin_get("/stats").unwrap_or_default();
-        body.lines()
-            .filter_map(|l| {
-                let (k, v) = l.rsplit_once(": ")?;
-                Some((k.to_string(), v.trim().parse().ok()?))
+        settle::stats_at(&self.admin.to_string())
+    }
+
+    /// Connections the listener `front` accepted, per worker (its `worker_<n>.downstream_cx_total`;
+    /// the harness's bootstraps name its stats `front`).
+    pub fn connections_per_worker(&self) -> Vec<u64> {
+        let prefix = "listener.front.worker_";
+        self.stats_now()
+            .iter()
+            .filter_map(|(k, v)| {
+                let rest = k.strip_prefix(prefix)?;
+                rest.ends_with(".downstream_cx_total").then_some(*v)
             })
             .collect()
+    }
+
+    /// Panics unless each of the `workers` workers accepted a connection: with one idle, a test
+    /// proves nothing about counts summed across workers.
+    pub fn assert_every_worker_served(&self, workers: u32) {
+        let per_worker = self.connections_per_worker();
+        assert_eq!(
+            per_worker.len(),
+            workers as usize,
+            "workers' listener stats: {per_worker:?}"
+        );
+        assert!(
+            per_worker.iter().all(|n| *n > 0),
+            "a worker accepted no connection (per worker: {per_worker:?})"
+        );
     }
 
     /// A filter metric (`wasmcustom.` + `name`), 0 when absent.
@@ -423,7 +512,7 @@ impl Envoy {
 
     /// `/stats/prometheus` samples as (name, labels, value).
     pub fn prometheus(&self) -> Vec<Sample> {
-        settle();
+        self.stats();
         parse_prometheus(&self.admin_get("/stats/prometheus").unwrap_or_default())
     }
 
@@ -571,7 +660,7 @@ pub fn front_bootstrap(
 ) -> String {
     let clusters: String = clusters.iter().map(|(n, p)| static_cluster_yaml(n, *p)).collect();
     let filters = http_filters_yaml(&wasm_path(), "FAIL_OPEN", filter_config);
-    front_listener_bootstrap(hcm_extra, routes, &filters, transport, &clusters)
+    front_listener_bootstrap(hcm_extra, routes, &filters, transport, &clusters, 1)
 }
 
 /// [`front_bootstrap`] from its rendered parts: `http_filters` (see [`http_filters_yaml`]) and
@@ -582,11 +671,20 @@ pub fn front_listener_bootstrap(
     http_filters: &str,
     transport: &str,
     clusters: &str,
+    workers: u32,
 ) -> String {
+    // With several workers, each new connection goes to the one with the fewest (the kernel's
+    // SO_REUSEPORT hash could put a test's few connections all on one).
+    let balance = if workers > 1 {
+        "    connection_balance_config: { exact_balance: {} }\n"
+    } else {
+        ""
+    };
     format!(
         r#"{BOOTSTRAP_HEAD}  - name: front
     address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
+    stat_prefix: front
+{balance}    filter_chains:
     - filters:
       - name: envoy.filters.network.http_connection_manager
         typed_config:
@@ -693,5 +791,5 @@ fn render_config(opts: &Options, upstreams: &[Echo], grpc: &[grpc::GrpcServer]) 
         None => (String::new(), String::new()),
     };
     let http_filters = http_filters_yaml(&wasm, opts.failure_policy, &opts.filter_config);
-    front_listener_bootstrap(&xfcc, &routes, &http_filters, &transport, &clusters)
+    front_listener_bootstrap(&xfcc, &routes, &http_filters, &transport, &clusters, opts.workers)
 }

@@ -1,9 +1,11 @@
 //! Issue: anonymous visitors stay sticky with an issued cookie
-//! (`{"cookie": NAME, "issue": true, "maxAge": SECONDS}`).
+//! (`{"cookie": NAME, "issue": true, "maxAge": SECONDS}`). The counting tests run with one
+//! Envoy worker and with two: ids issued by two VMs stay unique, returning visitors may come
+//! back through the other worker.
 
 use base64::Engine as _;
 use rollout_e2e::certs::{Ca, San};
-use rollout_e2e::{agent, get, mtls_agent, Envoy, Options, Reply};
+use rollout_e2e::{agent, get, mtls_agent, Envoy, Options, Reply, Spread};
 use rollout_filter::split;
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
@@ -84,14 +86,15 @@ fn metric(envoy: &Envoy, version: &str, source: &str) -> u64 {
     ))
 }
 
-#[test]
-fn fresh_visitors_split_by_weight_on_their_ids_and_returning_ones_stay() {
-    let envoy = start(Options::new(CONFIG, &["stable", "canary"]));
-    let a = agent();
+fn fresh_visitors_split_by_weight_on_their_ids_and_returning_ones_stay(workers: u32) {
+    let mut opts = Options::new(CONFIG, &["stable", "canary"]);
+    opts.workers = workers;
+    let envoy = start(opts);
+    let a = Spread::new();
     let mut ids: Vec<(String, String)> = Vec::new();
     let mut counts: HashMap<String, u64> = HashMap::new();
     for _ in 0..400 {
-        let r = get(&a, &envoy.url("/"), &[]).unwrap();
+        let r = get(a.next(), &envoy.url("/"), &[]).unwrap();
         assert_eq!(r.status, 200);
         let id = one_id(&r, false);
         // Bucketed by the id in its cookie, exactly where flagd puts it.
@@ -127,7 +130,7 @@ fn fresh_visitors_split_by_weight_on_their_ids_and_returning_ones_stay() {
     let mut returned = HashMap::<&str, u64>::new();
     for (id, version) in ids.iter().take(60) {
         for cookie in [format!("rsid={id}"), format!("theme=dark; rsid={id}; a=b")] {
-            let r = get(&a, &envoy.url("/page"), &[("cookie", &cookie)]).unwrap();
+            let r = get(a.next(), &envoy.url("/page"), &[("cookie", &cookie)]).unwrap();
             assert_eq!(r.version(), version, "returning {id}");
             assert!(r.header_all("set-cookie").is_empty(), "{id} got {:?}", r.headers);
             *returned.entry(version.as_str()).or_default() += 1;
@@ -140,13 +143,14 @@ fn fresh_visitors_split_by_weight_on_their_ids_and_returning_ones_stay() {
     // An earlier key (the user id) decides: no cookie, whatever the cookie state.
     for i in 0..20 {
         let user = format!("user-{i}");
-        let r = get(&a, &envoy.url("/"), &[("x-user-id", &user)]).unwrap();
+        let r = get(a.next(), &envoy.url("/"), &[("x-user-id", &user)]).unwrap();
         assert_eq!(r.version(), flagd_pick(&user));
         assert!(r.header_all("set-cookie").is_empty(), "{:?}", r.headers);
     }
     // An empty cookie is no key: a fresh one replaces it.
-    let r = get(&a, &envoy.url("/"), &[("cookie", "rsid=")]).unwrap();
+    let r = get(a.next(), &envoy.url("/"), &[("cookie", "rsid=")]).unwrap();
     one_id(&r, false);
+    envoy.assert_every_worker_served(workers);
 }
 
 #[test]
@@ -200,16 +204,16 @@ fn secure_when_the_visitor_came_over_tls() {
     one_id(&r, false);
 }
 
-#[test]
-fn local_replies_carry_the_cookie_too() {
+fn local_replies_carry_the_cookie_too(workers: u32) {
     // The canary's upstream is down: Envoy answers 503 itself.
     let mut opts = Options::new(CONFIG, &["stable", "canary"]);
     opts.dead_versions = vec!["canary".into()];
+    opts.workers = workers;
     let envoy = start(opts);
-    let a = agent();
+    let a = Spread::new();
     let mut seen = HashMap::<&str, Vec<String>>::new();
     for _ in 0..60 {
-        let r = get(&a, &envoy.url("/"), &[]).unwrap();
+        let r = get(a.next(), &envoy.url("/"), &[]).unwrap();
         let id = one_id(&r, false);
         let want = flagd_pick(&id);
         assert_eq!(r.header("x-rollout-served"), Some(want));
@@ -221,7 +225,7 @@ fn local_replies_carry_the_cookie_too() {
     assert!(!canary.is_empty() && seen.contains_key("stable"), "{seen:?}");
     // Back with its cookie, a canary visitor stays on the canary: no new cookie, no flip.
     for id in canary.iter().take(5) {
-        let r = get(&a, &envoy.url("/"), &[("cookie", &format!("rsid={id}"))]).unwrap();
+        let r = get(a.next(), &envoy.url("/"), &[("cookie", &format!("rsid={id}"))]).unwrap();
         assert_eq!((r.status, r.header("x-rollout-served")), (503, Some("canary")));
         assert!(r.header_all("set-cookie").is_empty());
     }
@@ -231,6 +235,7 @@ fn local_replies_carry_the_cookie_too() {
         )),
         canary.len() as u64 + canary.len().min(5) as u64
     );
+    envoy.assert_every_worker_served(workers);
 }
 
 /// `curl --http2-prior-knowledge -i`: status line, headers (lowercase names), body.
@@ -322,3 +327,8 @@ fn http2_visitors_get_and_keep_their_cookie() {
         assert_eq!(seen.upstream, flagd_pick(&id), "returning {id}");
     }
 }
+
+rollout_e2e::on_one_and_two_workers!(
+    fresh_visitors_split_by_weight_on_their_ids_and_returning_ones_stay,
+    local_replies_carry_the_cookie_too,
+);

@@ -292,7 +292,7 @@ fn istio_shaped_config_loads_the_filter_by_ecds_with_istio_stats() {
     assert_eq!(ie.envoy.metric(&sticky_canary), u64::from(counts["canary"]));
 
     // ... and the stats tags turn the name-encoded labels into Prometheus labels.
-    rollout_e2e::settle();
+    ie.envoy.stats();
     let prom = ie.envoy.admin_get("/stats/prometheus").expect("prometheus");
     let line = prom
         .lines()
@@ -446,7 +446,8 @@ fn two_hundred_reloads_keep_vm_memory_bounded() {
         ie.wait_stat("update_success", u64::from(i) + 2);
     }
     ie.sweep(KEYS);
-    std::thread::sleep(Duration::from_millis(1_200)); // one tick refreshes the gauge
+    // The gauge is refreshed once a second: read it once quiet for longer than that.
+    ie.envoy.stats_quiet_for(rollout_e2e::settle::MEMORY_QUIET);
     let (mem1, vms1) = (gauge(), active());
     println!("reload churn: {RELOADS} reloads; VM linear memory {mem0} -> {mem1} bytes; active V8 VMs {vms0} -> {vms1}");
     assert!(mem0 > 0, "the filter's memory gauge was not reported");

@@ -329,7 +329,7 @@ fn side_by_side(round: &[DocCommand]) {
 
 /// `make report` and `rollout-report` on the same Envoy: `(rollout-report's code, make's)`.
 fn both_reports(admin: &str, args: &str) -> (u8, Output) {
-    settle();
+    settle::settled_at(admin, settle::QUIET);
     let argv = ["--admin", admin]
         .into_iter()
         .chain(args.split_whitespace())

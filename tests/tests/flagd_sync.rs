@@ -94,22 +94,6 @@ fn metric_becomes(envoy: &Envoy, name: &str, reason: Option<&str>, want: f64) ->
     }
 }
 
-fn worker_connections(envoy: &Envoy) -> Vec<u64> {
-    let stats = envoy.stats_now();
-    (0..2)
-        .map(|w| {
-            stats
-                .iter()
-                .filter(|(k, _)| {
-                    k.starts_with("listener.127.0.0.1_")
-                        && k.ends_with(&format!(".worker_{w}.downstream_cx_total"))
-                })
-                .map(|(_, v)| *v)
-                .sum()
-        })
-        .collect()
-}
-
 struct Run {
     envoy: Envoy,
     server: SyncServer,
@@ -217,11 +201,7 @@ fn the_filter_follows_flagds_sync_stream() {
     println!("streams: {streams}");
     assert_eq!(streams["open"][SHOP], 1, "{streams}");
     assert!(streams["open"].get(OTHER).is_none_or(|n| n == 0), "{streams}");
-    let workers = worker_connections(envoy);
-    assert!(
-        workers.iter().all(|n| *n > 0),
-        "both workers must serve: {workers:?}"
-    );
+    envoy.assert_every_worker_served(2);
     let updates = sync_metric(envoy, "rollout_flag_sync_updates_total", None);
     // 10 %, 50 %, 50 % again, the reconnect's first snapshot, 10 %.
     assert!(updates >= 5.0, "updates {updates}");

@@ -1,6 +1,7 @@
-//! Issue: per-version metrics are exact, and labelled on /stats/prometheus.
+//! Issue: per-version metrics are exact, and labelled on /stats/prometheus; with one Envoy
+//! worker and with two (the requests spread over both, the counts summed across their VMs).
 
-use rollout_e2e::{agent, get, Envoy, Options};
+use rollout_e2e::{get, Envoy, Options, Spread};
 use std::collections::BTreeMap;
 
 const CONFIG: &str = r#"{
@@ -14,13 +15,13 @@ fn m(envoy: &Envoy, name: &str, labels: &str) -> u64 {
     envoy.metric(&format!("{name};rollout=checkout-2026-11;{labels}"))
 }
 
-#[test]
-fn every_request_counted_once_per_version_source_and_class() {
+fn every_request_counted_once_per_version_source_and_class(workers: u32) {
     let mut opts = Options::new(CONFIG, &["stable", "canary"]);
     // The canary upstream answers every 5th request it gets with 503.
     opts.fail_every = vec![("canary".into(), 5)];
+    opts.workers = workers;
     let envoy = Envoy::start(&opts).unwrap_or_else(|e| panic!("{e}"));
-    let a = agent();
+    let a = Spread::new();
 
     // (version, source, status) -> count, as the client saw it.
     let mut seen: BTreeMap<(String, &str, u16), u64> = BTreeMap::new();
@@ -36,7 +37,7 @@ fn every_request_counted_once_per_version_source_and_class() {
         } else {
             "sticky"
         };
-        let r = get(&a, &envoy.url("/"), &headers).unwrap();
+        let r = get(a.next(), &envoy.url("/"), &headers).unwrap();
         let v = r.header("x-served-by").unwrap_or("none").to_string();
         *seen.entry((v, source, r.status)).or_default() += 1;
     }
@@ -129,16 +130,17 @@ fn every_request_counted_once_per_version_source_and_class() {
         );
     }
     assert_eq!(durations as u64, 2_000);
+    envoy.assert_every_worker_served(workers);
 }
 
-#[test]
-fn envoy_local_replies_are_counted_as_such() {
+fn envoy_local_replies_are_counted_as_such(workers: u32) {
     let mut opts = Options::new(CONFIG, &["stable", "canary"]);
     opts.dead_versions = vec!["canary".into()];
+    opts.workers = workers;
     let envoy = Envoy::start(&opts).unwrap_or_else(|e| panic!("{e}"));
-    let a = agent();
+    let a = Spread::new();
     for _ in 0..7 {
-        let r = get(&a, &envoy.url("/"), &[("x-rollout-pin", "canary")]).unwrap();
+        let r = get(a.next(), &envoy.url("/"), &[("x-rollout-pin", "canary")]).unwrap();
         assert_eq!(r.status, 503);
     }
     assert_eq!(
@@ -146,4 +148,10 @@ fn envoy_local_replies_are_counted_as_such() {
         7
     );
     assert_eq!(m(&envoy, "rollout_local_replies_total", "version=canary"), 7);
+    envoy.assert_every_worker_served(workers);
 }
+
+rollout_e2e::on_one_and_two_workers!(
+    every_request_counted_once_per_version_source_and_class,
+    envoy_local_replies_are_counted_as_such,
+);

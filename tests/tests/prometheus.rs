@@ -6,7 +6,9 @@
 //! the shipped files under `istio/` (Argo Rollouts AnalysisTemplates, Flagger
 //! MetricTemplates, Grafana dashboard targets and variables) is filled in and run
 //! through Prometheus's HTTP API, and must return what it is for: canary success
-//! ~0.8, stable 1.0, a finite p99 per version, requests/s, decision sources,
+//! ~0.8, stable 1.0, per version the p50/p99 this test computes itself from Envoy's raw
+//! histogram buckets (to 1e-6; the canary's p99 made over twice stable's), requests/s,
+//! decision sources,
 //! rejected inputs, requests no rollout matched. A shipped query without an expectation here
 //! fails the test.
 //!
@@ -40,6 +42,14 @@ const CONFIG: &str = r#"{
 const UNMATCHED_HOST: &str = "no-rollout.example.com";
 /// The canary upstream answers every 5th request 503: 80 % success.
 const CANARY_FAIL_EVERY: u64 = 5;
+/// The requests pinned to the canary (1 in 20 of the HTTP ones, ~5 % of the canary's) ask its
+/// echo to wait this long, so the canary's p99 falls in the 10-25 ms bucket while its p50 and
+/// stable's p99 stay at a few ms: a latency query that mixes the versions or takes the wrong
+/// quantile is off by far more than the tolerance.
+const CANARY_DELAY_MS: &str = "12";
+/// How far a shipped quantile may be from the one computed here from the same buckets
+/// (relative): only float rounding separates them.
+const QUANTILE_TOLERANCE: f64 = 1e-6;
 const VERSIONS: [&str; 2] = ["stable", "canary"];
 /// Both response counters: HTTP requests by class, gRPC calls by code.
 const RESPONSES: &str = "__name__=~\"rollout_responses_total|rollout_grpc_responses_total\"";
@@ -412,6 +422,9 @@ struct Observed {
     /// Of those, answered by another version than the default route's stable: the client's
     /// own route header was not removed.
     unmatched_not_stable: u64,
+    /// Not what the client saw but Envoy's own `/stats/prometheus` once traffic has ended, read
+    /// without Prometheus: per version, the duration histogram's (le, cumulative count).
+    buckets: BTreeMap<String, Vec<(f64, f64)>>,
 }
 
 impl Observed {
@@ -460,6 +473,92 @@ impl Observed {
     fn share(&self, version: &str) -> f64 {
         self.requests(version) as f64 / self.total() as f64
     }
+
+    /// The `q` quantile of `version`'s requests, computed here from Envoy's raw buckets.
+    fn quantile(&self, q: f64, version: &str) -> Result<f64, String> {
+        let b = self
+            .buckets
+            .get(version)
+            .ok_or_else(|| format!("no raw buckets for {version}"))?;
+        histogram_quantile(q, b).ok_or_else(|| format!("no {q} quantile in {b:?}"))
+    }
+}
+
+/// Per version, (le, cumulative count) of `rollout_request_duration_milliseconds` in Envoy's
+/// admin export, summed over series of the same `le` (what `sum by (version, le)` does).
+fn raw_buckets(envoy: &Envoy) -> BTreeMap<String, Vec<(f64, f64)>> {
+    let mut m: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for s in envoy.prometheus() {
+        if s.name != "rollout_request_duration_milliseconds_bucket"
+            || s.labels.get("rollout").map(String::as_str) != Some(ROLLOUT)
+        {
+            continue;
+        }
+        let le: f64 = match s.labels.get("le").map(String::as_str) {
+            Some("+Inf") => f64::INFINITY,
+            Some(x) => x.parse().unwrap_or(f64::NAN),
+            None => continue,
+        };
+        let b = m
+            .entry(s.labels.get("version").cloned().unwrap_or_default())
+            .or_default();
+        match b.iter_mut().find(|(l, _)| *l == le) {
+            Some((_, n)) => *n += s.value,
+            None => b.push((le, s.value)),
+        }
+    }
+    for b in m.values_mut() {
+        b.sort_by(|x, y| x.0.total_cmp(&y.0));
+    }
+    m
+}
+
+/// The latency queries are checked tightly enough to catch a wrong query only if the right
+/// answers are far apart: the canary's p99 well above stable's (so one value, such as a median
+/// over all versions, cannot pass for both), and a version's p50 below its p99.
+fn assert_latencies_apart(o: &Observed) {
+    let q = |q: f64, v: &str| o.quantile(q, v).unwrap_or_else(|e| panic!("{e}"));
+    let (stable, canary) = (q(0.99, "stable"), q(0.99, "canary"));
+    println!(
+        "p99 from Envoy's raw buckets: stable {stable:.4} ms, canary {canary:.4} ms; p50: \
+         stable {:.4} ms, canary {:.4} ms",
+        q(0.5, "stable"),
+        q(0.5, "canary")
+    );
+    assert!(
+        canary > 2.0 * stable,
+        "canary p99 {canary} ms vs stable {stable} ms: {:?}",
+        o.buckets
+    );
+    for v in VERSIONS {
+        assert!(
+            q(0.5, v) < q(0.99, v),
+            "{v}: p50 not below p99: {:?}",
+            o.buckets[v]
+        );
+    }
+}
+
+/// Prometheus's `histogram_quantile` over classic buckets (promql/quantile.go), written out
+/// here so the shipped queries are checked against arithmetic of our own: linear
+/// interpolation inside the bucket where rank `q * total` falls; the highest finite bound
+/// if it falls in `+Inf`.
+fn histogram_quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
+    let (last_le, total) = *buckets.last()?;
+    if buckets.len() < 2 || last_le != f64::INFINITY || total == 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let b = buckets.iter().position(|(_, n)| *n >= rank)?;
+    if b == buckets.len() - 1 {
+        return Some(buckets[b - 1].0);
+    }
+    let (end, n) = buckets[b];
+    if b == 0 && end <= 0.0 {
+        return Some(end);
+    }
+    let (start, below) = if b == 0 { (0.0, 0.0) } else { buckets[b - 1] };
+    Some(start + (end - start) * (rank - below) / (n - below))
 }
 
 fn grpc_failure(code: &str) -> bool {
@@ -505,7 +604,10 @@ fn drive(envoy: &Envoy, duration: Duration) -> Observed {
                         let mut path = "/".to_string();
                         let mut headers = vec![("x-user-id", key.as_str())];
                         match i % 20 {
-                            0 => headers.push(("x-rollout-pin", "canary")),
+                            0 => {
+                                headers.push(("x-rollout-pin", "canary"));
+                                headers.push(("x-echo-delay-ms", CANARY_DELAY_MS));
+                            }
                             1 => path = "/?rollout-version=stable".into(),
                             2 => {
                                 headers.push(("x-rollout-pin", "no-such-version"));
@@ -610,6 +712,11 @@ fn near(what: &str, got: f64, want: f64, tol: f64) -> Result<(), String> {
     }
 }
 
+/// `got` within [`QUANTILE_TOLERANCE`] (relative) of `want`.
+fn near_quantile(what: &str, got: f64, want: f64) -> Result<(), String> {
+    near(what, got, want, QUANTILE_TOLERANCE * want.abs())
+}
+
 fn positive_finite(what: &str, v: f64) -> Result<(), String> {
     if v.is_finite() && v > 0.0 {
         Ok(())
@@ -647,7 +754,7 @@ fn expect(key: &str, version: Option<&str>, r: &QueryResult, o: &Observed) -> Re
         }
         "argo:latency-p99" | "flagger:rollout-filter-latency-p99" => {
             let x = single(r)?;
-            positive_finite("p99 ms", x)?;
+            near_quantile(&format!("{v} p99 ms"), x, o.quantile(0.99, v)?)?;
             Ok(format!("{x:.3}"))
         }
         "grafana:Requests/s by version:A" => {
@@ -676,9 +783,10 @@ fn expect(key: &str, version: Option<&str>, r: &QueryResult, o: &Observed) -> Re
             Ok(fmt_map(&m))
         }
         "grafana:Latency p50 / p99 by version:A" | "grafana:Latency p50 / p99 by version:B" => {
+            let q = if key.ends_with(":A") { 0.5 } else { 0.99 };
             let m = per_version(r)?;
             for (ver, x) in &m {
-                positive_finite(&format!("{ver} latency ms"), *x)?;
+                near_quantile(&format!("{ver} {q} quantile ms"), *x, o.quantile(q, ver)?)?;
             }
             Ok(fmt_map(&m))
         }
@@ -1120,7 +1228,7 @@ fn every_shipped_query_returns_what_it_should() {
     .unwrap_or_else(|e| panic!("{e}"));
 
     let started = Instant::now();
-    let observed = drive(&envoy, Duration::from_secs(6));
+    let mut observed = drive(&envoy, Duration::from_secs(6));
     let total = observed.total();
     println!(
         "sent {total} requests and gRPC calls in {:.1} s: HTTP {:?}, gRPC {:?}",
@@ -1163,6 +1271,8 @@ fn every_shipped_query_returns_what_it_should() {
             && sum("sum(rollout_unmatched_requests_total)".into())? == observed.unmatched as f64)
     })
     .unwrap_or_else(|e| panic!("{e}"));
+    observed.buckets = raw_buckets(&envoy);
+    assert_latencies_apart(&observed);
 
     let (model, grafana_vars) = model_and_vars();
     let ctx = Ctx {
@@ -1285,11 +1395,14 @@ fn wait_for_gauge(prom: &Prometheus, version: &str, want: f64, requests: f64) {
 fn wait_for_trip(envoy: &Envoy, timeout: Duration) -> Instant {
     let deadline = Instant::now() + timeout;
     loop {
-        let tripped = envoy.prom_value(
-            "rollout_guard_tripped",
-            &[("rollout", ROLLOUT), ("version", "canary")],
-        );
-        if tripped == 1.0 {
+        // Read as it is now: under continuous traffic the counters never settle.
+        let tripped = envoy
+            .stats_now()
+            .get(&format!(
+                "wasmcustom.rollout_guard_tripped;rollout={ROLLOUT};version=canary"
+            ))
+            .copied();
+        if tripped == Some(1) {
             return Instant::now();
         }
         assert!(
@@ -1297,6 +1410,7 @@ fn wait_for_trip(envoy: &Envoy, timeout: Duration) -> Instant {
             "the guard did not trip in {timeout:?}:\n{}",
             envoy.log()
         );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -1367,6 +1481,24 @@ fn a_tripped_guard_fails_the_shipped_guard_checks() {
         after.join("\n")
     );
     assert!(tripped_at - failed_at < Duration::from_secs(10), "slow trip");
+}
+
+/// The test's own `histogram_quantile` on hand-computed cases (promql/quantile.go's rules).
+#[test]
+fn histogram_quantile_interpolates_like_prometheus() {
+    let inf = f64::INFINITY;
+    let b = [(1.0, 10.0), (5.0, 30.0), (10.0, 40.0), (inf, 40.0)];
+    // Rank 20 is half-way through (1, 5]: 10 of its 20 observations.
+    assert_eq!(histogram_quantile(0.5, &b), Some(3.0));
+    // Rank 39.6 is 9.6 of the 10 in (5, 10].
+    assert_eq!(histogram_quantile(0.99, &b), Some(9.8));
+    // In the first bucket: from 0.
+    assert_eq!(histogram_quantile(0.125, &b), Some(0.5));
+    // In +Inf: the highest finite bound.
+    let tail = [(1.0, 10.0), (5.0, 10.0), (inf, 20.0)];
+    assert_eq!(histogram_quantile(0.99, &tail), Some(5.0));
+    assert_eq!(histogram_quantile(0.5, &[(1.0, 0.0), (inf, 0.0)]), None);
+    assert_eq!(histogram_quantile(0.5, &[(1.0, 3.0), (5.0, 3.0)]), None);
 }
 
 #[test]

@@ -108,7 +108,7 @@ fn bootstrap(ecds_dir: &Path, stable: &Echo, canary: &Echo) -> String {
         + &static_cluster_yaml("canary", canary.addr.port());
     // File-based xDS needs a node identity.
     let node = "node: { id: push-soak, cluster: push-soak }\n";
-    node.to_string() + &front_listener_bootstrap("", CANARY_HEADER_ROUTES, &filters, "", &clusters)
+    node.to_string() + &front_listener_bootstrap("", CANARY_HEADER_ROUTES, &filters, "", &clusters, 2)
 }
 
 struct Soak {

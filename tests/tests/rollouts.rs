@@ -1,8 +1,9 @@
-//! Issue: many rollouts in one filter, chosen by `:authority` and `:path`.
+//! Issue: many rollouts in one filter, chosen by `:authority` and `:path`; the tests that count
+//! run with one Envoy worker and with two (requests spread over both workers' VMs).
 
 use std::collections::BTreeMap;
 
-use rollout_e2e::{agent, get, Envoy, Options, Reply};
+use rollout_e2e::{get, Envoy, Options, Reply, Spread};
 use rollout_filter::rollouts::config_with_rollouts;
 
 /// Three rollouts: one by host and path, one by wildcard, one by an upper-case host.
@@ -42,10 +43,11 @@ fn requests(stats: &BTreeMap<String, u64>, rollout: &str) -> (u64, BTreeMap<Stri
     (total, by_version)
 }
 
-#[test]
-fn three_rollouts_chosen_by_host_and_path() {
-    let envoy = Envoy::start(&Options::new(THREE, &["stable", "canary"])).unwrap_or_else(|e| panic!("{e}"));
-    let a = agent();
+fn three_rollouts_chosen_by_host_and_path(workers: u32) {
+    let mut opts = Options::new(THREE, &["stable", "canary"]);
+    opts.workers = workers;
+    let envoy = Envoy::start(&opts).unwrap_or_else(|e| panic!("{e}"));
+    let a = Spread::new();
     // (rollout or "", route header) per request, and what each rollout's upstream saw per version.
     let cases: &[(&str, &str, &str, &str)] = &[
         // host, path, rollout, the route header it writes
@@ -63,7 +65,7 @@ fn three_rollouts_chosen_by_host_and_path() {
             // A client's own route headers never choose the version of a matched request.
             let r = send(
                 &envoy,
-                &a,
+                a.next(),
                 host,
                 path,
                 &[
@@ -80,7 +82,7 @@ fn three_rollouts_chosen_by_host_and_path() {
                 "{host}{path}: {seen:?}"
             );
             // Sticky per rollout: the same user in the same rollout gets the same version.
-            let again = send(&envoy, &a, host, path, &[("x-user-id", &user)]);
+            let again = send(&envoy, a.next(), host, path, &[("x-user-id", &user)]);
             assert_eq!(again.seen.unwrap().header(header), Some(version.as_str()));
             *sent.entry(rollout).or_default().entry(version).or_default() += 2;
         }
@@ -95,7 +97,7 @@ fn three_rollouts_chosen_by_host_and_path() {
     for (host, path) in unmatched {
         let r = send(
             &envoy,
-            &a,
+            a.next(),
             host,
             path,
             &[
@@ -148,26 +150,27 @@ fn three_rollouts_chosen_by_host_and_path() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
     println!("{}", line.rsplit("rollout-filter: ").next().unwrap_or(&line));
+    envoy.assert_every_worker_served(workers);
 }
 
-#[test]
-fn a_thousand_rollouts_each_request_in_its_own_hosts_rollout() {
-    let envoy = Envoy::start(&Options::new(config_with_rollouts(1000), &["stable", "canary"]))
-        .unwrap_or_else(|e| panic!("{e}"));
+fn a_thousand_rollouts_each_request_in_its_own_hosts_rollout(workers: u32) {
+    let mut opts = Options::new(config_with_rollouts(1000), &["stable", "canary"]);
+    opts.workers = workers;
+    let envoy = Envoy::start(&opts).unwrap_or_else(|e| panic!("{e}"));
     let log = envoy.log();
     let line = log
         .lines()
         .find(|l| l.contains("1000 rollouts configured"))
         .unwrap_or_else(|| panic!("no configure line:\n{log}"));
     println!("on_configure: {}", line.rsplit(": ").next().unwrap_or(line));
-    let a = agent();
+    let a = Spread::new();
     let mut sent: BTreeMap<String, u64> = BTreeMap::new();
     // Every 7th rollout, each a different number of requests, plus the wildcard at two depths.
     for i in (0..999).step_by(7) {
         let host = format!("svc-{i}.example.com");
         for n in 0..(i % 4 + 1) {
             let user = format!("u-{n}");
-            let r = send(&envoy, &a, &host, "/", &[("x-user-id", &user)]);
+            let r = send(&envoy, a.next(), &host, "/", &[("x-user-id", &user)]);
             assert_eq!(
                 r.seen.unwrap().header("x-rollout-id"),
                 Some(format!("svc-{i}").as_str())
@@ -176,13 +179,13 @@ fn a_thousand_rollouts_each_request_in_its_own_hosts_rollout() {
         }
     }
     for host in ["a.wild.example.com", "b.c.Wild.Example.com:8443"] {
-        let r = send(&envoy, &a, host, "/", &[]);
+        let r = send(&envoy, a.next(), host, "/", &[]);
         assert_eq!(r.seen.unwrap().header("x-rollout-id"), Some("wild"));
         *sent.entry("wild".into()).or_default() += 1;
     }
     send(
         &envoy,
-        &a,
+        a.next(),
         "svc-999.example.com",
         "/",
         &[("x-rollout-version", "canary")],
@@ -212,10 +215,11 @@ fn a_thousand_rollouts_each_request_in_its_own_hosts_rollout() {
         .copied()
         .unwrap_or(0);
     assert!(memory > 0);
+    // Summed over the workers' VMs, each adding its share to every rollout's gauge.
     assert_eq!(
         stats.get("wasmcustom.rollout_vm_memory_bytes;rollout=wild"),
         Some(&memory),
-        "one VM: every rollout's gauge shows it"
+        "every rollout's gauge shows the same memory"
     );
     println!(
         "1,000 rollouts: VM linear memory {} KiB; {} filter metrics",
@@ -225,6 +229,7 @@ fn a_thousand_rollouts_each_request_in_its_own_hosts_rollout() {
             .filter(|k| k.starts_with("wasmcustom.rollout_"))
             .count()
     );
+    envoy.assert_every_worker_served(workers);
 }
 
 /// Every series of every rollout exists soon after a load, with no traffic at all: metrics are
@@ -268,3 +273,8 @@ fn a_hundred_idle_rollouts_have_every_series_within_ten_seconds() {
     assert!(missing.is_empty(), "rollouts without every series: {missing:?}");
     assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
 }
+
+rollout_e2e::on_one_and_two_workers!(
+    three_rollouts_chosen_by_host_and_path,
+    a_thousand_rollouts_each_request_in_its_own_hosts_rollout,
+);

@@ -13,10 +13,10 @@ pub const ABORT_THRESHOLDS: &[&str] = &[
     "50",
 ];
 
-/// `rollout-report` against `envoy` once its counters have been flushed:
+/// `rollout-report` against `envoy` once its counters have settled:
 /// (exit code, stdout, stderr).
 pub fn report(envoy: &Envoy, args: &[&str]) -> (Option<i32>, String, String) {
-    rollout_e2e::settle();
+    envoy.stats();
     report_at(&envoy.admin.to_string(), args)
 }
 
