@@ -540,6 +540,13 @@ fn a_config_push_keeps_the_flag_flagd_sent() {
     while ie.sweep(KEYS) != at50 {
         assert!(Instant::now() < deadline, "the first snapshot never routed");
     }
+    // The sweep's one connection saw one worker; the other applies the snapshot on its next
+    // tick (100 ms).
+    std::thread::sleep(Duration::from_millis(500));
+    // A snapshot the filter refuses comes last: the new configuration must still find the
+    // good one before it.
+    server.push("flagSetId=shop", r#"{"flags": {}}"#);
+    std::thread::sleep(Duration::from_millis(500));
     let traffic = start_traffic(ie.envoy.url("/"), KEYS);
     ie.update(2, &config(true));
     ie.wait_stat("update_success", 2);
@@ -561,4 +568,14 @@ fn a_config_push_keeps_the_flag_flagd_sent() {
         "{} requests across the push, every one where flagd's flag puts it",
         samples.len()
     );
+    // The new configuration follows the stream from now on (the old one's lease passes on).
+    server.push("flagSetId=shop", &fractional_flag_set("checkout", 10).to_string());
+    let at10 = placements("checkout", 10, &users);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ie.sweep(KEYS) != at10 {
+        assert!(
+            Instant::now() < deadline,
+            "the new configuration did not follow the stream"
+        );
+    }
 }

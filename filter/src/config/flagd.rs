@@ -499,8 +499,8 @@ mod tests {
             ),
             (r#""sync": {}"#, "flagd.sync: missing field `cluster`"),
             (
-                r#""sync": {"cluster": "c", "timeoutSeconds": 0}"#,
-                "flagd.sync.timeoutSeconds: must be more than 0",
+                r#""sync": {"cluster": "c", "timeoutSeconds": 0.5}"#,
+                "flagd.sync.timeoutSeconds: must be from 1 to 3600",
             ),
             (
                 r#""sync": {"cluster": "c", "timeoutSeconds": "5"}"#,

@@ -87,8 +87,8 @@ pub(super) fn parse(v: &Json) -> Result<FlagdSync, ConfigError> {
 
 fn timeout(v: &Json, at: &str) -> Result<u64, ConfigError> {
     match v {
-        Json::Num(n) if *n > 0.0 && *n <= 3600.0 => Ok((n * 1000.0).ceil() as u64),
-        Json::Num(_) => Err(err(at, "must be more than 0 and at most 3600")),
+        Json::Num(n) if *n >= 1.0 && *n <= 3600.0 => Ok((n * 1000.0).ceil() as u64),
+        Json::Num(_) => Err(err(at, "must be from 1 to 3600")),
         _ => Err(err(at, "invalid type: expected a number")),
     }
 }

@@ -210,8 +210,9 @@ pub struct Lease {
     pub until_ms: u64,
 }
 
-/// A holder that stopped ticking for this long loses the stream to another worker.
-pub const LEASE_MS: u64 = 1_000;
+/// A holder that stopped ticking for this long loses the stream to another worker (long
+/// enough that a main thread busy with a large xDS push keeps it).
+pub const LEASE_MS: u64 = 3_000;
 
 impl Lease {
     pub fn encode(&self) -> [u8; 16] {

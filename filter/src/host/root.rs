@@ -390,6 +390,43 @@ thread_local! {
 }
 
 impl Root {
+    /// A tick's work; `on_configure` runs it too (`real` false: not the flagd stream, which a
+    /// VM Envoy only tries the config on must not take).
+    fn work(&mut self, real: bool) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let now = raw::now_nanos().unwrap_or(0);
+        shared.now_ms.set(now / 1_000_000);
+        if self.served.get() {
+            shared.sync_guards();
+            shared.record_memory(now);
+        }
+        if real {
+            shared.tick_feeds(now / 1_000_000);
+        }
+        shared.flush();
+        let more = shared.define_some();
+        if let Some(end) = raw::now_nanos() {
+            let us = end.saturating_sub(now) / 1000;
+            if us > shared.longest_define_us.get() {
+                shared.longest_define_us.set(us);
+            }
+        }
+        if !more && self.period_ms.get() == DEFINE_PERIOD_MS && shared.filter.multi {
+            log::info!(
+                "metrics of {} rollouts defined; longest tick {} us",
+                shared.filter.rollouts.len(),
+                shared.longest_define_us.get()
+            );
+        }
+        self.set_period(match (more, self.served.get() || !shared.feeds.is_empty()) {
+            (true, _) => DEFINE_PERIOD_MS,
+            (false, true) => FLUSH_PERIOD_MS,
+            (false, false) => 0,
+        });
+    }
+
     fn feed_of(&self, token: u32) -> Option<(Rc<Shared>, usize)> {
         let shared = self.shared.clone()?;
         let at = shared.feeds.iter().position(|f| f.owns(token))?;
@@ -594,7 +631,7 @@ impl RootContext for Root {
         }
         for feed in &shared.feeds {
             // A snapshot this Envoy already has (before a push, say) serves at once.
-            shared.adopt_published(feed);
+            shared.adopt_current(feed);
         }
         let follows_flagd = !shared.feeds.is_empty();
         match self.shared.replace(shared) {
@@ -606,47 +643,18 @@ impl RootContext for Root {
         }
         if self.shared.as_ref().is_some_and(|s| s.filter.multi) {
             // Names this VM has not defined yet are defined in the background.
-            self.on_tick();
+            self.work(false);
         }
         if follows_flagd && self.period_ms.get() == 0 {
-            // The stream opens on the first tick: a VM Envoy only tries the config on never
-            // ticks, so it never opens one.
+            // The stream opens on a real tick: a VM Envoy only tries the config on is dropped
+            // before its first, so it never takes the stream.
             self.set_period(FLUSH_PERIOD_MS);
         }
         true
     }
 
     fn on_tick(&mut self) {
-        let Some(shared) = self.shared.clone() else {
-            return;
-        };
-        let now = raw::now_nanos().unwrap_or(0);
-        shared.now_ms.set(now / 1_000_000);
-        if self.served.get() {
-            shared.sync_guards();
-            shared.record_memory(now);
-        }
-        shared.tick_feeds(now / 1_000_000);
-        shared.flush();
-        let more = shared.define_some();
-        if let Some(end) = raw::now_nanos() {
-            let us = end.saturating_sub(now) / 1000;
-            if us > shared.longest_define_us.get() {
-                shared.longest_define_us.set(us);
-            }
-        }
-        if !more && self.period_ms.get() == DEFINE_PERIOD_MS && shared.filter.multi {
-            log::info!(
-                "metrics of {} rollouts defined; longest tick {} us",
-                shared.filter.rollouts.len(),
-                shared.longest_define_us.get()
-            );
-        }
-        self.set_period(match (more, self.served.get() || !shared.feeds.is_empty()) {
-            (true, _) => DEFINE_PERIOD_MS,
-            (false, true) => FLUSH_PERIOD_MS,
-            (false, false) => 0,
-        });
+        self.work(true);
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

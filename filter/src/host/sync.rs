@@ -105,13 +105,28 @@ impl Feed {
         raw::set_shared_data(&lease_key, &mine.encode(), cas).is_ok()
     }
 
+    /// Whether the lease is still this root context's (a message may arrive after another
+    /// worker took a lapsed lease over, before this one's next tick learns it).
+    fn still_holds(&self) -> bool {
+        matches!(raw::shared_data(&self.sub_key("lease")),
+            Ok((Some(b), _)) if Lease::decode(&b).is_some_and(|l| l.owner == self.me))
+    }
+
+    /// The stream's state for every root context's gauge (`rollout_flag_sync_connected`).
+    fn share_connected(&self, up: bool) {
+        let _ = raw::set_shared_data(&self.sub_key("connected"), &[u8::from(up)], 0);
+    }
+
     /// Gives the stream up: at the end of the root context, or when another worker holds it.
     pub fn release(&self, now_ms: u64) {
         if let Stream::Open { token, .. } = self.stream.get() {
             let _ = raw::grpc_cancel(token);
         }
         self.stream.set(Stream::Idle { retry_at_ms: now_ms });
+        self.connected.set(false);
+        self.shown.set(None);
         if self.leader.replace(false) {
+            self.share_connected(false);
             let lease_key = self.sub_key("lease");
             if let Ok((Some(b), cas)) = raw::shared_data(&lease_key) {
                 if Lease::decode(&b).is_some_and(|l| l.owner == self.me) {
@@ -156,7 +171,9 @@ impl Feed {
         self.stream.set(Stream::Idle {
             retry_at_ms: now_ms.saturating_add(delay),
         });
-        self.connected.set(false);
+        if self.connected.replace(false) {
+            self.share_connected(false);
+        }
         log::warn!(
             "flagd sync {}: {why}; the last good flag stays, retrying in {delay} ms",
             self.name()
@@ -198,7 +215,9 @@ impl Feed {
         let mut b = self.backoff.get();
         b.reset();
         self.backoff.set(b);
-        self.connected.set(true);
+        if !self.connected.replace(true) {
+            self.share_connected(true);
+        }
     }
 }
 
@@ -214,15 +233,19 @@ impl Shared {
     pub fn tick_feeds(&self, now_ms: u64) {
         for feed in &self.feeds {
             let leader = feed.hold_lease(now_ms);
-            if feed.leader.replace(leader) && !leader {
+            let held = feed.leader.replace(leader);
+            if held && !leader {
                 feed.release(now_ms);
             }
-            if leader {
+            // The stream opens on the second tick in a row that held the lease: two workers
+            // that both took an absent lease learn on the next which one it went to.
+            if leader && held {
                 feed.drive(now_ms);
-                self.show_connected(feed);
-            } else {
+            }
+            if !leader {
                 self.adopt_published(feed);
             }
+            self.show_connected(feed);
         }
     }
 
@@ -253,6 +276,10 @@ impl Shared {
 
     /// A message on the holder's stream: applied, counted and published.
     pub fn on_sync_message(&self, feed: &Feed, msg: &[u8]) {
+        if !feed.still_holds() {
+            feed.release(raw::now_nanos().unwrap_or(0) / 1_000_000);
+            return;
+        }
         feed.mark_live();
         let set = match sync::parse_snapshot(msg) {
             Ok(set) => set,
@@ -269,7 +296,9 @@ impl Shared {
             }
         };
         for &i in &feed.rollouts {
-            self.apply(i, &set, true);
+            if self.apply(i, &set, true) {
+                self.keep_good(feed, i, msg);
+            }
         }
         self.publish(feed, msg);
     }
@@ -289,10 +318,40 @@ impl Shared {
         }
     }
 
-    /// Rollout `i`'s flag from a snapshot; the holder counts and logs what happened.
-    fn apply(&self, i: usize, set: &crate::flagd::Json, holder: bool) {
+    fn flag_key(&self, i: usize) -> Option<&str> {
+        let f = self.filter.rollouts.get(i)?.flagd.as_ref()?;
+        Some(f.recipe.flag_key.as_str())
+    }
+
+    /// The last message good for rollout `i`'s flag, where a new configuration finds it even
+    /// when bad snapshots came after it.
+    fn keep_good(&self, feed: &Feed, i: usize, msg: &[u8]) {
+        if let Some(key) = self.flag_key(i) {
+            let _ = raw::set_shared_data(&feed.sub_key(&format!("good/{key}")), msg, 0);
+        }
+    }
+
+    /// A new configuration starts from what this Envoy already has: each rollout's last good
+    /// snapshot, then the latest one (applied where it is good too).
+    pub fn adopt_current(&self, feed: &Feed) {
+        for &i in &feed.rollouts {
+            let Some(key) = self.flag_key(i) else {
+                continue;
+            };
+            if let Ok((Some(msg), _)) = raw::shared_data(&feed.sub_key(&format!("good/{key}"))) {
+                if let Ok(set) = sync::parse_snapshot(&msg) {
+                    self.apply(i, &set, false);
+                }
+            }
+        }
+        self.adopt_published(feed);
+    }
+
+    /// Rollout `i`'s flag from a snapshot; the holder counts and logs what happened. `true`
+    /// when applied.
+    fn apply(&self, i: usize, set: &crate::flagd::Json, holder: bool) -> bool {
         let Some(f) = self.filter.rollouts.get(i).and_then(|c| c.flagd.as_ref()) else {
-            return;
+            return false;
         };
         let id = self.filter.rollouts.get(i).map_or("", |c| c.rollout_id.as_str());
         match f.recipe.from_snapshot(set) {
@@ -308,6 +367,7 @@ impl Shared {
                         );
                     }
                 }
+                true
             }
             Err((why, detail)) if holder => {
                 log::warn!(
@@ -315,8 +375,9 @@ impl Shared {
                     why.as_str()
                 );
                 self.count_sync(i, |l| l.sync_error_slot(why));
+                false
             }
-            Err(_) => {}
+            Err(_) => false,
         }
     }
 
@@ -328,8 +389,13 @@ impl Shared {
         }
     }
 
+    /// Every root context shows the holder's state, so a rollout of a configuration that does
+    /// not hold the stream has the gauge too.
     fn show_connected(&self, feed: &Feed) {
-        let up = feed.connected.get();
+        let up = match raw::shared_data(&feed.sub_key("connected")) {
+            Ok((Some(b), _)) => b.first() == Some(&1),
+            _ => false,
+        };
         if feed.shown.replace(Some(up)) == Some(up) {
             return;
         }
