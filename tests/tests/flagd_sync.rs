@@ -266,3 +266,63 @@ fn without_flagd_the_start_up_flag_routes_and_the_filter_retries() {
         assert!(misplaced(&envoy, &placements_at(10)).is_empty(), "{cluster}");
     }
 }
+
+/// The `rollouts[]` form: two rollouts (two flags of one flag set, on two hosts) share one
+/// stream; a snapshot moves each by its own flag.
+#[test]
+fn rollouts_that_follow_one_flag_set_share_one_stream() {
+    let mut server = SyncServer::start();
+    let both = |a: u32, b: u32| {
+        let mut set = fractional_flag_set("checkout", a);
+        set["flags"]["search"] = fractional_flag_set("search", b)["flags"]["search"].clone();
+        set.to_string()
+    };
+    server.push(SHOP, &both(10, 90));
+    let rollout = |flag: &str, host: &str| {
+        json!({
+            "match": {"hosts": [host]},
+            "flagd": {
+                "flagKey": flag,
+                "variants": {"off": "stable", "on": "canary"},
+                "context": {"targetingKey": {"header": "x-user-id"}},
+                "sync": {"cluster": "flagd-sync", "selector": SHOP, "defaultVariant": "off"}
+            }
+        })
+    };
+    let cfg = json!({
+        "routeHeader": "x-rollout-version",
+        "rollouts": [rollout("checkout", "checkout.example"), rollout("search", "search.example")]
+    });
+    let mut opts = Options::new(cfg.to_string(), &["stable", "canary"]);
+    opts.workers = 2;
+    opts.h2_clusters = vec![("flagd-sync".into(), server.port)];
+    let envoy = Envoy::start(&opts).unwrap_or_else(|e| panic!("{e}"));
+    let users: Vec<String> = (0..60).map(user).collect();
+    let a = ureq::AgentBuilder::new().max_idle_connections(0).build();
+    let routed = |host: &str| -> Vec<String> {
+        users
+            .iter()
+            .map(|u| {
+                let r = get(&a, &envoy.url("/"), &[("x-user-id", u), ("host", host)]).unwrap();
+                r.version().to_string()
+            })
+            .collect()
+    };
+    for (a_pct, b_pct) in [(10, 90), (60, 5)] {
+        server.push(SHOP, &both(a_pct, b_pct));
+        let want = (
+            placements("checkout", a_pct, &users),
+            placements("search", b_pct, &users),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while (routed("checkout.example"), routed("search.example")) != want {
+            assert!(
+                Instant::now() < deadline,
+                "not at checkout {a_pct} %, search {b_pct} %"
+            );
+        }
+    }
+    let streams = server.streams();
+    assert_eq!(streams["open"][SHOP], 1, "{streams}");
+    assert_eq!(streams["opened"][SHOP], 1, "{streams}");
+}
