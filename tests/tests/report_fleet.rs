@@ -236,7 +236,7 @@ fn the_fleet_report_is_the_sum_of_every_envoy() {
     assert_eq!(row(&text, "canary")[11], expected, "{text}");
     assert_eq!(code, exit_code(expected), "{text}");
 
-    window_figures_are_increases(&prom);
+    window_figures_are_increases(&prom, total);
     the_page_has_the_sums(&prom, &sum);
 }
 
@@ -294,19 +294,39 @@ fn shipped_p99(prom: &Prometheus, version: &str) -> f64 {
 
 /// `--window` at a given `--at`: the increase() over that range, summed over both Envoys, as
 /// Prometheus computes it for the same range and time (it extrapolates, so not the admins' sums).
-fn window_figures_are_increases(prom: &Prometheus) {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
-    let at = format!("{:.3}", now - 1.0);
+fn window_figures_are_increases(prom: &Prometheus, total: f64) {
+    let q = "sum by (version) (increase(rollout_requests_total[10m]))";
+    // Three seconds ago (every scrape up to then is stored: a scrape's samples are appended
+    // when it completes, after the time they carry), once every request and duration is in the
+    // range up to that instant: the report and Prometheus then read the same complete samples.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let at = loop {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let at = format!("{:.3}", now - 3.0);
+        let t: f64 = at.parse().unwrap();
+        let seen = |m: &str| {
+            let q = format!("sum(max_over_time({m}[10m]))");
+            prom.query_at_time(&q, t)
+                .ok()
+                .and_then(|r| r.series.first().map(|s| s.value))
+        };
+        if seen("rollout_requests_total") == Some(total)
+            && seen("rollout_request_duration_milliseconds_count") == Some(total)
+        {
+            break at;
+        }
+        assert!(std::time::Instant::now() < deadline, "no increase() at {at}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
     let (_, text) = fleet_report(prom, &["--window", "10m", "--at", &at, "--min-requests", "50"]);
     assert!(
         text.contains(&format!("increase() over the 600.0 s up to {at}")),
         "{text}"
     );
     let t: f64 = at.parse().unwrap();
-    let q = "sum by (version) (increase(rollout_requests_total[10m]))";
     let inc: BTreeMap<String, f64> = (prom.query_at_time(q, t).unwrap_or_else(|e| panic!("{e}")).series)
         .iter()
         .map(|s| (s.label("version").to_string(), s.value))
