@@ -27,6 +27,11 @@ pub fn stats_at(admin: &str) -> BTreeMap<String, u64> {
         .ok()
         .and_then(|r| r.into_string().ok())
         .unwrap_or_default();
+    parse_stats(&body)
+}
+
+/// An admin `/stats` answer (`name: value` lines) as numbers by name; other lines skipped.
+pub fn parse_stats(body: &str) -> BTreeMap<String, u64> {
     body.lines()
         .filter_map(|l| {
             let (k, v) = l.rsplit_once(": ")?;

@@ -137,12 +137,7 @@ impl Soak {
             .envoy
             .admin_get(&format!("/stats?filter={filter}"))
             .unwrap_or_default();
-        body.lines()
-            .filter_map(|l| {
-                let (k, v) = l.rsplit_once(": ")?;
-                Some((k.to_string(), v.trim().parse().ok()?))
-            })
-            .collect()
+        rollout_e2e::settle::parse_stats(&body)
     }
 
     fn ecds_stat(&self, name: &str) -> u64 {

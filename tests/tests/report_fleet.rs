@@ -11,6 +11,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rollout_e2e::prom::{Prometheus, Target};
 use rollout_e2e::{agent, get, Envoy, Options};
 
+// Only its report-row reader is used here.
+#[allow(dead_code)]
+mod common;
+use common::row;
+
 const CONFIG: &str = r#"{
   "rolloutId": "checkout-2026-11",
   "versions": [ { "name": "stable", "weight": 50 }, { "name": "canary", "weight": 50 } ],
@@ -160,16 +165,6 @@ fn final_counts(a: &Envoy, b: &Envoy, prom: &Prometheus) -> [BTreeMap<String, Co
     })
     .unwrap_or_else(|e| panic!("{e}"));
     result.unwrap()
-}
-
-/// The whitespace-separated cells of the report row for `version`.
-fn row(text: &str, version: &str) -> Vec<String> {
-    text.lines()
-        .find(|l| l.split_whitespace().next() == Some(version))
-        .unwrap_or_else(|| panic!("no row for {version}:\n{text}"))
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
 }
 
 /// Requests, share, responses, success and 5xx of every version: the admins' sums.
