@@ -39,7 +39,10 @@ impl FilterConfig {
             _ => return Ok(FilterConfig::single(Config::from_json(bytes)?)),
         };
         // The whole text is JSON, the defaults every entry replaces included (those are
-        // never parsed otherwise).
+        // never parsed otherwise): UTF-8 (skipping a value does not check it), then the syntax.
+        if let Err(e) = std::str::from_utf8(bytes) {
+            return Err(err("", format!("invalid UTF-8 at byte {}", e.valid_up_to())));
+        }
         if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
             let path = crate::json_path::at(bytes, e.line(), e.column());
             return Err(err(one_line(&path), one_line(&e.to_string())));
@@ -847,6 +850,14 @@ mod tests {
               {"rolloutId":"a","match":{"hosts":["*.example.com"]}}]}"#,
         );
         assert_eq!(f.select(Some(long.as_bytes()), Some(b"/")), Some(0));
+    }
+
+    #[test]
+    fn a_replaced_default_must_still_be_utf8() {
+        let mut bytes = br#"{"routeHeader":"x","rollouts":[{"rolloutId":"a","routeHeader":"y","versions":[{"name":"a","weight":1}]}]}"#.to_vec();
+        bytes[16] = 0x83;
+        let e = FilterConfig::from_json(&bytes).unwrap_err().to_string();
+        assert_eq!(e, "invalid UTF-8 at byte 16");
     }
 
     #[test]
