@@ -228,9 +228,13 @@ impl Lease {
         Some(Lease { owner, until_ms })
     }
 
-    /// Whether `me` may hold the stream now (it holds it, or nobody holds it any more).
+    /// Whether `me` may hold the stream now (it holds it, or nobody holds it any more). A
+    /// lease further ahead than any renewal sets was written before the clock stepped back:
+    /// free too, or the stream would wait out the step.
     pub fn free_for(this: Option<Lease>, me: u64, now_ms: u64) -> bool {
-        this.is_none_or(|l| l.owner == me || l.until_ms <= now_ms)
+        this.is_none_or(|l| {
+            l.owner == me || l.until_ms <= now_ms || l.until_ms > now_ms.saturating_add(LEASE_MS)
+        })
     }
 }
 
@@ -366,6 +370,13 @@ mod tests {
         assert!(Lease::free_for(Some(l), 7, 10));
         assert!(!Lease::free_for(Some(l), 8, 999));
         assert!(Lease::free_for(Some(l), 8, 1_000));
+        // Renewed at 1,000 for 3 s: the clock then stepped back a minute.
+        let ahead = Lease {
+            owner: 7,
+            until_ms: 61_000 + LEASE_MS,
+        };
+        assert!(!Lease::free_for(Some(ahead), 8, 61_000));
+        assert!(Lease::free_for(Some(ahead), 8, 1_000));
         let p = encode_published(3, b"msg");
         assert_eq!(decode_published(&p), Some((3, &b"msg"[..])));
         assert_eq!(decode_seq(&p), Some(3));

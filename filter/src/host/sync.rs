@@ -183,12 +183,17 @@ impl Feed {
     /// The holder's part of a tick: open, time out, or keep the stream.
     fn drive(&self, now_ms: u64) {
         match self.stream.get() {
-            Stream::Idle { retry_at_ms } if now_ms >= retry_at_ms => self.open(now_ms),
+            // A retry further off than any backoff: the clock stepped back since it was set.
+            Stream::Idle { retry_at_ms }
+                if now_ms >= retry_at_ms || retry_at_ms > now_ms.saturating_add(sync::MAX_MS) =>
+            {
+                self.open(now_ms)
+            }
             Stream::Open {
                 token,
                 since_ms,
                 live: false,
-            } if now_ms.saturating_sub(since_ms) >= self.target.timeout_ms => {
+            } if now_ms.saturating_sub(since_ms) >= self.target.timeout_ms || since_ms > now_ms => {
                 let _ = raw::grpc_cancel(token);
                 self.retry_later(now_ms, "no snapshot within timeoutSeconds");
             }
