@@ -72,6 +72,27 @@ pub struct Rollout<'a> {
     pub upstream_of: &'a dyn Fn(&str) -> &'static str,
 }
 
+/// Every cluster the route configurations of `states` name, each with the port of the
+/// upstream (of `upstreams`) that `upstream_of` says serves it.
+pub fn cluster_ports(
+    states: &[&str],
+    fixture: &dyn Fn(&str) -> Value,
+    upstreams: &[Echo],
+    upstream_of: &dyn Fn(&str) -> &'static str,
+) -> Vec<(String, u16)> {
+    clusters(states, fixture)
+        .into_iter()
+        .map(|c| {
+            let u = upstreams
+                .iter()
+                .find(|u| u.name == upstream_of(&c))
+                .expect("upstream");
+            let port = u.addr.port();
+            (c, port)
+        })
+        .collect()
+}
+
 /// Every cluster the route configurations of `states` name.
 pub fn clusters(states: &[&str], fixture: &dyn Fn(&str) -> Value) -> Vec<String> {
     let mut out = std::collections::BTreeSet::new();
@@ -298,21 +319,7 @@ pub fn run(run: &Rollout, steps: &[Step]) -> Vec<String> {
         .expect("RouteConfiguration name")
         .to_string();
     let upstreams = vec![Echo::start("stable"), Echo::start("canary")];
-    let port = |c: &str| {
-        upstreams
-            .iter()
-            .find(|u| u.name == (run.upstream_of)(c))
-            .expect("upstream")
-            .addr
-            .port()
-    };
-    let clusters: Vec<(String, u16)> = clusters(&states, run.fixture)
-        .into_iter()
-        .map(|c| {
-            let p = port(&c);
-            (c, p)
-        })
-        .collect();
+    let clusters = cluster_ports(&states, run.fixture, &upstreams, run.upstream_of);
     let dir = tempfile::tempdir().expect("rds dir");
     push(dir.path(), &steps[0].state, first);
     let yaml = bootstrap(dir.path(), &route_config, &clusters, &run.plugin_config);

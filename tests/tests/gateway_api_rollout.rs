@@ -219,21 +219,7 @@ fn istio_header_only_patch_at_rest_is_rejected_and_the_shipped_one_is_taken() {
         "istio-flagger-5-rollback",
     ];
     let upstreams = vec![Echo::start("stable"), Echo::start("canary")];
-    let port = |c: &str| {
-        upstreams
-            .iter()
-            .find(|u| u.name == upstream_of(&cfg, c))
-            .expect("upstream")
-            .addr
-            .port()
-    };
-    let clusters: Vec<(String, u16)> = rollout_run::clusters(&states, &fixture)
-        .into_iter()
-        .map(|c| {
-            let p = port(&c);
-            (c, p)
-        })
-        .collect();
+    let clusters = rollout_run::cluster_ports(&states, &fixture, &upstreams, &|c| upstream_of(&cfg, c));
     let rds = tempfile::tempdir().expect("rds dir");
     rollout_run::push(rds.path(), states[0], fixture(states[0]));
     let yaml = rollout_run::bootstrap(rds.path(), "http.80", &clusters, &cfg.to_string());

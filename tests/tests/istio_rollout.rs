@@ -147,21 +147,7 @@ fn the_merge_on_a_plain_cluster_route_is_rejected_and_the_guard_avoids_it() {
     let upstreams = vec![Echo::start("stable"), Echo::start("canary")];
     let rds = tempfile::tempdir().expect("rds dir");
     let states = ["argo-3-weight-50", "legacy-guarded-rest", "legacy-unguarded-rest"];
-    let port = |c: &str| {
-        upstreams
-            .iter()
-            .find(|u| u.name == upstream_of(c))
-            .expect("upstream")
-            .addr
-            .port()
-    };
-    let clusters: Vec<(String, u16)> = rollout_run::clusters(&states, &fixture)
-        .into_iter()
-        .map(|c| {
-            let p = port(&c);
-            (c, p)
-        })
-        .collect();
+    let clusters = rollout_run::cluster_ports(&states, &fixture, &upstreams, &upstream_of);
     rollout_run::push(rds.path(), states[0], fixture(states[0]));
     let config = plugin_config("istio/route-weights/wasmplugin.yaml");
     let yaml = rollout_run::bootstrap(rds.path(), ROUTE_CONFIG, &clusters, &config);
