@@ -22,9 +22,7 @@ Only what decides the pick is rendered (names, matches, cluster / weighted_clust
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -346,14 +344,7 @@ def dump(cfg: dict, what: str) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = ap.add_mutually_exclusive_group(required=True)
-    g.add_argument("--out", type=Path)
-    g.add_argument("--check", type=Path)
-    args = ap.parse_args()
-    files, index = render()
-    files["states.json"] = json.dumps(index, indent=2) + "\n"
-    return istio_routes.write_or_check(files, args.out, args.check, "istio/gateway-api/ and envoy-gateway/")
+    return istio_routes.cli(__doc__, render, "istio/gateway-api/ and envoy-gateway/")
 
 
 if __name__ == "__main__":

@@ -407,15 +407,21 @@ def dump(cfg: dict, what: str) -> str:
     return head + yaml.safe_dump(cfg, sort_keys=False, width=100)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def cli(doc: str, render_all, source: str) -> int:
+    """`--out DIR` writes what `render_all()` gives (files and the states index), `--check DIR`
+    compares; shared by this tool and tools/gateway_routes.py."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = ap.add_mutually_exclusive_group(required=True)
     g.add_argument("--out", type=Path)
     g.add_argument("--check", type=Path)
     args = ap.parse_args()
-    files, index = render()
+    files, index = render_all()
     files["states.json"] = json.dumps(index, indent=2) + "\n"
-    return write_or_check(files, args.out, args.check, "istio/")
+    return write_or_check(files, args.out, args.check, source)
+
+
+def main() -> int:
+    return cli(__doc__, render, "istio/")
 
 
 def write_or_check(files: dict[str, str], out: Path | None, check: Path | None, source: str) -> int:
